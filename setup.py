@@ -1,0 +1,42 @@
+"""Build the optional Cython twin of the codec. All metadata lives in pyproject.toml.
+
+``SNAPSTATE_DEBUG=1`` builds with line tracing (for coverage and profiling) and writes Cython's
+HTML annotation next to the sources. ``SNAPSTATE_NO_EXT=1`` skips the extension (the pure-Python
+codec is then used).
+"""
+
+import os
+
+from setuptools import setup
+
+DEBUG = os.environ.get("SNAPSTATE_DEBUG", "") not in ("", "0")
+NO_EXT = os.environ.get("SNAPSTATE_NO_EXT", "") not in ("", "0")
+
+# One set of directives for every module.
+DIRECTIVES = {
+    "language_level": "3",
+    "boundscheck": False,
+    "wraparound": False,
+    "cdivision": True,
+    "embedsignature": True,
+    "linetrace": DEBUG,
+}
+
+
+def extensions():
+    if NO_EXT:
+        return []
+    from Cython.Build import cythonize
+    from setuptools import Extension
+
+    macros = [("CYTHON_TRACE_NOGIL", "1")] if DEBUG else []
+    ext = Extension(
+        "snapstate.codec._native",
+        ["ext/_codec.pyx"],
+        define_macros=macros,
+        extra_compile_args=["-O2"] if not DEBUG else ["-O0", "-g"],
+    )
+    return cythonize([ext], compiler_directives=DIRECTIVES, annotate=DEBUG)
+
+
+setup(ext_modules=extensions())

@@ -1,0 +1,888 @@
+"""The framework-agnostic engine: what to store for a checkpoint, and how to read it back.
+
+The engine turns a :class:`~snapstate.Checkpoint` into rows (a checkpoint row, one blob per
+changed channel, write rows) and rows back into a :class:`~snapstate.Snapshot`. It decides *what*
+is stored: only channels that changed are encoded again, and list channels that grew by appending
+store only the appended items (see :mod:`snapstate._delta`). Storage is the backend's business,
+batching the writer's, bytes the codec's.
+
+:class:`Checkpointer` is the synchronous engine and :class:`AsyncCheckpointer` its asyncio twin.
+Both share every decision through :class:`_Planner`; only the calls to the backend differ.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import msgspec
+
+from . import _delta
+from ._model import Checkpoint, PendingWrite, Snapshot, Version
+from .backends._base import (
+    BLOB_DELTA,
+    BLOB_EMPTY,
+    BLOB_FULL,
+    Backend,
+    BlobRow,
+    CheckpointRow,
+    ListQuery,
+    WriteBatch,
+    WriteRow,
+    validate_filter,
+    version_key,
+)
+from .backends._async import AsyncBackend, as_async_backend
+from .codec import Codec, default_codec
+from .errors import DecodeError, EncodeError, InvalidArgumentError
+from .writer import AsyncWriter, Durability, Writer, make_async_writer, make_writer
+
+__all__ = ["Checkpointer", "AsyncCheckpointer"]
+
+#: How many checkpoint rows ``list`` resolves together: their blobs and writes are fetched in one
+#: call per (thread, namespace) and decoded once. Larger pages mean fewer round trips but more
+#: memory held between yields.
+LIST_PAGE_SIZE = 64
+
+#: Decoded channel values kept while one ``list`` call walks a history. Consecutive checkpoints
+#: mostly share versions, so a small cache avoids decoding the same blob again.
+LIST_CACHE_ENTRIES = 512
+
+_SKELETON_FORMAT = 1
+
+
+class _Skeleton(msgspec.Struct, array_like=True):
+    """Everything of a checkpoint but its values. Appending fields needs defaults."""
+
+    ts: str
+    versions: dict[str, Version]
+    seen: dict[str, dict[str, Version]]
+    extra: dict[str, Any] = {}
+
+
+_skeleton_encoder = msgspec.msgpack.Encoder()
+_skeleton_decoder = msgspec.msgpack.Decoder(_Skeleton)
+_metadata_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+def _where(thread_id: str, namespace: str, checkpoint_id: str | None = None) -> str:
+    text = f"thread {thread_id!r}, namespace {namespace!r}"
+    if checkpoint_id is not None:
+        text = f"checkpoint {checkpoint_id!r} ({text})"
+    return text
+
+
+def _check_id(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidArgumentError(f"{name} must be a str, got {type(value).__name__}")
+    if name == "thread_id" and not value:
+        raise InvalidArgumentError("thread_id must not be empty")
+    return value
+
+
+class _Planner:
+    """The decisions both engines share: rows out of checkpoints, snapshots out of rows."""
+
+    def __init__(self, codec: Codec, delta: _delta.DeltaPolicy) -> None:
+        self.codec = codec
+        self.delta = delta
+
+    # -- write side ----------------------------------------------------------------------------
+
+    def put(
+        self,
+        checkpoint: Checkpoint,
+        *,
+        thread_id: str,
+        namespace: str,
+        parent_id: str | None,
+        metadata: Mapping[str, Any] | None,
+        changed: Mapping[str, Version] | Collection[str] | None,
+    ) -> WriteBatch:
+        _check_id("thread_id", thread_id)
+        _check_id("namespace", namespace)
+        if not isinstance(checkpoint, Checkpoint):
+            raise InvalidArgumentError(
+                f"checkpoint must be a snapstate.Checkpoint, got {type(checkpoint).__name__}"
+            )
+        cid = _check_id("checkpoint id", checkpoint.id)
+        if not cid:
+            raise InvalidArgumentError(f"checkpoint id must not be empty ({_where(thread_id, namespace)})")
+        where = _where(thread_id, namespace, cid)
+        meta = dict(metadata or {})
+        try:
+            meta_bytes = msgspec.json.encode(meta)
+        except (TypeError, msgspec.EncodeError) as exc:
+            bad = _first_non_json_key(meta)
+            raise EncodeError(
+                f"metadata of {where} is not JSON: key {bad!r}: {exc}"
+                if bad
+                else f"metadata of {where} is not JSON: {exc}"
+            ) from None
+        try:
+            skeleton = b"%c" % _SKELETON_FORMAT + _skeleton_encoder.encode(
+                _Skeleton(
+                    checkpoint.ts,
+                    checkpoint.channel_versions,
+                    checkpoint.versions_seen,
+                    checkpoint.extra,
+                )
+            )
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise EncodeError(f"versions or extra fields of {where} cannot be stored: {exc}") from None
+
+        if changed is None:
+            changed_versions: Mapping[str, Version] = checkpoint.channel_versions
+        elif isinstance(changed, Mapping):
+            changed_versions = changed
+        else:
+            changed_versions = {}
+            for channel in changed:
+                if channel not in checkpoint.channel_versions:
+                    raise InvalidArgumentError(
+                        f"changed channel {channel!r} has no version in {where}"
+                    )
+                changed_versions[channel] = checkpoint.channel_versions[channel]
+
+        blobs = []
+        values = checkpoint.channel_values
+        for channel, version in changed_versions.items():
+            vkey = version_key(version)
+            if channel in values:
+                kind, base, data = self.delta.encode(
+                    self.codec, thread_id, namespace, channel, vkey, values[channel],
+                    f"channel {channel!r} of {where}",
+                )
+            else:
+                kind, base, data = BLOB_EMPTY, None, b""
+            blobs.append(BlobRow(thread_id, namespace, channel, vkey, kind, base, data))
+
+        run_id = meta.get("run_id")
+        row = CheckpointRow(
+            thread_id=thread_id,
+            namespace=namespace,
+            checkpoint_id=cid,
+            parent_id=parent_id,
+            run_id=run_id if isinstance(run_id, str) else None,
+            created_at=time.time(),
+            metadata=meta_bytes,
+            skeleton=skeleton,
+        )
+        return WriteBatch(checkpoints=[row], blobs=blobs)
+
+    def put_writes(
+        self,
+        writes: Sequence[tuple[str, Any]],
+        *,
+        thread_id: str,
+        namespace: str,
+        checkpoint_id: str,
+        task_id: str,
+        task_path: str,
+        indices: Sequence[int] | None,
+        replace: bool,
+    ) -> WriteBatch:
+        _check_id("thread_id", thread_id)
+        _check_id("namespace", namespace)
+        _check_id("checkpoint_id", checkpoint_id)
+        _check_id("task_id", task_id)
+        if indices is not None and len(indices) != len(writes):
+            raise InvalidArgumentError(
+                f"put_writes got {len(writes)} writes but {len(indices)} indices"
+            )
+        where = _where(thread_id, namespace, checkpoint_id)
+        rows = []
+        for i, item in enumerate(writes):
+            try:
+                channel, value = item
+            except (TypeError, ValueError):
+                raise InvalidArgumentError(
+                    f"write {i} of task {task_id!r} on {where} is not a (channel, value) pair"
+                ) from None
+            _check_id("channel", channel)
+            data = self.codec.encode(
+                value, where=f"write {i} to channel {channel!r} by task {task_id!r} on {where}"
+            )
+            idx = i if indices is None else indices[i]
+            rows.append(
+                WriteRow(thread_id, namespace, checkpoint_id, task_id, idx, channel, task_path, data)
+            )
+        if replace:
+            return WriteBatch(replace_writes=rows)
+        return WriteBatch(writes=rows)
+
+    def write_failed(self, batch: WriteBatch) -> None:
+        """A batch did not commit: later deltas must not name its blobs as their base."""
+        for thread_id in {b.thread_id for b in batch.blobs}:
+            self.delta.forget(thread_id)
+
+    # -- read side -----------------------------------------------------------------------------
+
+    def skeleton(self, row: CheckpointRow) -> _Skeleton:
+        data = row.skeleton
+        if not data or data[0] != _SKELETON_FORMAT:
+            raise DecodeError(
+                f"checkpoint skeleton of {_where(row.thread_id, row.namespace, row.checkpoint_id)} "
+                f"has unknown format {data[:1].hex() or 'empty'}"
+            )
+        try:
+            return _skeleton_decoder.decode(memoryview(data)[1:])
+        except msgspec.DecodeError as exc:
+            raise DecodeError(
+                f"corrupt checkpoint skeleton of "
+                f"{_where(row.thread_id, row.namespace, row.checkpoint_id)}: {exc}"
+            ) from None
+
+    def missing_keys(
+        self, wanted: Iterable[tuple[str, str]], have: Mapping[tuple[str, str], BlobRow]
+    ) -> list[tuple[str, str]]:
+        """Keys still to fetch: wanted blobs not yet loaded, and bases of loaded deltas."""
+        out: list[tuple[str, str]] = []
+        seen: set[tuple[str, str]] = set()
+        stack = list(wanted)
+        while stack:
+            key = stack.pop()
+            if key in seen:
+                continue
+            seen.add(key)
+            row = have.get(key)
+            if row is None:
+                out.append(key)
+            elif row.kind == BLOB_DELTA and row.base is not None:
+                stack.append((key[0], row.base))
+        return out
+
+    def value(
+        self,
+        key: tuple[str, str],
+        have: Mapping[tuple[str, str], BlobRow],
+        cache: _ValueCache,
+        where: str,
+    ) -> Any:
+        """The decoded value of a blob, following delta bases. ``_EMPTY`` for empty blobs."""
+        cached = cache.get(key, _MISSING)
+        if cached is not _MISSING:
+            return cached
+        # Walk down to a keyframe (or a cached version) iteratively: chains can be long.
+        chain: list[BlobRow] = []
+        cur = key
+        base_value: Any = _MISSING
+        while True:
+            row = have.get(cur)
+            if row is None:
+                raise DecodeError(
+                    f"blob {cur[0]!r} version {cur[1]!r} of {where} is missing: it is the base of "
+                    f"an append-delta of version {key[1]!r}"
+                )
+            if row.kind != BLOB_DELTA:
+                break
+            chain.append(row)
+            if row.base is None:
+                raise DecodeError(f"append-delta {cur!r} of {where} has no base")
+            cur = (cur[0], row.base)
+            base_value = cache.get(cur, _MISSING)
+            if base_value is not _MISSING:
+                break
+        if base_value is _MISSING:
+            row = have[cur]
+            if row.kind == BLOB_EMPTY:
+                base_value = _EMPTY
+            elif row.kind == BLOB_FULL:
+                base_value = self.codec.decode(
+                    row.data, where=f"channel {cur[0]!r} version {cur[1]!r} of {where}"
+                )
+            else:
+                raise DecodeError(f"blob {cur!r} of {where} has unknown kind {row.kind}")
+            cache.put(cur, base_value)
+        value = base_value
+        for row in reversed(chain):
+            value = _delta.apply(
+                value,
+                self.codec.decode(
+                    row.data, where=f"channel {row.channel!r} version {row.version!r} of {where}"
+                ),
+                f"channel {row.channel!r} version {row.version!r} of {where}",
+            )
+            cache.put((row.channel, row.version), value)
+        return value
+
+    def snapshot(
+        self,
+        row: CheckpointRow,
+        skel: _Skeleton,
+        have: Mapping[tuple[str, str], BlobRow],
+        writes: Iterable[WriteRow],
+        cache: _ValueCache,
+    ) -> Snapshot:
+        where = _where(row.thread_id, row.namespace, row.checkpoint_id)
+        values: dict[str, Any] = {}
+        for channel, version in skel.versions.items():
+            key = (channel, version_key(version))
+            if key not in have:
+                # A version with no blob: the caller never declared it changed. Like upstream
+                # savers, such a channel reads as absent.
+                continue
+            value = self.value(key, have, cache, where)
+            if value is not _EMPTY:
+                values[channel] = value
+        pending = sorted(writes, key=lambda w: (w.task_path, w.task_id, w.idx))
+        try:
+            metadata = _metadata_decoder.decode(row.metadata)
+        except msgspec.DecodeError as exc:
+            raise DecodeError(f"corrupt metadata of {where}: {exc}") from None
+        return Snapshot(
+            thread_id=row.thread_id,
+            namespace=row.namespace,
+            checkpoint=Checkpoint(
+                id=row.checkpoint_id,
+                channel_values=values,
+                channel_versions=skel.versions,
+                versions_seen=skel.seen,
+                ts=skel.ts,
+                extra=skel.extra,
+            ),
+            metadata=metadata,
+            parent_id=row.parent_id,
+            pending_writes=[
+                PendingWrite(
+                    w.task_id,
+                    w.channel,
+                    self.codec.decode(
+                        w.data,
+                        where=f"write {w.idx} to channel {w.channel!r} by task {w.task_id!r} "
+                        f"on {where}",
+                    ),
+                    w.task_path,
+                    w.idx,
+                )
+                for w in pending
+            ],
+            created_at=row.created_at,
+        )
+
+    def query(
+        self,
+        thread_id: str | None,
+        namespace: str | None,
+        checkpoint_id: str | None,
+        filter: Mapping[str, Any] | None,
+        before: str | None,
+        limit: int | None,
+    ) -> ListQuery:
+        if thread_id is not None:
+            _check_id("thread_id", thread_id)
+        if namespace is not None:
+            _check_id("namespace", namespace)
+        if checkpoint_id is not None:
+            _check_id("checkpoint_id", checkpoint_id)
+        if before is not None:
+            _check_id("before", before)
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+            raise InvalidArgumentError(f"limit must be a non-negative int, got {limit!r}")
+        return ListQuery(
+            thread_id=thread_id,
+            namespace=namespace,
+            checkpoint_id=checkpoint_id,
+            before=before,
+            limit=limit,
+            filter=validate_filter(filter),
+        )
+
+
+def _first_non_json_key(meta: Mapping[str, Any]) -> str | None:
+    for key, value in meta.items():
+        try:
+            msgspec.json.encode({key: value})
+        except (TypeError, msgspec.EncodeError):
+            return str(key)
+    return None
+
+
+_MISSING: Any = object()
+
+
+class _EmptyType:
+    def __repr__(self) -> str:
+        return "<empty>"
+
+
+_EMPTY: Any = _EmptyType()
+
+
+class _ValueCache:
+    """A small LRU of decoded channel values keyed by (channel, version)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._data: OrderedDict[tuple[str, str], Any] = OrderedDict()
+
+    def get(self, key: tuple[str, str], default: Any) -> Any:
+        value = self._data.get(key, default)
+        if value is not default:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: tuple[str, str], value: Any) -> None:
+        self._data[key] = value
+        self._data.move_to_end(key)
+        if len(self._data) > self.size:
+            self._data.popitem(last=False)
+
+
+def _pages(rows: Iterable[CheckpointRow], size: int) -> Iterator[list[CheckpointRow]]:
+    it = iter(rows)
+    while page := list(itertools.islice(it, size)):
+        yield page
+
+
+def _group(page: list[CheckpointRow]) -> dict[tuple[str, str], list[CheckpointRow]]:
+    groups: dict[tuple[str, str], list[CheckpointRow]] = {}
+    for row in page:
+        groups.setdefault((row.thread_id, row.namespace), []).append(row)
+    return groups
+
+
+def _resolve_backend(backend: Backend | str | os.PathLike[str]) -> Backend:
+    if isinstance(backend, Backend):
+        return backend
+    if isinstance(backend, (str, os.PathLike)):
+        from .backends import open_backend
+
+        return open_backend(backend)
+    raise InvalidArgumentError(
+        f"backend must be a snapstate Backend, a URL or a path, got {type(backend).__name__}"
+    )
+
+
+class Checkpointer:
+    """Saves and loads checkpoints of graph executions. Synchronous and thread-safe.
+
+    Parameters
+    ----------
+    backend:
+        A :class:`snapstate.backends.Backend`, or a URL: ``"memory://"``, ``"sqlite:///path.db"``,
+        a plain file path (SQLite), or ``"postgresql://..."``.
+    codec:
+        The value codec; defaults to :data:`snapstate.codec.default_codec`.
+    durability:
+        ``"sync"`` (default): :meth:`put` returns once its transaction has committed.
+        ``"batched"``: :meth:`put` returns once queued; queued items commit together within a
+        bounded delay; reads of a thread, :meth:`flush` and :meth:`close` wait for them.
+    delta_keyframe_every:
+        For list channels that grow by appending, store a full copy every this many versions and
+        only the appended items in between. ``0`` turns append-deltas off.
+    auto_setup:
+        Create or upgrade the schema on first use.
+
+    Examples
+    --------
+    >>> from snapstate import Checkpointer, Checkpoint
+    >>> with Checkpointer("memory://") as cp:
+    ...     cp.put(Checkpoint(id="1", channel_values={"x": 1}, channel_versions={"x": 1}),
+    ...            thread_id="t")
+    ...     cp.get("t").checkpoint.channel_values
+    {'x': 1}
+    """
+
+    def __init__(
+        self,
+        backend: Backend | str | os.PathLike[str],
+        *,
+        codec: Codec | None = None,
+        durability: Durability = "sync",
+        delta_keyframe_every: int = _delta.DEFAULT_KEYFRAME_EVERY,
+        auto_setup: bool = True,
+        **writer_options: Any,
+    ) -> None:
+        self.backend = _resolve_backend(backend)
+        self.codec = codec or default_codec
+        self._plan = _Planner(self.codec, _delta.DeltaPolicy(delta_keyframe_every))
+        self._writer: Writer = make_writer(
+            self.backend, durability, self._plan.write_failed, **writer_options
+        )
+        self._auto_setup = auto_setup
+        self._ready = False
+
+    @property
+    def durability(self) -> Durability:
+        """The durability mode this checkpointer was made with."""
+        return self._writer.durability
+
+    def setup(self) -> None:
+        """Create or upgrade the backend's schema. Called on first use unless ``auto_setup=False``."""
+        self.backend.setup()
+        self._ready = True
+
+    def _ensure(self) -> None:
+        if not self._ready and self._auto_setup:
+            self.setup()
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def put(
+        self,
+        checkpoint: Checkpoint,
+        *,
+        thread_id: str,
+        namespace: str = "",
+        parent_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        changed: Mapping[str, Version] | Collection[str] | None = None,
+    ) -> None:
+        """Store a checkpoint.
+
+        Only channels named in ``changed`` (a collection of names, or a mapping of name to new
+        version) are encoded and stored; other channels are reached through the versions of
+        earlier checkpoints. ``None`` stores every channel. A changed channel missing from
+        ``channel_values`` is stored as empty.
+
+        Raises
+        ------
+        EncodeError
+            A value or the metadata cannot be encoded; the message names the channel and path.
+        InvalidArgumentError
+            Malformed ids or arguments.
+        """
+        self._ensure()
+        batch = self._plan.put(
+            checkpoint,
+            thread_id=thread_id,
+            namespace=namespace,
+            parent_id=parent_id,
+            metadata=metadata,
+            changed=changed,
+        )
+        self._writer.submit(batch)
+
+    def put_writes(
+        self,
+        writes: Sequence[tuple[str, Any]],
+        *,
+        thread_id: str,
+        checkpoint_id: str,
+        task_id: str,
+        namespace: str = "",
+        task_path: str = "",
+        indices: Sequence[int] | None = None,
+        replace: bool = False,
+    ) -> None:
+        """Store a task's pending writes against a checkpoint (which need not exist yet).
+
+        Each write is keyed by ``(task_id, index)``; ``indices`` default to positions. A write
+        whose key exists is ignored (retries are harmless) unless ``replace`` is true.
+        """
+        self._ensure()
+        batch = self._plan.put_writes(
+            writes,
+            thread_id=thread_id,
+            namespace=namespace,
+            checkpoint_id=checkpoint_id,
+            task_id=task_id,
+            task_path=task_path,
+            indices=indices,
+            replace=replace,
+        )
+        self._writer.submit(batch)
+
+    def flush(self) -> None:
+        """Wait until everything queued has committed (a no-op in ``sync`` mode)."""
+        self._writer.flush()
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def get(
+        self, thread_id: str, namespace: str = "", checkpoint_id: str | None = None
+    ) -> Snapshot | None:
+        """The checkpoint with that id, or the latest of the thread and namespace; None if absent."""
+        self._ensure()
+        _check_id("thread_id", thread_id)
+        _check_id("namespace", namespace)
+        if checkpoint_id is not None:
+            _check_id("checkpoint_id", checkpoint_id)
+        self._writer.sync_thread(thread_id)
+        loaded = self.backend.load(thread_id, namespace, checkpoint_id)
+        if loaded is None:
+            return None
+        row, blobs, writes = loaded
+        skel = self._plan.skeleton(row)
+        have = {(b.channel, b.version): b for b in blobs}
+        self._fetch(row.thread_id, row.namespace, _keys(skel), have)
+        return self._plan.snapshot(row, skel, have, writes, _ValueCache(LIST_CACHE_ENTRIES))
+
+    def _fetch(
+        self,
+        thread_id: str,
+        namespace: str,
+        wanted: Iterable[tuple[str, str]],
+        have: dict[tuple[str, str], BlobRow],
+    ) -> None:
+        wanted = list(wanted)
+        asked: set[tuple[str, str]] = set()
+        # Loops once per level of append-delta bases a backend did not return up front.
+        while missing := [k for k in self._plan.missing_keys(wanted, have) if k not in asked]:
+            asked.update(missing)
+            for b in self.backend.get_blobs(thread_id, namespace, missing):
+                have.setdefault((b.channel, b.version), b)
+
+    def list(
+        self,
+        thread_id: str | None = None,
+        *,
+        namespace: str | None = None,
+        checkpoint_id: str | None = None,
+        filter: Mapping[str, Any] | None = None,
+        before: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[Snapshot]:
+        """Checkpoints, newest id first.
+
+        ``thread_id=None`` lists every thread; ``namespace=None`` every namespace. ``filter``
+        keeps checkpoints whose metadata has each key equal to the given JSON value. ``before``
+        keeps ids lower than it. Values decoded once are shared by the snapshots of one call.
+        """
+        self._ensure()
+        query = self._plan.query(thread_id, namespace, checkpoint_id, filter, before, limit)
+        if thread_id is None:
+            self._writer.flush()
+        else:
+            self._writer.sync_thread(thread_id)
+        caches: dict[tuple[str, str], _ValueCache] = {}
+        for page in _pages(self.backend.list_checkpoints(query), LIST_PAGE_SIZE):
+            done: dict[int, Snapshot] = {}
+            for (tid, ns), rows in _group(page).items():
+                skels = [self._plan.skeleton(r) for r in rows]
+                have: dict[tuple[str, str], BlobRow] = {}
+                self._fetch(tid, ns, {k for s in skels for k in _keys(s)}, have)
+                writes = _writes_by_checkpoint(
+                    self.backend.get_writes(tid, ns, [r.checkpoint_id for r in rows])
+                )
+                cache = caches.setdefault((tid, ns), _ValueCache(LIST_CACHE_ENTRIES))
+                for r, s in zip(rows, skels):
+                    done[id(r)] = self._plan.snapshot(
+                        r, s, have, writes.get(r.checkpoint_id, ()), cache
+                    )
+            for r in page:
+                yield done[id(r)]
+
+    # -- deleting ------------------------------------------------------------------------------
+
+    def delete_thread(self, thread_id: str) -> None:
+        """Delete a thread's checkpoints, blobs and writes in every namespace."""
+        self._ensure()
+        _check_id("thread_id", thread_id)
+        self._writer.sync_thread(thread_id)
+        self.backend.delete_threads([thread_id])
+        self._plan.delta.forget(thread_id)
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Drain queued writes and release the backend."""
+        try:
+            self._writer.close()
+        finally:
+            self.backend.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _keys(skel: _Skeleton) -> list[tuple[str, str]]:
+    return [(channel, version_key(v)) for channel, v in skel.versions.items()]
+
+
+def _writes_by_checkpoint(rows: Iterable[WriteRow]) -> dict[str, list[WriteRow]]:
+    out: dict[str, list[WriteRow]] = {}
+    for w in rows:
+        out.setdefault(w.checkpoint_id, []).append(w)
+    return out
+
+
+class AsyncCheckpointer:
+    """The asyncio twin of :class:`Checkpointer`: the same arguments and methods, awaited.
+
+    ``backend`` may be an :class:`~snapstate.backends.AsyncBackend` (native async I/O) or a
+    synchronous backend or URL, whose blocking calls then run in a worker thread.
+    """
+
+    def __init__(
+        self,
+        backend: AsyncBackend | Backend | str | os.PathLike[str],
+        *,
+        codec: Codec | None = None,
+        durability: Durability = "sync",
+        delta_keyframe_every: int = _delta.DEFAULT_KEYFRAME_EVERY,
+        auto_setup: bool = True,
+        **writer_options: Any,
+    ) -> None:
+        if isinstance(backend, AsyncBackend):
+            self.backend = backend
+        else:
+            self.backend = as_async_backend(_resolve_backend(backend))
+        self.codec = codec or default_codec
+        self._plan = _Planner(self.codec, _delta.DeltaPolicy(delta_keyframe_every))
+        self._writer: AsyncWriter = make_async_writer(
+            self.backend, durability, self._plan.write_failed, **writer_options
+        )
+        self._auto_setup = auto_setup
+        self._ready = False
+
+    @property
+    def durability(self) -> Durability:
+        return self._writer.durability
+
+    async def setup(self) -> None:
+        await self.backend.setup()
+        self._ready = True
+
+    async def _ensure(self) -> None:
+        if not self._ready and self._auto_setup:
+            await self.setup()
+
+    async def put(
+        self,
+        checkpoint: Checkpoint,
+        *,
+        thread_id: str,
+        namespace: str = "",
+        parent_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        changed: Mapping[str, Version] | Collection[str] | None = None,
+    ) -> None:
+        """See :meth:`Checkpointer.put`."""
+        await self._ensure()
+        batch = self._plan.put(
+            checkpoint,
+            thread_id=thread_id,
+            namespace=namespace,
+            parent_id=parent_id,
+            metadata=metadata,
+            changed=changed,
+        )
+        await self._writer.submit(batch)
+
+    async def put_writes(
+        self,
+        writes: Sequence[tuple[str, Any]],
+        *,
+        thread_id: str,
+        checkpoint_id: str,
+        task_id: str,
+        namespace: str = "",
+        task_path: str = "",
+        indices: Sequence[int] | None = None,
+        replace: bool = False,
+    ) -> None:
+        """See :meth:`Checkpointer.put_writes`."""
+        await self._ensure()
+        batch = self._plan.put_writes(
+            writes,
+            thread_id=thread_id,
+            namespace=namespace,
+            checkpoint_id=checkpoint_id,
+            task_id=task_id,
+            task_path=task_path,
+            indices=indices,
+            replace=replace,
+        )
+        await self._writer.submit(batch)
+
+    async def flush(self) -> None:
+        await self._writer.flush()
+
+    async def get(
+        self, thread_id: str, namespace: str = "", checkpoint_id: str | None = None
+    ) -> Snapshot | None:
+        """See :meth:`Checkpointer.get`."""
+        await self._ensure()
+        _check_id("thread_id", thread_id)
+        _check_id("namespace", namespace)
+        if checkpoint_id is not None:
+            _check_id("checkpoint_id", checkpoint_id)
+        await self._writer.sync_thread(thread_id)
+        loaded = await self.backend.load(thread_id, namespace, checkpoint_id)
+        if loaded is None:
+            return None
+        row, blobs, writes = loaded
+        skel = self._plan.skeleton(row)
+        have = {(b.channel, b.version): b for b in blobs}
+        await self._fetch(row.thread_id, row.namespace, _keys(skel), have)
+        return self._plan.snapshot(row, skel, have, writes, _ValueCache(LIST_CACHE_ENTRIES))
+
+    async def _fetch(
+        self,
+        thread_id: str,
+        namespace: str,
+        wanted: Iterable[tuple[str, str]],
+        have: dict[tuple[str, str], BlobRow],
+    ) -> None:
+        wanted = list(wanted)
+        asked: set[tuple[str, str]] = set()
+        while missing := [k for k in self._plan.missing_keys(wanted, have) if k not in asked]:
+            asked.update(missing)
+            for b in await self.backend.get_blobs(thread_id, namespace, missing):
+                have.setdefault((b.channel, b.version), b)
+
+    async def list(
+        self,
+        thread_id: str | None = None,
+        *,
+        namespace: str | None = None,
+        checkpoint_id: str | None = None,
+        filter: Mapping[str, Any] | None = None,
+        before: str | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[Snapshot]:
+        """See :meth:`Checkpointer.list`."""
+        await self._ensure()
+        query = self._plan.query(thread_id, namespace, checkpoint_id, filter, before, limit)
+        if thread_id is None:
+            await self._writer.flush()
+        else:
+            await self._writer.sync_thread(thread_id)
+        caches: dict[tuple[str, str], _ValueCache] = {}
+        rows_all = await self.backend.list_checkpoints(query)
+        for page in _pages(rows_all, LIST_PAGE_SIZE):
+            done: dict[int, Snapshot] = {}
+            for (tid, ns), rows in _group(page).items():
+                skels = [self._plan.skeleton(r) for r in rows]
+                have: dict[tuple[str, str], BlobRow] = {}
+                await self._fetch(tid, ns, {k for s in skels for k in _keys(s)}, have)
+                writes = _writes_by_checkpoint(
+                    await self.backend.get_writes(tid, ns, [r.checkpoint_id for r in rows])
+                )
+                cache = caches.setdefault((tid, ns), _ValueCache(LIST_CACHE_ENTRIES))
+                for r, s in zip(rows, skels):
+                    done[id(r)] = self._plan.snapshot(
+                        r, s, have, writes.get(r.checkpoint_id, ()), cache
+                    )
+            for r in page:
+                yield done[id(r)]
+
+    async def delete_thread(self, thread_id: str) -> None:
+        """See :meth:`Checkpointer.delete_thread`."""
+        await self._ensure()
+        _check_id("thread_id", thread_id)
+        await self._writer.sync_thread(thread_id)
+        await self.backend.delete_threads([thread_id])
+        self._plan.delta.forget(thread_id)
+
+    async def aclose(self) -> None:
+        """Drain queued writes and release the backend."""
+        try:
+            await self._writer.close()
+        finally:
+            await self.backend.close()
+
+    async def __aenter__(self) -> AsyncCheckpointer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -1,0 +1,120 @@
+"""The asyncio side of the storage contract.
+
+:class:`AsyncBackend` mirrors :class:`~snapstate.backends.Backend` with awaitable methods. A
+backend with native async I/O (PostgreSQL) implements it directly; any synchronous backend is
+adapted by :func:`as_async_backend`, which runs blocking calls in a worker thread.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from ._base import Backend, BlobRow, CheckpointRow, ListQuery, WriteBatch, WriteRow
+
+__all__ = ["AsyncBackend", "ThreadedAsyncBackend", "as_async_backend"]
+
+
+class AsyncBackend(abc.ABC):
+    """Awaitable storage for checkpoint, blob and write rows (see ``Backend`` for semantics)."""
+
+    name: str = "backend"
+
+    @abc.abstractmethod
+    async def setup(self) -> None: ...
+
+    @abc.abstractmethod
+    async def write(self, batch: WriteBatch) -> None: ...
+
+    @abc.abstractmethod
+    async def get_checkpoint(
+        self, thread_id: str, namespace: str, checkpoint_id: str | None
+    ) -> CheckpointRow | None: ...
+
+    @abc.abstractmethod
+    async def list_checkpoints(self, query: ListQuery) -> list[CheckpointRow]: ...
+
+    @abc.abstractmethod
+    async def get_blobs(
+        self, thread_id: str, namespace: str, keys: Collection[tuple[str, str]]
+    ) -> list[BlobRow]: ...
+
+    @abc.abstractmethod
+    async def get_writes(
+        self, thread_id: str, namespace: str, checkpoint_ids: Collection[str]
+    ) -> list[WriteRow]: ...
+
+    @abc.abstractmethod
+    async def delete_threads(self, thread_ids: Sequence[str]) -> None: ...
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections. The default does nothing."""
+
+    async def load(
+        self, thread_id: str, namespace: str, checkpoint_id: str | None
+    ) -> tuple[CheckpointRow, list[BlobRow], list[WriteRow]] | None:
+        row = await self.get_checkpoint(thread_id, namespace, checkpoint_id)
+        if row is None:
+            return None
+        return row, [], await self.get_writes(thread_id, namespace, [row.checkpoint_id])
+
+
+class ThreadedAsyncBackend(AsyncBackend):
+    """Adapts a synchronous backend: each call runs in a worker thread (or inline)."""
+
+    def __init__(self, backend: Backend, *, offload: bool = True) -> None:
+        self.sync = backend
+        self.name = backend.name
+        self._offload = offload
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        if self._offload:
+            return await asyncio.to_thread(fn, *args)
+        return fn(*args)
+
+    async def setup(self) -> None:
+        await self._call(self.sync.setup)
+
+    async def write(self, batch: WriteBatch) -> None:
+        await self._call(self.sync.write, batch)
+
+    async def get_checkpoint(
+        self, thread_id: str, namespace: str, checkpoint_id: str | None
+    ) -> CheckpointRow | None:
+        return await self._call(self.sync.get_checkpoint, thread_id, namespace, checkpoint_id)  # type: ignore[no-any-return]
+
+    async def list_checkpoints(self, query: ListQuery) -> list[CheckpointRow]:
+        return await self._call(lambda: list(self.sync.list_checkpoints(query)))  # type: ignore[no-any-return]
+
+    async def get_blobs(
+        self, thread_id: str, namespace: str, keys: Collection[tuple[str, str]]
+    ) -> list[BlobRow]:
+        return await self._call(self.sync.get_blobs, thread_id, namespace, keys)  # type: ignore[no-any-return]
+
+    async def get_writes(
+        self, thread_id: str, namespace: str, checkpoint_ids: Collection[str]
+    ) -> list[WriteRow]:
+        return await self._call(self.sync.get_writes, thread_id, namespace, checkpoint_ids)  # type: ignore[no-any-return]
+
+    async def delete_threads(self, thread_ids: Sequence[str]) -> None:
+        await self._call(self.sync.delete_threads, thread_ids)
+
+    async def close(self) -> None:
+        await self._call(self.sync.close)
+
+    async def load(
+        self, thread_id: str, namespace: str, checkpoint_id: str | None
+    ) -> tuple[CheckpointRow, list[BlobRow], list[WriteRow]] | None:
+        return await self._call(self.sync.load, thread_id, namespace, checkpoint_id)  # type: ignore[no-any-return]
+
+
+def as_async_backend(backend: Backend) -> AsyncBackend:
+    """An awaitable view of a synchronous backend.
+
+    The in-memory backend never blocks, so its calls run inline; others run in a worker thread.
+    """
+    from .memory import MemoryBackend
+
+    return ThreadedAsyncBackend(backend, offload=not isinstance(backend, MemoryBackend))

@@ -1,0 +1,285 @@
+"""The storage contract every backend implements.
+
+A backend stores three kinds of rows and knows nothing of graphs, codecs or LangGraph:
+
+``checkpoints``
+    one row per checkpoint: where it lives, its parent, the run that made it, when, its metadata
+    (a JSON document, kept apart from state bytes so listing never drags them) and its skeleton
+    (the engine's encoding of versions and timestamps).
+``blobs``
+    one row per (thread, namespace, channel, version): the encoded channel value. A blob is shared
+    by every checkpoint whose ``channel_versions`` name it. ``kind`` says whether ``data`` is the
+    full value, an append-delta over the blob named by ``base``, or empty (the channel has a
+    version but no value).
+``writes``
+    pending writes of a task against a checkpoint. No foreign key: writes may arrive before their
+    checkpoint does.
+
+The required operations are the abstract methods of :class:`Backend`. Everything else on the
+class has a working default built from them, which a backend may override with a faster form.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from typing import Any
+
+import msgspec
+
+from ..errors import InvalidArgumentError
+
+__all__ = [
+    "BLOB_FULL",
+    "BLOB_DELTA",
+    "BLOB_EMPTY",
+    "CheckpointRow",
+    "BlobRow",
+    "WriteRow",
+    "WriteBatch",
+    "ListQuery",
+    "Backend",
+    "validate_filter",
+]
+
+#: ``BlobRow.kind``: ``data`` is the whole encoded value.
+BLOB_FULL = 0
+#: ``BlobRow.kind``: ``data`` holds items appended to the list stored at version ``base``.
+BLOB_DELTA = 1
+#: ``BlobRow.kind``: the channel has this version but no value (``data`` is empty).
+BLOB_EMPTY = 2
+
+
+class CheckpointRow(msgspec.Struct, frozen=True):
+    """A row of the ``checkpoints`` table."""
+
+    thread_id: str
+    namespace: str
+    checkpoint_id: str
+    parent_id: str | None
+    run_id: str | None
+    created_at: float
+    metadata: bytes
+    """The metadata as a UTF-8 JSON object."""
+    skeleton: bytes
+    """The engine's encoding of versions, versions_seen, ts and extra fields."""
+
+
+class BlobRow(msgspec.Struct, frozen=True):
+    """A row of the ``blobs`` table."""
+
+    thread_id: str
+    namespace: str
+    channel: str
+    version: str
+    kind: int
+    base: str | None
+    data: bytes
+
+
+class WriteRow(msgspec.Struct, frozen=True):
+    """A row of the ``writes`` table."""
+
+    thread_id: str
+    namespace: str
+    checkpoint_id: str
+    task_id: str
+    idx: int
+    channel: str
+    task_path: str
+    data: bytes
+
+
+class WriteBatch(msgspec.Struct):
+    """Everything one transaction stores.
+
+    ``writes`` are inserted unless a row with the same key exists (the first write wins, so a
+    retried call is harmless); ``replace_writes`` overwrite. ``blobs`` are inserted unless present
+    (a blob's key names its content). ``checkpoints`` overwrite.
+    """
+
+    checkpoints: list[CheckpointRow] = msgspec.field(default_factory=list)
+    blobs: list[BlobRow] = msgspec.field(default_factory=list)
+    writes: list[WriteRow] = msgspec.field(default_factory=list)
+    replace_writes: list[WriteRow] = msgspec.field(default_factory=list)
+
+    def extend(self, other: WriteBatch) -> None:
+        """Append another batch's rows to this one (used to group commits)."""
+        self.checkpoints.extend(other.checkpoints)
+        self.blobs.extend(other.blobs)
+        self.writes.extend(other.writes)
+        self.replace_writes.extend(other.replace_writes)
+
+    def __len__(self) -> int:
+        return (
+            len(self.checkpoints) + len(self.blobs) + len(self.writes) + len(self.replace_writes)
+        )
+
+
+class ListQuery(msgspec.Struct, frozen=True):
+    """Which checkpoint rows :meth:`Backend.list_checkpoints` yields, newest id first.
+
+    ``None`` in ``thread_id`` or ``namespace`` means "any". ``filter`` maps top-level metadata
+    keys to the JSON value they must equal; keys were checked by :func:`validate_filter`.
+    """
+
+    thread_id: str | None = None
+    namespace: str | None = None
+    checkpoint_id: str | None = None
+    before: str | None = None
+    limit: int | None = None
+    filter: Mapping[str, Any] = msgspec.field(default_factory=dict)
+
+
+_FILTER_KEY = re.compile(r"[A-Za-z0-9_.\-]{1,256}")
+
+
+def validate_filter(filter: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Check a metadata filter and return it as a plain dict.
+
+    Keys are top-level metadata keys made of letters, digits, ``_``, ``.`` and ``-``; values must
+    be JSON values. Backends bind both as query parameters; the key check is a second line of
+    defence and gives a clear error early.
+    """
+    if not filter:
+        return {}
+    if not isinstance(filter, Mapping):
+        raise InvalidArgumentError(
+            f"filter must be a mapping of metadata keys to values, got {type(filter).__name__}"
+        )
+    out: dict[str, Any] = {}
+    for key, value in filter.items():
+        if not isinstance(key, str) or not _FILTER_KEY.fullmatch(key):
+            raise InvalidArgumentError(
+                f"invalid metadata filter key {key!r}: keys may contain only letters, digits, "
+                "'_', '.' and '-' (1 to 256 characters)"
+            )
+        try:
+            msgspec.json.encode(value)
+        except (TypeError, msgspec.EncodeError):
+            raise InvalidArgumentError(
+                f"metadata filter value for {key!r} is not a JSON value: "
+                f"{type(value).__name__}"
+            ) from None
+        out[key] = value
+    return out
+
+
+def metadata_matches(metadata: Mapping[str, Any], filter: Mapping[str, Any]) -> bool:
+    """Whether decoded metadata satisfies a filter: every key present with an equal JSON value.
+
+    Booleans only equal booleans (JSON ``true`` is not ``1``), as in the SQL backends.
+    """
+    for key, want in filter.items():
+        if key not in metadata:
+            return False
+        if not _json_equal(metadata[key], want):
+            return False
+    return True
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a is b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b))
+    if a is None or b is None:
+        return a is None and b is None
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    return type(a) is type(b) and a == b
+
+
+class Backend(abc.ABC):
+    """Storage for checkpoint, blob and write rows.
+
+    Implementations must be safe to call from several threads at once. ``write`` is atomic: either
+    every row of the batch is stored or none is.
+    """
+
+    #: A short name for messages and reports ("memory", "sqlite", "postgres", ...).
+    name: str = "backend"
+
+    # -- required ------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def setup(self) -> None:
+        """Create or upgrade the schema. Idempotent and safe to call concurrently."""
+
+    @abc.abstractmethod
+    def write(self, batch: WriteBatch) -> None:
+        """Store a batch in one transaction, rolled back whole on any error."""
+
+    @abc.abstractmethod
+    def get_checkpoint(
+        self, thread_id: str, namespace: str, checkpoint_id: str | None
+    ) -> CheckpointRow | None:
+        """The row with that id, or the one with the greatest id when ``checkpoint_id`` is None."""
+
+    @abc.abstractmethod
+    def list_checkpoints(self, query: ListQuery) -> Iterator[CheckpointRow]:
+        """Rows matching ``query``, ordered by checkpoint id, greatest first."""
+
+    @abc.abstractmethod
+    def get_blobs(
+        self, thread_id: str, namespace: str, keys: Collection[tuple[str, str]]
+    ) -> list[BlobRow]:
+        """The blobs with these (channel, version) keys that exist.
+
+        A backend may return more rows than asked for (for example the bases of append-deltas,
+        fetched in the same round trip); the engine asks again for any base still missing.
+        """
+
+    @abc.abstractmethod
+    def get_writes(
+        self, thread_id: str, namespace: str, checkpoint_ids: Collection[str]
+    ) -> list[WriteRow]:
+        """Pending writes of these checkpoints, in any order."""
+
+    @abc.abstractmethod
+    def delete_threads(self, thread_ids: Sequence[str]) -> None:
+        """Delete every row of these threads, in every namespace, in one transaction."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Release connections. The default does nothing."""
+
+    # -- optional fast paths -------------------------------------------------------------------
+
+    def load(
+        self, thread_id: str, namespace: str, checkpoint_id: str | None
+    ) -> tuple[CheckpointRow, list[BlobRow], list[WriteRow]] | None:
+        """A checkpoint row with the blobs its skeleton names and its writes.
+
+        The default makes three calls; SQL backends do it in one round trip. ``blob_keys`` are not
+        known before the skeleton is decoded, so the default returns no blobs and lets the engine
+        fetch them; a backend that can join them in returns them here.
+        """
+        row = self.get_checkpoint(thread_id, namespace, checkpoint_id)
+        if row is None:
+            return None
+        return row, [], self.get_writes(thread_id, namespace, [row.checkpoint_id])
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def blob_keys_of(versions: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The blob keys a checkpoint's ``channel_versions`` name."""
+    return [(channel, version_key(v)) for channel, v in versions.items()]
+
+
+def version_key(version: Any) -> str:
+    """The text form of a channel version used in blob keys."""
+    if isinstance(version, str):
+        return version
+    if isinstance(version, bool) or not isinstance(version, (int, float)):
+        raise InvalidArgumentError(
+            f"channel versions must be str, int or float, got {type(version).__name__}"
+        )
+    return repr(version)

@@ -1,0 +1,118 @@
+"""An in-process backend for tests and short-lived runs. Nothing survives the process.
+
+It stores the same encoded rows as the durable backends, so it exercises the codec and the
+engine exactly as they run in production.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Iterator, Sequence
+
+import msgspec
+
+from ._base import (
+    Backend,
+    BlobRow,
+    CheckpointRow,
+    ListQuery,
+    WriteBatch,
+    WriteRow,
+    metadata_matches,
+)
+
+__all__ = ["MemoryBackend"]
+
+_Key = tuple[str, str]  # (thread_id, namespace)
+
+
+class MemoryBackend(Backend):
+    """Rows in dictionaries behind one lock."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._checkpoints: dict[_Key, dict[str, CheckpointRow]] = {}
+        self._blobs: dict[_Key, dict[tuple[str, str], BlobRow]] = {}
+        self._writes: dict[_Key, dict[str, dict[tuple[str, int], WriteRow]]] = {}
+
+    def setup(self) -> None:
+        pass
+
+    def write(self, batch: WriteBatch) -> None:
+        with self._lock:
+            # Validate nothing can fail half-way: every step below is a dict assignment.
+            for w in batch.writes:
+                per = self._writes.setdefault((w.thread_id, w.namespace), {}).setdefault(
+                    w.checkpoint_id, {}
+                )
+                per.setdefault((w.task_id, w.idx), w)
+            for w in batch.replace_writes:
+                per = self._writes.setdefault((w.thread_id, w.namespace), {}).setdefault(
+                    w.checkpoint_id, {}
+                )
+                per[(w.task_id, w.idx)] = w
+            for b in batch.blobs:
+                self._blobs.setdefault((b.thread_id, b.namespace), {}).setdefault(
+                    (b.channel, b.version), b
+                )
+            for c in batch.checkpoints:
+                self._checkpoints.setdefault((c.thread_id, c.namespace), {})[c.checkpoint_id] = c
+
+    def get_checkpoint(
+        self, thread_id: str, namespace: str, checkpoint_id: str | None
+    ) -> CheckpointRow | None:
+        with self._lock:
+            rows = self._checkpoints.get((thread_id, namespace))
+            if not rows:
+                return None
+            if checkpoint_id is None:
+                return rows[max(rows)]
+            return rows.get(checkpoint_id)
+
+    def list_checkpoints(self, query: ListQuery) -> Iterator[CheckpointRow]:
+        with self._lock:
+            candidates = [
+                row
+                for (thread_id, namespace), rows in self._checkpoints.items()
+                if (query.thread_id is None or thread_id == query.thread_id)
+                and (query.namespace is None or namespace == query.namespace)
+                for row in rows.values()
+            ]
+        candidates.sort(key=lambda r: r.checkpoint_id, reverse=True)
+        count = 0
+        for row in candidates:
+            if query.limit is not None and count >= query.limit:
+                return
+            if query.checkpoint_id is not None and row.checkpoint_id != query.checkpoint_id:
+                continue
+            if query.before is not None and not row.checkpoint_id < query.before:
+                continue
+            if query.filter and not metadata_matches(
+                msgspec.json.decode(row.metadata), query.filter
+            ):
+                continue
+            count += 1
+            yield row
+
+    def get_blobs(
+        self, thread_id: str, namespace: str, keys: Collection[tuple[str, str]]
+    ) -> list[BlobRow]:
+        with self._lock:
+            blobs = self._blobs.get((thread_id, namespace), {})
+            return [blobs[k] for k in keys if k in blobs]
+
+    def get_writes(
+        self, thread_id: str, namespace: str, checkpoint_ids: Collection[str]
+    ) -> list[WriteRow]:
+        with self._lock:
+            per_thread = self._writes.get((thread_id, namespace), {})
+            return [w for cid in checkpoint_ids for w in per_thread.get(cid, {}).values()]
+
+    def delete_threads(self, thread_ids: Sequence[str]) -> None:
+        doomed = set(thread_ids)
+        with self._lock:
+            for table in (self._checkpoints, self._blobs, self._writes):
+                for key in [k for k in table if k[0] in doomed]:
+                    del table[key]

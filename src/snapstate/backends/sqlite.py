@@ -1,0 +1,517 @@
+"""The embedded default: one SQLite file.
+
+The store configures its own connections: every connection it opens (or is given) gets a busy
+timeout, WAL journaling and the ``synchronous`` level chosen here, so several threads and
+processes can share one file without "database is locked" errors. Every write is one
+``BEGIN IMMEDIATE`` transaction, rolled back on any error: taking the write lock up front means a
+writer waits in the busy handler instead of failing half-way when another writer commits first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Collection, Iterator, Sequence
+from typing import Any, Literal
+
+import msgspec
+
+from ..errors import (
+    ConfigurationError,
+    MigrationError,
+    SchemaVersionError,
+    StorageError,
+    StoreUnavailableError,
+)
+from ._base import (
+    Backend,
+    BlobRow,
+    CheckpointRow,
+    ListQuery,
+    WriteBatch,
+    WriteRow,
+)
+
+__all__ = ["SqliteBackend", "MIGRATIONS"]
+
+Synchronous = Literal["off", "normal", "full", "extra"]
+
+#: Rows per ``IN (...)``/``VALUES`` list; SQLite allows 32766 bound variables per statement.
+_CHUNK = 400
+
+#: Numbered, named schema migrations. Each runs once, inside the setup transaction, and is
+#: recorded in ``schema_migrations``. Never edit a released entry: append a new one.
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (
+        1,
+        "create checkpoints, blobs and writes",
+        """
+        CREATE TABLE checkpoints (
+            thread_id     TEXT NOT NULL,
+            namespace     TEXT NOT NULL,
+            checkpoint_id TEXT NOT NULL,
+            parent_id     TEXT,
+            run_id        TEXT,
+            created_at    REAL NOT NULL,
+            metadata      TEXT NOT NULL,
+            skeleton      BLOB NOT NULL,
+            PRIMARY KEY (thread_id, namespace, checkpoint_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX checkpoints_by_id ON checkpoints (checkpoint_id);
+        CREATE INDEX checkpoints_by_run ON checkpoints (run_id) WHERE run_id IS NOT NULL;
+        CREATE TABLE blobs (
+            thread_id TEXT NOT NULL,
+            namespace TEXT NOT NULL,
+            channel   TEXT NOT NULL,
+            version   TEXT NOT NULL,
+            kind      INTEGER NOT NULL,
+            base      TEXT,
+            data      BLOB NOT NULL,
+            PRIMARY KEY (thread_id, namespace, channel, version)
+        );
+        CREATE TABLE writes (
+            thread_id     TEXT NOT NULL,
+            namespace     TEXT NOT NULL,
+            checkpoint_id TEXT NOT NULL,
+            task_id       TEXT NOT NULL,
+            idx           INTEGER NOT NULL,
+            channel       TEXT NOT NULL,
+            task_path     TEXT NOT NULL,
+            data          BLOB NOT NULL,
+            PRIMARY KEY (thread_id, namespace, checkpoint_id, task_id, idx)
+        );
+        CREATE TABLE settings (
+            key   TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        );
+        """,
+    ),
+)
+
+_CREATE_MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    id         INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at REAL NOT NULL
+)
+"""
+
+_CHECKPOINT_COLUMNS = (
+    "thread_id, namespace, checkpoint_id, parent_id, run_id, created_at, metadata, skeleton"
+)
+_WRITE_COLUMNS = "thread_id, namespace, checkpoint_id, task_id, idx, channel, task_path, data"
+
+
+def _checkpoint_row(r: tuple[Any, ...]) -> CheckpointRow:
+    return CheckpointRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6].encode(), r[7])
+
+
+class SqliteBackend(Backend):
+    """Checkpoints in one SQLite file.
+
+    Parameters
+    ----------
+    path:
+        The database file (created if missing), or an open ``sqlite3.Connection`` to share. A
+        shared connection is used behind a lock and configured the same way; it must not be in
+        a transaction of its own when snapstate uses it.
+    synchronous:
+        SQLite's ``synchronous`` level in WAL mode. ``"normal"`` (the default): a committed
+        transaction survives the process being killed at any point; after a power cut or an
+        operating-system crash the last transactions before it may roll back, and the file stays
+        consistent. ``"full"``: also survives power loss, at the price of an fsync per commit.
+    busy_timeout:
+        Seconds a writer waits for another process's write lock before giving up.
+    """
+
+    name = "sqlite"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | sqlite3.Connection,
+        *,
+        synchronous: Synchronous = "normal",
+        busy_timeout: float = 30.0,
+    ) -> None:
+        if synchronous not in ("off", "normal", "full", "extra"):
+            raise ConfigurationError(
+                f"synchronous must be 'off', 'normal', 'full' or 'extra', got {synchronous!r}"
+            )
+        if not isinstance(busy_timeout, (int, float)) or busy_timeout < 0:
+            raise ConfigurationError(f"busy_timeout must be seconds >= 0, got {busy_timeout!r}")
+        self.synchronous = synchronous
+        self.busy_timeout = float(busy_timeout)
+        self._shared: sqlite3.Connection | None = None
+        self._shared_lock = threading.RLock()
+        self._idle: list[sqlite3.Connection] = []
+        self._all: list[sqlite3.Connection] = []
+        self._pool_lock = threading.Lock()
+        self._pid = os.getpid()
+        self._closed = False
+        if isinstance(path, sqlite3.Connection):
+            self._shared = path
+            self.path = "<connection>"
+            self._configure(path)
+        else:
+            self.path = os.fspath(path)
+            if self.path == ":memory:":
+                raise ConfigurationError(
+                    "an in-memory SQLite database is private to one connection",
+                    hint="use 'memory://' for the in-memory backend, or pass a sqlite3.Connection",
+                )
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def _configure(self, conn: sqlite3.Connection) -> None:
+        # busy_timeout first: switching to WAL needs a lock another process may hold.
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        if mode.lower() != "wal":
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise ConfigurationError(
+                    f"SQLite database {self.path!r} cannot use WAL journaling (got {mode!r})",
+                    hint="WAL needs a local file system that supports shared memory",
+                )
+        conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
+        conn.execute("PRAGMA foreign_keys = OFF")
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(f"cannot open SQLite database {self.path!r}: {exc}") from None
+        try:
+            self._configure(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise _translate(exc, f"configuring SQLite database {self.path!r}") from None
+        return conn
+
+    @contextlib.contextmanager
+    def _conn(self) -> Iterator[sqlite3.Connection]:
+        if self._closed:
+            raise StoreUnavailableError(f"SQLite backend for {self.path!r} is closed")
+        if self._shared is not None:
+            with self._shared_lock:
+                yield self._shared
+            return
+        if os.getpid() != self._pid:
+            # A forked child must not use its parent's connections: drop them unclosed.
+            with self._pool_lock:
+                self._idle, self._all, self._pid = [], [], os.getpid()
+        with self._pool_lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self._connect()
+            with self._pool_lock:
+                self._all.append(conn)
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:  # never hand out a connection mid-transaction
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            with self._pool_lock:
+                self._idle.append(conn)
+
+    @contextlib.contextmanager
+    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        with self._conn() as conn:
+            if conn.in_transaction:
+                raise ConfigurationError(
+                    f"the SQLite connection given to snapstate is inside a transaction ({what})",
+                    hint="commit or roll back before handing the connection to snapstate",
+                )
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise _translate(exc, what) from None
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise _translate(exc, what) from None
+                raise
+
+    def _read(self, what: str, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._conn() as conn:
+            try:
+                return conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise _translate(exc, what) from None
+
+    # -- schema --------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        with self._conn() as conn:
+            try:
+                if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+                    # Only an empty file can switch to incremental vacuum (retention reclaims
+                    # space with PRAGMA incremental_vacuum).
+                    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            except sqlite3.Error as exc:
+                raise _translate(exc, "preparing the schema") from None
+        with self._transaction("applying schema migrations") as conn:
+            conn.execute(_CREATE_MIGRATIONS_TABLE)
+            applied = {r[0] for r in conn.execute("SELECT id FROM schema_migrations")}
+            known = {m[0] for m in MIGRATIONS}
+            newer = sorted(applied - known)
+            if newer:
+                raise SchemaVersionError(
+                    f"SQLite database {self.path!r} has schema migrations {newer} that this "
+                    f"version of snapstate does not know (it knows up to {max(known)})",
+                    hint="upgrade snapstate, or use a database written by this version",
+                )
+            for mid, name, sql in MIGRATIONS:
+                if mid in applied:
+                    continue
+                try:
+                    for statement in _statements(sql):
+                        conn.execute(statement)
+                except sqlite3.Error as exc:
+                    raise MigrationError(
+                        f"schema migration {mid} ({name}) failed on {self.path!r}: {exc}"
+                    ) from None
+                conn.execute(
+                    "INSERT INTO schema_migrations (id, name, applied_at) VALUES (?, ?, ?)",
+                    (mid, name, time.time()),
+                )
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def write(self, batch: WriteBatch) -> None:
+        with self._transaction("writing a batch") as conn:
+            if batch.writes:
+                conn.executemany(
+                    f"INSERT OR IGNORE INTO writes ({_WRITE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+                    [_write_tuple(w) for w in batch.writes],
+                )
+            if batch.replace_writes:
+                conn.executemany(
+                    f"INSERT OR REPLACE INTO writes ({_WRITE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+                    [_write_tuple(w) for w in batch.replace_writes],
+                )
+            if batch.blobs:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO blobs "
+                    "(thread_id, namespace, channel, version, kind, base, data) "
+                    "VALUES (?,?,?,?,?,?,?)",
+                    [
+                        (b.thread_id, b.namespace, b.channel, b.version, b.kind, b.base, b.data)
+                        for b in batch.blobs
+                    ],
+                )
+            if batch.checkpoints:
+                conn.executemany(
+                    f"INSERT OR REPLACE INTO checkpoints ({_CHECKPOINT_COLUMNS}) "
+                    "VALUES (?,?,?,?,?,?,?,?)",
+                    [
+                        (
+                            c.thread_id,
+                            c.namespace,
+                            c.checkpoint_id,
+                            c.parent_id,
+                            c.run_id,
+                            c.created_at,
+                            c.metadata.decode(),
+                            c.skeleton,
+                        )
+                        for c in batch.checkpoints
+                    ],
+                )
+
+    def delete_threads(self, thread_ids: Sequence[str]) -> None:
+        ids = list(thread_ids)
+        with self._transaction("deleting threads") as conn:
+            for chunk in _chunks(ids, _CHUNK):
+                marks = ",".join("?" * len(chunk))
+                for table in ("writes", "blobs", "checkpoints"):
+                    conn.execute(f"DELETE FROM {table} WHERE thread_id IN ({marks})", chunk)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def get_checkpoint(
+        self, thread_id: str, namespace: str, checkpoint_id: str | None
+    ) -> CheckpointRow | None:
+        if checkpoint_id is None:
+            rows = self._read(
+                "reading the latest checkpoint",
+                f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints "
+                "WHERE thread_id = ? AND namespace = ? ORDER BY checkpoint_id DESC LIMIT 1",
+                (thread_id, namespace),
+            )
+        else:
+            rows = self._read(
+                "reading a checkpoint",
+                f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints "
+                "WHERE thread_id = ? AND namespace = ? AND checkpoint_id = ?",
+                (thread_id, namespace, checkpoint_id),
+            )
+        return _checkpoint_row(rows[0]) if rows else None
+
+    def load(
+        self, thread_id: str, namespace: str, checkpoint_id: str | None
+    ) -> tuple[CheckpointRow, list[BlobRow], list[WriteRow]] | None:
+        row = self.get_checkpoint(thread_id, namespace, checkpoint_id)
+        if row is None:
+            return None
+        return row, [], self.get_writes(thread_id, namespace, [row.checkpoint_id])
+
+    def list_checkpoints(self, query: ListQuery) -> Iterator[CheckpointRow]:
+        where: list[str] = []
+        params: list[Any] = []
+        if query.thread_id is not None:
+            where.append("thread_id = ?")
+            params.append(query.thread_id)
+        if query.namespace is not None:
+            where.append("namespace = ?")
+            params.append(query.namespace)
+        if query.checkpoint_id is not None:
+            where.append("checkpoint_id = ?")
+            params.append(query.checkpoint_id)
+        if query.before is not None:
+            where.append("checkpoint_id < ?")
+            params.append(query.before)
+        for key, value in query.filter.items():
+            clause, args = _filter_clause(key, value)
+            where.append(clause)
+            params.extend(args)
+        sql = f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY checkpoint_id DESC"
+        if query.limit is not None:
+            sql += " LIMIT ?"
+            params.append(query.limit)
+        # Rows hold no state bytes, so materializing them keeps no read transaction open while
+        # the caller consumes the iterator.
+        for r in self._read("listing checkpoints", sql, params):
+            yield _checkpoint_row(r)
+
+    def get_blobs(
+        self, thread_id: str, namespace: str, keys: Collection[tuple[str, str]]
+    ) -> list[BlobRow]:
+        out: list[BlobRow] = []
+        for chunk in _chunks(list(keys), _CHUNK):
+            values = ",".join(f"(?{3 + 2 * i},?{4 + 2 * i})" for i in range(len(chunk)))
+            params: list[Any] = [thread_id, namespace]
+            for channel, version in chunk:
+                params.extend((channel, version))
+            # Follow append-delta bases in the same query: keys first (cheap to de-duplicate),
+            # then each blob's bytes once.
+            sql = (
+                f"WITH RECURSIVE want(channel, version) AS (VALUES {values}), "
+                "chain(channel, version) AS ("
+                " SELECT channel, version FROM want"
+                " UNION"
+                " SELECT b.channel, b.base FROM blobs b JOIN chain c"
+                "  ON b.thread_id = ?1 AND b.namespace = ?2"
+                "  AND b.channel = c.channel AND b.version = c.version"
+                "  WHERE b.kind = 1 AND b.base IS NOT NULL) "
+                "SELECT b.channel, b.version, b.kind, b.base, b.data FROM chain c "
+                "JOIN blobs b ON b.thread_id = ?1 AND b.namespace = ?2"
+                " AND b.channel = c.channel AND b.version = c.version"
+            )
+            for r in self._read("reading channel values", sql, params):
+                out.append(BlobRow(thread_id, namespace, r[0], r[1], r[2], r[3], r[4]))
+        return out
+
+    def get_writes(
+        self, thread_id: str, namespace: str, checkpoint_ids: Collection[str]
+    ) -> list[WriteRow]:
+        out: list[WriteRow] = []
+        for chunk in _chunks(list(checkpoint_ids), _CHUNK):
+            marks = ",".join("?" * len(chunk))
+            rows = self._read(
+                "reading pending writes",
+                f"SELECT {_WRITE_COLUMNS} FROM writes WHERE thread_id = ? AND namespace = ? "
+                f"AND checkpoint_id IN ({marks})",
+                [thread_id, namespace, *chunk],
+            )
+            out.extend(WriteRow(*r) for r in rows)
+        return out
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connections this backend opened (a shared connection stays open)."""
+        self._closed = True
+        with self._pool_lock:
+            conns, self._all, self._idle = self._all, [], []
+        if os.getpid() != self._pid:
+            return
+        for conn in conns:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    def __repr__(self) -> str:
+        return f"SqliteBackend({self.path!r}, synchronous={self.synchronous!r})"
+
+
+def _write_tuple(w: WriteRow) -> tuple[Any, ...]:
+    return (
+        w.thread_id, w.namespace, w.checkpoint_id, w.task_id, w.idx, w.channel, w.task_path,
+        w.data,
+    )
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _statements(sql: str) -> list[str]:
+    return [s.strip() for s in sql.split(";") if s.strip()]
+
+
+def _filter_clause(key: str, value: Any) -> tuple[str, list[Any]]:
+    """A WHERE clause matching metadata key ``key`` equal to the JSON value ``value``.
+
+    The JSON path is bound as a parameter (the key is quoted inside it), never interpolated.
+    """
+    path = '$."' + key + '"'
+    if value is None:
+        return "json_type(metadata, ?) = 'null'", [path]
+    if isinstance(value, bool):
+        return "json_type(metadata, ?) = ?", [path, "true" if value else "false"]
+    if isinstance(value, (int, float)):
+        return (
+            "json_type(metadata, ?) IN ('integer', 'real') AND json_extract(metadata, ?) = ?",
+            [path, path, value],
+        )
+    if isinstance(value, str):
+        return (
+            "json_type(metadata, ?) = 'text' AND json_extract(metadata, ?) = ?",
+            [path, path, value],
+        )
+    # Objects and arrays: compare minified JSON text (key order matters, as stored).
+    return "json_extract(metadata, ?) = json(?)", [path, msgspec.json.encode(value).decode()]
+
+
+def _translate(exc: sqlite3.Error, what: str) -> StorageError:
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
+        return StoreUnavailableError(
+            f"SQLite database is locked while {what}: {text}",
+            hint="another process held the write lock longer than busy_timeout",
+        )
+    if isinstance(exc, sqlite3.OperationalError) and "unable to open" in text:
+        return StoreUnavailableError(f"cannot open the SQLite database while {what}: {text}")
+    if isinstance(exc, sqlite3.OperationalError) and "no such table" in text:
+        return MigrationError(
+            f"the SQLite schema is missing while {what}: {text}",
+            hint="call setup() (or leave auto_setup on) before using the store",
+        )
+    return StorageError(f"SQLite error while {what}: {text}")
