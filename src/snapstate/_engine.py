@@ -16,18 +16,28 @@ import itertools
 import os
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from typing import Any, Literal
 
 import msgspec
 
 from . import _delta
 from ._model import Checkpoint, PendingWrite, Snapshot, Version
+from .backends._async import AsyncBackend, as_async_backend
 from .backends._base import (
     BLOB_DELTA,
     BLOB_EMPTY,
     BLOB_FULL,
     Backend,
+    BlobRef,
     BlobRow,
     CheckpointRow,
     ListQuery,
@@ -36,7 +46,6 @@ from .backends._base import (
     validate_filter,
     version_key,
 )
-from .backends._async import AsyncBackend, as_async_backend
 from .codec import Codec, default_codec
 from .errors import DecodeError, EncodeError, InvalidArgumentError
 from .writer import AsyncWriter, Durability, Writer, make_async_writer, make_writer
@@ -111,7 +120,9 @@ class _Planner:
             )
         cid = _check_id("checkpoint id", checkpoint.id)
         if not cid:
-            raise InvalidArgumentError(f"checkpoint id must not be empty ({_where(thread_id, namespace)})")
+            raise InvalidArgumentError(
+                f"checkpoint id must not be empty ({_where(thread_id, namespace)})"
+            )
         where = _where(thread_id, namespace, cid)
         meta = dict(metadata or {})
         try:
@@ -133,7 +144,9 @@ class _Planner:
                 )
             )
         except (TypeError, msgspec.EncodeError) as exc:
-            raise EncodeError(f"versions or extra fields of {where} cannot be stored: {exc}") from None
+            raise EncodeError(
+                f"versions or extra fields of {where} cannot be stored: {exc}"
+            ) from None
 
         if changed is None:
             changed_versions: Mapping[str, Version] = checkpoint.channel_versions
@@ -154,7 +167,12 @@ class _Planner:
             vkey = version_key(version)
             if channel in values:
                 kind, base, data = self.delta.encode(
-                    self.codec, thread_id, namespace, channel, vkey, values[channel],
+                    self.codec,
+                    thread_id,
+                    namespace,
+                    channel,
+                    vkey,
+                    values[channel],
                     f"channel {channel!r} of {where}",
                 )
             else:
@@ -209,7 +227,9 @@ class _Planner:
             )
             idx = i if indices is None else indices[i]
             rows.append(
-                WriteRow(thread_id, namespace, checkpoint_id, task_id, idx, channel, task_path, data)
+                WriteRow(
+                    thread_id, namespace, checkpoint_id, task_id, idx, channel, task_path, data
+                )
             )
         if replace:
             return WriteBatch(replace_writes=rows)
@@ -381,7 +401,9 @@ class _Planner:
             _check_id("checkpoint_id", checkpoint_id)
         if before is not None:
             _check_id("before", before)
-        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+        if limit is not None and (
+            not isinstance(limit, int) or isinstance(limit, bool) or limit < 0
+        ):
             raise InvalidArgumentError(f"limit must be a non-negative int, got {limit!r}")
         return ListQuery(
             thread_id=thread_id,
@@ -391,6 +413,61 @@ class _Planner:
             limit=limit,
             filter=validate_filter(filter),
         )
+
+    # -- retention -----------------------------------------------------------------------------
+
+    def doomed(
+        self,
+        rows: Sequence[CheckpointRow],
+        index: Sequence[BlobRef],
+        keep: Callable[[CheckpointRow], bool],
+    ) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
+        """Which checkpoints and blobs go when only the rows ``keep`` accepts stay.
+
+        A blob stays when a kept checkpoint names it or it is the base (directly or through a
+        chain) of an append-delta a kept checkpoint names. ``index`` must have been read
+        *before* ``rows``: a checkpoint committed in between then only names blobs that are
+        either in ``rows``' reach or absent from ``index`` (and so untouched).
+        """
+        kept = [r for r in rows if keep(r)]
+        gone = [(r.namespace, r.checkpoint_id) for r in rows if not keep(r)]
+        if not gone:
+            return [], []
+        bases = {(b.namespace, b.channel, b.version): b.base for b in index}
+        reach: set[tuple[str, str, str]] = set()
+        for r in kept:
+            for channel, vkey in _keys(self.skeleton(r)):
+                key: tuple[str, str, str] | None = (r.namespace, channel, vkey)
+                while key is not None and key not in reach:
+                    reach.add(key)
+                    base = bases.get(key)
+                    key = (key[0], key[1], base) if base is not None else None
+        blobs = [k for k in bases if k not in reach]
+        return gone, blobs
+
+    @staticmethod
+    def run_ids(run_ids: Sequence[str]) -> set[str]:
+        if isinstance(run_ids, str) or not all(isinstance(r, str) for r in run_ids):
+            raise InvalidArgumentError("run_ids must be a sequence of str (not a single str)")
+        return set(run_ids)
+
+    @staticmethod
+    def prune_args(thread_ids: Sequence[str], strategy: str) -> list[str]:
+        if isinstance(thread_ids, str) or not all(isinstance(t, str) for t in thread_ids):
+            raise InvalidArgumentError("thread_ids must be a sequence of str (not a single str)")
+        if strategy not in ("keep_latest", "delete", "delete_all"):
+            raise InvalidArgumentError(
+                f"unknown prune strategy {strategy!r}: use 'keep_latest' or 'delete'"
+            )
+        return list(thread_ids)
+
+
+def _latest_per_namespace(rows: Iterable[CheckpointRow]) -> dict[str, str]:
+    latest: dict[str, str] = {}
+    for r in rows:
+        if r.checkpoint_id > latest.get(r.namespace, ""):
+            latest[r.namespace] = r.checkpoint_id
+    return latest
 
 
 def _first_non_json_key(meta: Mapping[str, Any]) -> str | None:
@@ -513,7 +590,7 @@ class Checkpointer:
         return self._writer.durability
 
     def setup(self) -> None:
-        """Create or upgrade the backend's schema. Called on first use unless ``auto_setup=False``."""
+        """Create or upgrade the backend's schema; done on first use unless ``auto_setup=False``."""
         self.backend.setup()
         self._ready = True
 
@@ -597,7 +674,7 @@ class Checkpointer:
     def get(
         self, thread_id: str, namespace: str = "", checkpoint_id: str | None = None
     ) -> Snapshot | None:
-        """The checkpoint with that id, or the latest of the thread and namespace; None if absent."""
+        """The checkpoint with that id, else the latest in the thread's namespace; or None."""
         self._ensure()
         _check_id("thread_id", thread_id)
         _check_id("namespace", namespace)
@@ -677,6 +754,66 @@ class Checkpointer:
         self._writer.sync_thread(thread_id)
         self.backend.delete_threads([thread_id])
         self._plan.delta.forget(thread_id)
+
+    def delete_runs(self, run_ids: Sequence[str]) -> None:
+        """Delete the checkpoints whose metadata ``run_id`` is one of ``run_ids``, with their
+        writes, in every thread and namespace. Blobs that kept checkpoints still reach stay."""
+        self._ensure()
+        ids = self._plan.run_ids(run_ids)
+        self._writer.flush()
+        threads: set[str] = set()
+        for rid in ids:
+            for row in self.backend.list_checkpoints(ListQuery(filter={"run_id": rid})):
+                threads.add(row.thread_id)
+        for tid in sorted(threads):
+            self._retain(tid, lambda r: r.run_id not in ids)
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy every checkpoint, blob and write of a thread to another thread id.
+
+        Checkpoint ids stay the same, so the copy's history reads exactly like the source's.
+        """
+        self._ensure()
+        _check_id("thread_id", source_thread_id)
+        _check_id("thread_id", target_thread_id)
+        self._writer.sync_thread(source_thread_id)
+        self._writer.sync_thread(target_thread_id)
+        self.backend.copy_thread(source_thread_id, target_thread_id)
+
+    def prune(
+        self,
+        thread_ids: Sequence[str],
+        *,
+        strategy: Literal["keep_latest", "delete", "delete_all"] = "keep_latest",
+    ) -> None:
+        """Shrink threads: ``"keep_latest"`` keeps each namespace's latest checkpoint (and its
+        writes) and deletes the rest; ``"delete"`` (alias ``"delete_all"``) deletes the threads.
+        """
+        self._ensure()
+        ids = self._plan.prune_args(thread_ids, strategy)
+        for tid in ids:
+            self._writer.sync_thread(tid)
+        if strategy != "keep_latest":
+            if ids:
+                self.backend.delete_threads(ids)
+            for tid in ids:
+                self._plan.delta.forget(tid)
+            return
+        for tid in ids:
+            self._retain(tid, None)
+
+    def _retain(self, thread_id: str, keep: Callable[[CheckpointRow], bool] | None) -> None:
+        index = self.backend.blob_index(thread_id)  # before the rows: see _Planner.doomed
+        rows = list(self.backend.list_checkpoints(ListQuery(thread_id=thread_id)))
+        if keep is None:
+            latest = _latest_per_namespace(rows)
+
+            def keep(r: CheckpointRow) -> bool:
+                return latest.get(r.namespace) == r.checkpoint_id
+
+        gone, blobs = self._plan.doomed(rows, index, keep)
+        if gone or blobs:
+            self.backend.delete_rows(thread_id, gone, blobs)
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -873,6 +1010,60 @@ class AsyncCheckpointer:
         await self._writer.sync_thread(thread_id)
         await self.backend.delete_threads([thread_id])
         self._plan.delta.forget(thread_id)
+
+    async def delete_runs(self, run_ids: Sequence[str]) -> None:
+        """See :meth:`Checkpointer.delete_runs`."""
+        await self._ensure()
+        ids = self._plan.run_ids(run_ids)
+        await self._writer.flush()
+        threads: set[str] = set()
+        for rid in ids:
+            for row in await self.backend.list_checkpoints(ListQuery(filter={"run_id": rid})):
+                threads.add(row.thread_id)
+        for tid in sorted(threads):
+            await self._retain(tid, lambda r: r.run_id not in ids)
+
+    async def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """See :meth:`Checkpointer.copy_thread`."""
+        await self._ensure()
+        _check_id("thread_id", source_thread_id)
+        _check_id("thread_id", target_thread_id)
+        await self._writer.sync_thread(source_thread_id)
+        await self._writer.sync_thread(target_thread_id)
+        await self.backend.copy_thread(source_thread_id, target_thread_id)
+
+    async def prune(
+        self,
+        thread_ids: Sequence[str],
+        *,
+        strategy: Literal["keep_latest", "delete", "delete_all"] = "keep_latest",
+    ) -> None:
+        """See :meth:`Checkpointer.prune`."""
+        await self._ensure()
+        ids = self._plan.prune_args(thread_ids, strategy)
+        for tid in ids:
+            await self._writer.sync_thread(tid)
+        if strategy != "keep_latest":
+            if ids:
+                await self.backend.delete_threads(ids)
+            for tid in ids:
+                self._plan.delta.forget(tid)
+            return
+        for tid in ids:
+            await self._retain(tid, None)
+
+    async def _retain(self, thread_id: str, keep: Callable[[CheckpointRow], bool] | None) -> None:
+        index = await self.backend.blob_index(thread_id)
+        rows = await self.backend.list_checkpoints(ListQuery(thread_id=thread_id))
+        if keep is None:
+            latest = _latest_per_namespace(rows)
+
+            def keep(r: CheckpointRow) -> bool:
+                return latest.get(r.namespace) == r.checkpoint_id
+
+        gone, blobs = self._plan.doomed(rows, index, keep)
+        if gone or blobs:
+            await self.backend.delete_rows(thread_id, gone, blobs)
 
     async def aclose(self) -> None:
         """Drain queued writes and release the backend."""

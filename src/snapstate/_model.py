@@ -6,14 +6,14 @@ rules (new fields get defaults and are appended).
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 import msgspec
 
 __all__ = ["Version", "Checkpoint", "PendingWrite", "Snapshot"]
 
 #: A channel version. Versions of one thread are all of one type and strictly increasing.
-Version = Union[str, int, float]
+Version = str | int | float
 
 
 class Checkpoint(msgspec.Struct, kw_only=True):

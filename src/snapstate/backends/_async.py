@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from ._base import Backend, BlobRow, CheckpointRow, ListQuery, WriteBatch, WriteRow
+from ._base import Backend, BlobRef, BlobRow, CheckpointRow, ListQuery, WriteBatch, WriteRow
 
 __all__ = ["AsyncBackend", "ThreadedAsyncBackend", "as_async_backend"]
 
@@ -48,6 +48,20 @@ class AsyncBackend(abc.ABC):
 
     @abc.abstractmethod
     async def delete_threads(self, thread_ids: Sequence[str]) -> None: ...
+
+    @abc.abstractmethod
+    async def blob_index(self, thread_id: str) -> list[BlobRef]: ...
+
+    @abc.abstractmethod
+    async def delete_rows(
+        self,
+        thread_id: str,
+        checkpoints: Collection[tuple[str, str]],
+        blobs: Collection[tuple[str, str, str]],
+    ) -> None: ...
+
+    @abc.abstractmethod
+    async def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None: ...
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. The default does nothing."""
@@ -100,6 +114,20 @@ class ThreadedAsyncBackend(AsyncBackend):
 
     async def delete_threads(self, thread_ids: Sequence[str]) -> None:
         await self._call(self.sync.delete_threads, thread_ids)
+
+    async def blob_index(self, thread_id: str) -> list[BlobRef]:
+        return await self._call(self.sync.blob_index, thread_id)  # type: ignore[no-any-return]
+
+    async def delete_rows(
+        self,
+        thread_id: str,
+        checkpoints: Collection[tuple[str, str]],
+        blobs: Collection[tuple[str, str, str]],
+    ) -> None:
+        await self._call(self.sync.delete_rows, thread_id, checkpoints, blobs)
+
+    async def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await self._call(self.sync.copy_thread, source_thread_id, target_thread_id)
 
     async def close(self) -> None:
         await self._call(self.sync.close)

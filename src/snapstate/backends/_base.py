@@ -39,6 +39,7 @@ __all__ = [
     "WriteRow",
     "WriteBatch",
     "ListQuery",
+    "BlobRef",
     "Backend",
     "validate_filter",
 ]
@@ -112,9 +113,17 @@ class WriteBatch(msgspec.Struct):
         self.replace_writes.extend(other.replace_writes)
 
     def __len__(self) -> int:
-        return (
-            len(self.checkpoints) + len(self.blobs) + len(self.writes) + len(self.replace_writes)
-        )
+        return len(self.checkpoints) + len(self.blobs) + len(self.writes) + len(self.replace_writes)
+
+
+class BlobRef(msgspec.Struct, frozen=True):
+    """A blob's key and delta base, without its bytes (for reachability and retention)."""
+
+    namespace: str
+    channel: str
+    version: str
+    kind: int
+    base: str | None
 
 
 class ListQuery(msgspec.Struct, frozen=True):
@@ -159,8 +168,7 @@ def validate_filter(filter: Mapping[str, Any] | None) -> dict[str, Any]:
             msgspec.json.encode(value)
         except (TypeError, msgspec.EncodeError):
             raise InvalidArgumentError(
-                f"metadata filter value for {key!r} is not a JSON value: "
-                f"{type(value).__name__}"
+                f"metadata filter value for {key!r} is not a JSON value: {type(value).__name__}"
             ) from None
         out[key] = value
     return out
@@ -243,6 +251,25 @@ class Backend(abc.ABC):
     def delete_threads(self, thread_ids: Sequence[str]) -> None:
         """Delete every row of these threads, in every namespace, in one transaction."""
 
+    @abc.abstractmethod
+    def blob_index(self, thread_id: str) -> list[BlobRef]:
+        """Every blob of a thread, in every namespace, without its bytes."""
+
+    @abc.abstractmethod
+    def delete_rows(
+        self,
+        thread_id: str,
+        checkpoints: Collection[tuple[str, str]],
+        blobs: Collection[tuple[str, str, str]],
+    ) -> None:
+        """Delete some rows of one thread in one transaction.
+
+        ``checkpoints`` are (namespace, checkpoint_id): each goes with its pending writes, and
+        checkpoints of the thread left behind whose ``parent_id`` named one of them get
+        ``parent_id`` NULL. ``blobs`` are (namespace, channel, version). The engine only names
+        blobs that no kept checkpoint reaches.
+        """
+
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release connections. The default does nothing."""
 
@@ -261,6 +288,56 @@ class Backend(abc.ABC):
         if row is None:
             return None
         return row, [], self.get_writes(thread_id, namespace, [row.checkpoint_id])
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy every row of a thread to another thread id, keeping checkpoint ids.
+
+        The default reads the rows and writes them in one batch; SQL backends copy server-side.
+        """
+        rows = list(self.list_checkpoints(ListQuery(thread_id=source_thread_id)))
+        index = self.blob_index(source_thread_id)
+        batch = WriteBatch()
+        by_ns: dict[str, list[tuple[str, str]]] = {}
+        for ref in index:
+            by_ns.setdefault(ref.namespace, []).append((ref.channel, ref.version))
+        for ns, keys in by_ns.items():
+            for b in self.get_blobs(source_thread_id, ns, keys):
+                batch.blobs.append(
+                    BlobRow(
+                        target_thread_id, b.namespace, b.channel, b.version, b.kind, b.base, b.data
+                    )
+                )
+        ids_by_ns: dict[str, list[str]] = {}
+        for r in rows:
+            ids_by_ns.setdefault(r.namespace, []).append(r.checkpoint_id)
+            batch.checkpoints.append(
+                CheckpointRow(
+                    target_thread_id,
+                    r.namespace,
+                    r.checkpoint_id,
+                    r.parent_id,
+                    r.run_id,
+                    r.created_at,
+                    r.metadata,
+                    r.skeleton,
+                )
+            )
+        for ns, ids in ids_by_ns.items():
+            for w in self.get_writes(source_thread_id, ns, ids):
+                batch.writes.append(
+                    WriteRow(
+                        target_thread_id,
+                        w.namespace,
+                        w.checkpoint_id,
+                        w.task_id,
+                        w.idx,
+                        w.channel,
+                        w.task_path,
+                        w.data,
+                    )
+                )
+        if len(batch):
+            self.write(batch)
 
     def __enter__(self) -> Backend:
         return self

@@ -13,6 +13,7 @@ import msgspec
 
 from ._base import (
     Backend,
+    BlobRef,
     BlobRow,
     CheckpointRow,
     ListQuery,
@@ -116,3 +117,34 @@ class MemoryBackend(Backend):
             for table in (self._checkpoints, self._blobs, self._writes):
                 for key in [k for k in table if k[0] in doomed]:
                     del table[key]
+
+    def blob_index(self, thread_id: str) -> list[BlobRef]:
+        with self._lock:
+            return [
+                BlobRef(b.namespace, b.channel, b.version, b.kind, b.base)
+                for (tid, _ns), blobs in self._blobs.items()
+                if tid == thread_id
+                for b in blobs.values()
+            ]
+
+    def delete_rows(
+        self,
+        thread_id: str,
+        checkpoints: Collection[tuple[str, str]],
+        blobs: Collection[tuple[str, str, str]],
+    ) -> None:
+        with self._lock:
+            doomed: dict[str, set[str]] = {}
+            for ns, cid in checkpoints:
+                doomed.setdefault(ns, set()).add(cid)
+            for ns, cids in doomed.items():
+                rows = self._checkpoints.get((thread_id, ns), {})
+                writes = self._writes.get((thread_id, ns), {})
+                for cid in cids:
+                    rows.pop(cid, None)
+                    writes.pop(cid, None)
+                for cid, row in list(rows.items()):
+                    if row.parent_id in cids:
+                        rows[cid] = msgspec.structs.replace(row, parent_id=None)
+            for ns, channel, version in blobs:
+                self._blobs.get((thread_id, ns), {}).pop((channel, version), None)

@@ -28,6 +28,7 @@ from ..errors import (
 )
 from ._base import (
     Backend,
+    BlobRef,
     BlobRow,
     CheckpointRow,
     ListQuery,
@@ -188,7 +189,9 @@ class SqliteBackend(Backend):
                 check_same_thread=False,
             )
         except sqlite3.Error as exc:
-            raise StoreUnavailableError(f"cannot open SQLite database {self.path!r}: {exc}") from None
+            raise StoreUnavailableError(
+                f"cannot open SQLite database {self.path!r}: {exc}"
+            ) from None
         try:
             self._configure(conn)
         except sqlite3.Error as exc:
@@ -340,6 +343,56 @@ class SqliteBackend(Backend):
                 for table in ("writes", "blobs", "checkpoints"):
                     conn.execute(f"DELETE FROM {table} WHERE thread_id IN ({marks})", chunk)
 
+    def delete_rows(
+        self,
+        thread_id: str,
+        checkpoints: Collection[tuple[str, str]],
+        blobs: Collection[tuple[str, str, str]],
+    ) -> None:
+        cps = list(checkpoints)
+        with self._transaction("deleting checkpoints and blobs") as conn:
+            conn.executemany(
+                "DELETE FROM writes WHERE thread_id = ? AND namespace = ? AND checkpoint_id = ?",
+                [(thread_id, ns, cid) for ns, cid in cps],
+            )
+            conn.executemany(
+                "DELETE FROM checkpoints WHERE thread_id = ? AND namespace = ? "
+                "AND checkpoint_id = ?",
+                [(thread_id, ns, cid) for ns, cid in cps],
+            )
+            conn.executemany(
+                "UPDATE checkpoints SET parent_id = NULL "
+                "WHERE thread_id = ? AND namespace = ? AND parent_id = ?",
+                [(thread_id, ns, cid) for ns, cid in cps],
+            )
+            conn.executemany(
+                "DELETE FROM blobs WHERE thread_id = ? AND namespace = ? AND channel = ? "
+                "AND version = ?",
+                [(thread_id, ns, ch, v) for ns, ch, v in blobs],
+            )
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        with self._transaction("copying a thread") as conn:
+            conn.execute(
+                f"INSERT OR REPLACE INTO checkpoints ({_CHECKPOINT_COLUMNS}) "
+                "SELECT ?, namespace, checkpoint_id, parent_id, run_id, created_at, metadata, "
+                "skeleton FROM checkpoints WHERE thread_id = ?",
+                (target_thread_id, source_thread_id),
+            )
+            conn.execute(
+                "INSERT OR IGNORE INTO blobs "
+                "(thread_id, namespace, channel, version, kind, base, data) "
+                "SELECT ?, namespace, channel, version, kind, base, data FROM blobs "
+                "WHERE thread_id = ?",
+                (target_thread_id, source_thread_id),
+            )
+            conn.execute(
+                f"INSERT OR IGNORE INTO writes ({_WRITE_COLUMNS}) "
+                "SELECT ?, namespace, checkpoint_id, task_id, idx, channel, task_path, data "
+                "FROM writes WHERE thread_id = ?",
+                (target_thread_id, source_thread_id),
+            )
+
     # -- reads ---------------------------------------------------------------------------------
 
     def get_checkpoint(
@@ -428,6 +481,14 @@ class SqliteBackend(Backend):
                 out.append(BlobRow(thread_id, namespace, r[0], r[1], r[2], r[3], r[4]))
         return out
 
+    def blob_index(self, thread_id: str) -> list[BlobRef]:
+        rows = self._read(
+            "indexing blobs",
+            "SELECT namespace, channel, version, kind, base FROM blobs WHERE thread_id = ?",
+            (thread_id,),
+        )
+        return [BlobRef(*r) for r in rows]
+
     def get_writes(
         self, thread_id: str, namespace: str, checkpoint_ids: Collection[str]
     ) -> list[WriteRow]:
@@ -462,7 +523,13 @@ class SqliteBackend(Backend):
 
 def _write_tuple(w: WriteRow) -> tuple[Any, ...]:
     return (
-        w.thread_id, w.namespace, w.checkpoint_id, w.task_id, w.idx, w.channel, w.task_path,
+        w.thread_id,
+        w.namespace,
+        w.checkpoint_id,
+        w.task_id,
+        w.idx,
+        w.channel,
+        w.task_path,
         w.data,
     )
 

@@ -1,0 +1,1 @@
+"""snapstate's benchmark suites (ASV) and the shared deterministic data generator."""
