@@ -5,10 +5,12 @@ When a list channel's new value starts with the items of the version this proces
 for that channel, only the new items are encoded, with a reference to that base version. Every
 ``keyframe_every`` versions a full copy is stored, so a read replays a bounded chain.
 
-The prefix test compares items by identity first and then by ``==``, against the very list
-this process stored last. Frameworks build a new list for each step from the old items (LangGraph's
-reducers do), so the test costs a pointer comparison per item. An item mutated *in place* after
-it was stored is not seen as changed: treat checkpointed values as immutable.
+The prefix test compares items by identity against the very list this process stored last.
+Frameworks build a new list for each step from the old item objects (LangGraph's reducers do), so
+the test costs a pointer comparison per item. Equality is not enough: ``1 == 1.0 == True`` and
+``{"a": 1} == {"a": True}``, yet they encode differently. A list rebuilt from equal copies is
+stored as a keyframe, which is correct, only larger. An item mutated *in place* after it was
+stored is not seen as changed: treat checkpointed values as immutable.
 
 Nothing here is trusted across processes: a process that has not stored a version of a channel
 yet stores a keyframe first.
@@ -16,6 +18,7 @@ yet stores a keyframe first.
 
 from __future__ import annotations
 
+import operator
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -77,7 +80,7 @@ class DeltaPolicy:
             and last.version != version
             and last.chain + 1 < self.keyframe_every
             and len(value) >= len(last.items)
-            and value[: len(last.items)] == last.items
+            and all(map(operator.is_, value, last.items))
         ):
             data = codec.encode(value[len(last.items) :], where=f"{where} (appended items)")
             self._remember(key, _Last(version, list(value), last.chain + 1))
