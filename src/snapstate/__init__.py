@@ -7,7 +7,7 @@ savers from :mod:`snapstate.langgraph`.
 
 from __future__ import annotations
 
-from ._engine import AsyncCheckpointer, Checkpointer
+from ._engine import AsyncCheckpointer, Checkpointer, Progress, RetentionReport
 from ._model import Checkpoint, PendingWrite, Snapshot
 from .errors import (
     ConfigurationError,
@@ -28,6 +28,8 @@ __all__ = [
     "Checkpoint",
     "PendingWrite",
     "Snapshot",
+    "RetentionReport",
+    "Progress",
     "SnapstateError",
     "UsageError",
     "ConfigurationError",

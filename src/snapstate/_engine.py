@@ -41,6 +41,7 @@ from .backends._base import (
     BlobRow,
     CheckpointRow,
     ListQuery,
+    TableStats,
     WriteBatch,
     WriteRow,
     validate_filter,
@@ -50,7 +51,7 @@ from .codec import Codec, default_codec
 from .errors import DecodeError, EncodeError, InvalidArgumentError
 from .writer import AsyncWriter, Durability, Writer, make_async_writer, make_writer
 
-__all__ = ["Checkpointer", "AsyncCheckpointer"]
+__all__ = ["Checkpointer", "AsyncCheckpointer", "RetentionReport", "Progress"]
 
 #: How many checkpoint rows ``list`` resolves together: their blobs and writes are fetched in one
 #: call per (thread, namespace) and decoded once. Larger pages mean fewer round trips but more
@@ -61,7 +62,30 @@ LIST_PAGE_SIZE = 64
 #: mostly share versions, so a small cache avoids decoding the same blob again.
 LIST_CACHE_ENTRIES = 512
 
+#: Rows deleted per retention transaction. Small enough that a delete holds SQLite's write lock
+#: for milliseconds, so live writers wait at most one chunk (their busy timeout is seconds).
+RETENTION_CHUNK = 500
+
 _SKELETON_FORMAT = 1
+
+
+class RetentionReport(msgspec.Struct):
+    """What a retention run deleted (or, with ``dry_run``, would delete)."""
+
+    dry_run: bool = False
+    threads_scanned: int = 0
+    threads_deleted: int = 0
+    checkpoints_deleted: int = 0
+    blobs_deleted: int = 0
+    bytes_reclaimed: int = 0
+
+
+class Progress(msgspec.Struct, frozen=True):
+    """Reported to a ``progress`` callback during long operations."""
+
+    phase: str
+    done: int
+    total: int
 
 
 class _Skeleton(msgspec.Struct, array_like=True):
@@ -462,12 +486,36 @@ class _Planner:
         return list(thread_ids)
 
 
-def _latest_per_namespace(rows: Iterable[CheckpointRow]) -> dict[str, str]:
-    latest: dict[str, str] = {}
+def _newest_per_namespace(rows: Iterable[CheckpointRow], n: int) -> set[tuple[str, str]]:
+    by_ns: dict[str, list[str]] = {}
     for r in rows:
-        if r.checkpoint_id > latest.get(r.namespace, ""):
-            latest[r.namespace] = r.checkpoint_id
-    return latest
+        by_ns.setdefault(r.namespace, []).append(r.checkpoint_id)
+    return {(ns, cid) for ns, cids in by_ns.items() for cid in sorted(cids, reverse=True)[:n]}
+
+
+def _check_retention(keep_last: int | None, idle_for: float | None, chunk: int) -> None:
+    if keep_last is None and idle_for is None:
+        raise InvalidArgumentError("retain needs a policy: keep_last=N and/or idle_for=seconds")
+    if keep_last is not None and (
+        not isinstance(keep_last, int) or isinstance(keep_last, bool) or keep_last < 1
+    ):
+        raise InvalidArgumentError(f"keep_last must be an int >= 1, got {keep_last!r}")
+    if idle_for is not None and (
+        not isinstance(idle_for, (int, float)) or isinstance(idle_for, bool) or idle_for <= 0
+    ):
+        raise InvalidArgumentError(f"idle_for must be seconds > 0, got {idle_for!r}")
+    if not isinstance(chunk, int) or chunk < 1:
+        raise InvalidArgumentError(f"chunk must be an int >= 1, got {chunk!r}")
+
+
+def _keeper(
+    rows: Sequence[CheckpointRow], keep: Callable[[CheckpointRow], bool] | int | None
+) -> Callable[[CheckpointRow], bool]:
+    """``keep`` as a predicate: a callable as is, N = the newest N per namespace, None = 1."""
+    if callable(keep):
+        return keep
+    kept = _newest_per_namespace(rows, 1 if keep is None else keep)
+    return lambda r: (r.namespace, r.checkpoint_id) in kept
 
 
 def _first_non_json_key(meta: Mapping[str, Any]) -> str | None:
@@ -802,18 +850,102 @@ class Checkpointer:
         for tid in ids:
             self._retain(tid, None)
 
-    def _retain(self, thread_id: str, keep: Callable[[CheckpointRow], bool] | None) -> None:
+    def retain(
+        self,
+        *,
+        keep_last: int | None = None,
+        idle_for: float | None = None,
+        thread_ids: Sequence[str] | None = None,
+        dry_run: bool = False,
+        chunk: int = RETENTION_CHUNK,
+        progress: Callable[[Progress], None] | None = None,
+    ) -> RetentionReport:
+        """Apply retention policies and report what went.
+
+        Parameters
+        ----------
+        keep_last:
+            Keep the newest ``keep_last`` checkpoints of each thread and namespace; delete older
+            ones with their writes, and the blobs only they reached.
+        idle_for:
+            Delete whole threads whose newest checkpoint is older than this many seconds.
+        thread_ids:
+            Only these threads (default: every thread in the store).
+        dry_run:
+            Count what would be deleted; delete nothing.
+        chunk:
+            Rows per delete transaction, so live writers are never locked out for long.
+        progress:
+            Called with a :class:`Progress` as threads are processed.
+        """
+        self._ensure()
+        _check_retention(keep_last, idle_for, chunk)
+        if thread_ids is not None:
+            thread_ids = self._plan.prune_args(thread_ids, "keep_latest")
+        self._writer.flush()
+        report = RetentionReport(dry_run=dry_run)
+        wanted = None if thread_ids is None else set(thread_ids)
+        gone_threads: set[str] = set()
+        if idle_for is not None:
+            idle = [
+                t
+                for t in self.backend.threads(idle_before=time.time() - idle_for)
+                if wanted is None or t.thread_id in wanted
+            ]
+            for i in range(0, len(idle), chunk):
+                part = idle[i : i + chunk]
+                if not dry_run:
+                    self.backend.delete_threads([t.thread_id for t in part])
+                    for t in part:
+                        self._plan.delta.forget(t.thread_id)
+                report.threads_deleted += len(part)
+                report.checkpoints_deleted += sum(t.checkpoints for t in part)
+                gone_threads.update(t.thread_id for t in part)
+                if progress is not None:
+                    progress(Progress("idle threads", i + len(part), len(idle)))
+        if keep_last is not None:
+            targets = (
+                sorted(wanted)
+                if wanted is not None
+                else [t.thread_id for t in self.backend.threads()]
+            )
+            targets = [t for t in targets if t not in gone_threads]
+            for i, tid in enumerate(targets):
+                n_cp, n_blobs = self._retain(tid, keep_last, dry_run=dry_run, chunk=chunk)
+                report.checkpoints_deleted += n_cp
+                report.blobs_deleted += n_blobs
+                if progress is not None:
+                    progress(Progress("keep last", i + 1, len(targets)))
+            report.threads_scanned = len(targets)
+        if not dry_run and (report.checkpoints_deleted or report.blobs_deleted):
+            report.bytes_reclaimed = self.backend.reclaim()
+        return report
+
+    def stats(self) -> TableStats:
+        """Counts and bytes by table and by channel (see ``snapstate stats``)."""
+        self._ensure()
+        self._writer.flush()
+        return self.backend.stats()
+
+    def _retain(
+        self,
+        thread_id: str,
+        keep: Callable[[CheckpointRow], bool] | int | None,
+        *,
+        dry_run: bool = False,
+        chunk: int = RETENTION_CHUNK,
+    ) -> tuple[int, int]:
         index = self.backend.blob_index(thread_id)  # before the rows: see _Planner.doomed
         rows = list(self.backend.list_checkpoints(ListQuery(thread_id=thread_id)))
-        if keep is None:
-            latest = _latest_per_namespace(rows)
-
-            def keep(r: CheckpointRow) -> bool:
-                return latest.get(r.namespace) == r.checkpoint_id
-
-        gone, blobs = self._plan.doomed(rows, index, keep)
-        if gone or blobs:
-            self.backend.delete_rows(thread_id, gone, blobs)
+        gone, blobs = self._plan.doomed(rows, index, _keeper(rows, keep))
+        if not dry_run:
+            # Checkpoints before the blobs they reach: between chunks, every checkpoint still
+            # present reads whole.
+            for i in range(0, len(gone), chunk):
+                self.backend.delete_rows(thread_id, gone[i : i + chunk], [])
+            for i in range(0, len(blobs), chunk):
+                self.backend.delete_rows(thread_id, [], blobs[i : i + chunk])
+        return len(gone), len(blobs)
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -1052,18 +1184,17 @@ class AsyncCheckpointer:
         for tid in ids:
             await self._retain(tid, None)
 
-    async def _retain(self, thread_id: str, keep: Callable[[CheckpointRow], bool] | None) -> None:
+    async def _retain(
+        self, thread_id: str, keep: Callable[[CheckpointRow], bool] | int | None
+    ) -> tuple[int, int]:
         index = await self.backend.blob_index(thread_id)
         rows = await self.backend.list_checkpoints(ListQuery(thread_id=thread_id))
-        if keep is None:
-            latest = _latest_per_namespace(rows)
-
-            def keep(r: CheckpointRow) -> bool:
-                return latest.get(r.namespace) == r.checkpoint_id
-
-        gone, blobs = self._plan.doomed(rows, index, keep)
-        if gone or blobs:
-            await self.backend.delete_rows(thread_id, gone, blobs)
+        gone, blobs = self._plan.doomed(rows, index, _keeper(rows, keep))
+        for i in range(0, len(gone), RETENTION_CHUNK):
+            await self.backend.delete_rows(thread_id, gone[i : i + RETENTION_CHUNK], [])
+        for i in range(0, len(blobs), RETENTION_CHUNK):
+            await self.backend.delete_rows(thread_id, [], blobs[i : i + RETENTION_CHUNK])
+        return len(gone), len(blobs)
 
     async def aclose(self) -> None:
         """Drain queued writes and release the backend."""

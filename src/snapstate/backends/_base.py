@@ -40,6 +40,8 @@ __all__ = [
     "WriteBatch",
     "ListQuery",
     "BlobRef",
+    "ThreadInfo",
+    "TableStats",
     "Backend",
     "validate_filter",
 ]
@@ -124,6 +126,33 @@ class BlobRef(msgspec.Struct, frozen=True):
     version: str
     kind: int
     base: str | None
+
+
+class ThreadInfo(msgspec.Struct, frozen=True):
+    """A thread's size and last activity (for retention and ``snapstate stats``)."""
+
+    thread_id: str
+    checkpoints: int
+    last_created_at: float
+
+
+class TableStats(msgspec.Struct):
+    """Row counts and stored bytes, for ``snapstate stats``.
+
+    ``channels`` maps a channel name to ``(blobs, bytes)``; ``file_bytes`` and ``free_bytes`` are
+    the store's on-disk size and reusable space where the backend knows them.
+    """
+
+    threads: int = 0
+    checkpoints: int = 0
+    checkpoint_bytes: int = 0
+    blobs: int = 0
+    blob_bytes: int = 0
+    writes: int = 0
+    write_bytes: int = 0
+    channels: dict[str, tuple[int, int]] = msgspec.field(default_factory=dict)
+    file_bytes: int | None = None
+    free_bytes: int | None = None
 
 
 class ListQuery(msgspec.Struct, frozen=True):
@@ -338,6 +367,55 @@ class Backend(abc.ABC):
                 )
         if len(batch):
             self.write(batch)
+
+    def threads(self, *, idle_before: float | None = None) -> list[ThreadInfo]:
+        """Every thread, or those whose newest checkpoint was created before ``idle_before``
+        (a Unix time). The default scans checkpoint rows; SQL backends aggregate server-side."""
+        info: dict[str, list[float]] = {}
+        for row in self.list_checkpoints(ListQuery()):
+            acc = info.setdefault(row.thread_id, [0, 0.0])
+            acc[0] += 1
+            acc[1] = max(acc[1], row.created_at)
+        return [
+            ThreadInfo(tid, int(n), last)
+            for tid, (n, last) in sorted(info.items())
+            if idle_before is None or last < idle_before
+        ]
+
+    def stats(self) -> TableStats:
+        """Counts and bytes per table and per channel. The default reads every row."""
+        out = TableStats()
+        threads = self.threads()
+        out.threads = len(threads)
+        for t in threads:
+            rows = list(self.list_checkpoints(ListQuery(thread_id=t.thread_id)))
+            out.checkpoints += len(rows)
+            out.checkpoint_bytes += sum(len(r.metadata) + len(r.skeleton) for r in rows)
+            by_ns: dict[str, list[str]] = {}
+            for r in rows:
+                by_ns.setdefault(r.namespace, []).append(r.checkpoint_id)
+            refs: dict[str, list[tuple[str, str]]] = {}
+            for ref in self.blob_index(t.thread_id):
+                refs.setdefault(ref.namespace, []).append((ref.channel, ref.version))
+            for ns, keys in refs.items():
+                for b in self.get_blobs(t.thread_id, ns, keys):
+                    if (b.channel, b.version) not in keys:
+                        continue
+                    out.blobs += 1
+                    out.blob_bytes += len(b.data)
+                    n, size = out.channels.get(b.channel, (0, 0))
+                    out.channels[b.channel] = (n + 1, size + len(b.data))
+            for ns, cids in by_ns.items():
+                ws = self.get_writes(t.thread_id, ns, cids)
+                out.writes += len(ws)
+                out.write_bytes += sum(len(w.data) for w in ws)
+        return out
+
+    def reclaim(self) -> int:
+        """Give space freed by deletes back to the file system where the store can.
+
+        Returns the bytes given back (0 when the backend does not know or need it)."""
+        return 0
 
     def __enter__(self) -> Backend:
         return self

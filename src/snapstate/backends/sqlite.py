@@ -32,6 +32,8 @@ from ._base import (
     BlobRow,
     CheckpointRow,
     ListQuery,
+    TableStats,
+    ThreadInfo,
     WriteBatch,
     WriteRow,
 )
@@ -169,6 +171,10 @@ class SqliteBackend(Backend):
     def _configure(self, conn: sqlite3.Connection) -> None:
         # busy_timeout first: switching to WAL needs a lock another process may hold.
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+            # Only an empty file can switch to incremental vacuum (retention gives space back
+            # with PRAGMA incremental_vacuum), and switching to WAL below writes the header.
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
         if mode.lower() != "wal":
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -258,14 +264,6 @@ class SqliteBackend(Backend):
     # -- schema --------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        with self._conn() as conn:
-            try:
-                if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
-                    # Only an empty file can switch to incremental vacuum (retention reclaims
-                    # space with PRAGMA incremental_vacuum).
-                    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-            except sqlite3.Error as exc:
-                raise _translate(exc, "preparing the schema") from None
         with self._transaction("applying schema migrations") as conn:
             conn.execute(_CREATE_MIGRATIONS_TABLE)
             applied = {r[0] for r in conn.execute("SELECT id FROM schema_migrations")}
@@ -503,6 +501,64 @@ class SqliteBackend(Backend):
             )
             out.extend(WriteRow(*r) for r in rows)
         return out
+
+    def threads(self, *, idle_before: float | None = None) -> list[ThreadInfo]:
+        sql = "SELECT thread_id, count(*), max(created_at) FROM checkpoints GROUP BY thread_id"
+        params: list[Any] = []
+        if idle_before is not None:
+            sql += " HAVING max(created_at) < ?"
+            params.append(idle_before)
+        rows = self._read("listing threads", sql + " ORDER BY thread_id", params)
+        return [ThreadInfo(r[0], r[1], r[2]) for r in rows]
+
+    def stats(self) -> TableStats:
+        with self._conn() as conn:
+            try:
+                q = conn.execute
+                threads, checkpoints, cbytes = q(
+                    "SELECT count(DISTINCT thread_id), count(*), "
+                    "coalesce(sum(length(metadata) + length(skeleton)), 0) FROM checkpoints"
+                ).fetchone()
+                writes, wbytes = q(
+                    "SELECT count(*), coalesce(sum(length(data)), 0) FROM writes"
+                ).fetchone()
+                channels = {
+                    r[0]: (r[1], r[2])
+                    for r in q(
+                        "SELECT channel, count(*), coalesce(sum(length(data)), 0) FROM blobs "
+                        "GROUP BY channel ORDER BY channel"
+                    )
+                }
+                page_size = q("PRAGMA page_size").fetchone()[0]
+                pages = q("PRAGMA page_count").fetchone()[0]
+                free = q("PRAGMA freelist_count").fetchone()[0]
+            except sqlite3.Error as exc:
+                raise _translate(exc, "gathering statistics") from None
+        return TableStats(
+            threads=threads,
+            checkpoints=checkpoints,
+            checkpoint_bytes=cbytes,
+            blobs=sum(n for n, _ in channels.values()),
+            blob_bytes=sum(b for _, b in channels.values()),
+            writes=writes,
+            write_bytes=wbytes,
+            channels=channels,
+            file_bytes=page_size * pages,
+            free_bytes=page_size * free,
+        )
+
+    def reclaim(self) -> int:
+        """Return free pages to the file system (``PRAGMA incremental_vacuum``)."""
+        with self._conn() as conn:
+            try:
+                page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+                before = conn.execute("PRAGMA page_count").fetchone()[0]
+                # executescript steps the pragma to completion (execute would free one page).
+                conn.executescript("PRAGMA incremental_vacuum;")
+                after = conn.execute("PRAGMA page_count").fetchone()[0]
+            except sqlite3.Error as exc:
+                raise _translate(exc, "reclaiming free space") from None
+        return int((before - after) * page_size)
 
     # -- lifetime ------------------------------------------------------------------------------
 

@@ -1,0 +1,197 @@
+"""Retention: keep-last-N, idle-thread expiry, dry runs, space reclaimed, and a live writer."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from snapstate import Checkpoint, Checkpointer, InvalidArgumentError, Progress
+from snapstate.backends.sqlite import SqliteBackend
+
+from .fix_backends import BackendFactory
+
+
+def grow(saver: Checkpointer, thread: str, n: int, *, ns: str = "", start: int = 0) -> list[Any]:
+    msgs: list[Any] = []
+    for i in range(start, start + n):
+        msgs = [*msgs, {"i": i, "text": "word " * 40}]
+        saver.put(
+            Checkpoint(
+                id=f"{i:08d}",
+                channel_values={"messages": msgs, "step": i, "doc": "constant"},
+                channel_versions={"messages": i + 1, "step": i + 1, "doc": 1},
+            ),
+            thread_id=thread,
+            namespace=ns,
+            changed=["messages", "step"] if i > start else None,
+            parent_id=f"{i - 1:08d}" if i > start else None,
+            metadata={"step": i},
+        )
+    return msgs
+
+
+@pytest.fixture
+def saver(backend_factory: BackendFactory) -> Checkpointer:
+    c = Checkpointer(backend_factory(), delta_keyframe_every=4)
+    yield c
+    c.close()
+
+
+def test_keep_last_keeps_history_whole(saver: Checkpointer) -> None:
+    msgs = grow(saver, "t", 30)
+    grow(saver, "t", 5, ns="sub")
+    grow(saver, "other", 3)
+    report = saver.retain(keep_last=3, thread_ids=["t"])
+    assert report.checkpoints_deleted == 27 + 2
+    assert report.blobs_deleted > 0
+    assert [s.checkpoint.id for s in saver.list("t", namespace="")] == [
+        "00000029",
+        "00000028",
+        "00000027",
+    ]
+    for s in saver.list("t", namespace=""):
+        i = int(s.checkpoint.id)
+        assert s.checkpoint.channel_values == {
+            "messages": msgs[: i + 1],
+            "step": i,
+            "doc": "constant",
+        }
+    assert len(list(saver.list("t", namespace="sub"))) == 3
+    assert len(list(saver.list("other"))) == 3  # not named, untouched
+    # Every remaining blob is reachable: another pass finds nothing to delete.
+    again = saver.retain(keep_last=3, thread_ids=["t"])
+    assert (again.checkpoints_deleted, again.blobs_deleted) == (0, 0)
+
+
+def test_keep_last_every_thread_and_dry_run(saver: Checkpointer) -> None:
+    for t in ("a", "b", "c"):
+        grow(saver, t, 6)
+    seen: list[Progress] = []
+    dry = saver.retain(keep_last=2, dry_run=True, progress=seen.append)
+    assert dry.dry_run and dry.threads_scanned == 3 and dry.checkpoints_deleted == 12
+    assert sum(1 for _ in saver.list()) == 18  # nothing deleted
+    assert [(p.done, p.total) for p in seen] == [(1, 3), (2, 3), (3, 3)]
+    real = saver.retain(keep_last=2, chunk=1)
+    assert (real.checkpoints_deleted, real.blobs_deleted) == (
+        dry.checkpoints_deleted,
+        dry.blobs_deleted,
+    )
+    assert sum(1 for _ in saver.list()) == 6
+
+
+def test_idle_threads_expire(saver: Checkpointer, monkeypatch: pytest.MonkeyPatch) -> None:
+    import snapstate._engine as engine
+
+    now = time.time()
+    monkeypatch.setattr(engine.time, "time", lambda: now - 3 * 86400)
+    grow(saver, "old", 4)
+    monkeypatch.setattr(engine.time, "time", lambda: now)
+    grow(saver, "fresh", 4)
+    dry = saver.retain(idle_for=86400, dry_run=True)
+    assert (dry.threads_deleted, dry.checkpoints_deleted) == (1, 4)
+    assert saver.get("old") is not None
+    report = saver.retain(idle_for=86400)
+    assert (report.threads_deleted, report.checkpoints_deleted) == (1, 4)
+    assert saver.get("old") is None and saver.backend.blob_index("old") == []
+    assert saver.get("fresh") is not None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "retain needs a policy"),
+        ({"keep_last": 0}, "keep_last must be an int >= 1, got 0"),
+        ({"keep_last": True}, "keep_last must be an int >= 1, got True"),
+        ({"idle_for": -1}, "idle_for must be seconds > 0, got -1"),
+        ({"keep_last": 1, "thread_ids": "t"}, "not a single str"),
+    ],
+)
+def test_retain_rejects_bad_policies(
+    saver: Checkpointer, kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidArgumentError, match=message):
+        saver.retain(**kwargs)
+
+
+def test_stats_count_rows_and_bytes(saver: Checkpointer) -> None:
+    grow(saver, "a", 5)
+    saver.put_writes([("w", "x" * 100)], thread_id="a", checkpoint_id="00000004", task_id="k")
+    st = saver.stats()
+    assert (st.threads, st.checkpoints, st.writes) == (1, 5, 1)
+    assert set(st.channels) == {"messages", "step", "doc"}
+    assert st.channels["doc"][0] == 1 and st.channels["messages"][0] == 5
+    assert st.blobs == 11 and st.blob_bytes == sum(b for _, b in st.channels.values())
+    assert st.write_bytes > 100 and st.checkpoint_bytes > 0
+
+
+def test_sqlite_gives_space_back(tmp_path: Any) -> None:
+    path = tmp_path / "s.db"
+    with Checkpointer(SqliteBackend(path), delta_keyframe_every=0) as saver:
+        grow(saver, "t", 120)
+        before = saver.stats().file_bytes
+        report = saver.retain(keep_last=1)
+        assert report.bytes_reclaimed > 0
+        after = saver.stats()
+        assert after.file_bytes is not None and before is not None
+        assert after.file_bytes < before / 4
+        assert after.free_bytes == 0
+
+
+def test_retention_alongside_a_live_writer(backend_factory: BackendFactory) -> None:
+    writer = Checkpointer(backend_factory(), delta_keyframe_every=4)
+    sweeper = Checkpointer(backend_factory())
+    stop = threading.Event()
+    sweeping = threading.Event()
+    expected: dict[str, list[Any]] = {}
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            sweeping.wait(10)  # overlap with the sweeps for certain
+            msgs: list[Any] = []
+            for i in range(150):
+                msgs = [*msgs, {"i": i}]
+                writer.put(
+                    Checkpoint(
+                        id=f"{i:08d}",
+                        channel_values={"messages": msgs, "doc": "same"},
+                        channel_versions={"messages": i + 1, "doc": 1},
+                    ),
+                    thread_id="live",
+                    changed=["messages"] if i else None,
+                )
+                expected[f"{i:08d}"] = list(msgs)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            stop.set()
+
+    t = threading.Thread(target=write)
+    t.start()
+    sweeps = 0
+    while not stop.is_set():
+        sweeping.set()
+        sweeper.retain(keep_last=5, thread_ids=["live"])
+        sweeps += 1
+    t.join()
+    assert not errors, errors
+    assert sweeps > 0
+    # Everything still stored reads back exactly as written, and nothing of the newest is lost.
+    remaining = list(sweeper.list("live"))
+    assert remaining[0].checkpoint.id == "00000149"
+    for s in remaining:
+        assert s.checkpoint.channel_values == {
+            "messages": expected[s.checkpoint.id],
+            "doc": "same",
+        }
+    sweeper.retain(keep_last=5, thread_ids=["live"])
+    assert [s.checkpoint.id for s in sweeper.list("live")] == [
+        f"{i:08d}" for i in range(149, 144, -1)
+    ]
+    latest = sweeper.get("live")
+    assert (
+        latest is not None and latest.checkpoint.channel_values["messages"] == expected["00000149"]
+    )
