@@ -1,0 +1,209 @@
+"""The ``snapstate`` command: see and manage stored state.
+
+::
+
+    snapstate stats URL
+    snapstate inspect URL THREAD [--namespace NS] [--limit N] [--diff OLD NEW]
+    snapstate prune URL [--keep-last N] [--idle DURATION] [--thread T ...] [--dry-run]
+
+URL is ``memory://``, ``sqlite:///path.db`` (or a plain path) or ``postgresql://...``. Every
+command is a thin layer over importable functions: :meth:`snapstate.Checkpointer.stats`,
+:meth:`~snapstate.Checkpointer.list`, :func:`snapstate.history.diff` and
+:meth:`~snapstate.Checkpointer.retain`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import re
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from ._engine import Checkpointer, Progress
+from .errors import SnapstateError
+from .history import diff
+
+__all__ = ["main", "parse_duration"]
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as ``90s``, ``15m``, ``12h``, ``7d`` or ``2w``."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(
+            f"invalid duration {text!r}: use a number and a unit s, m, h, d or w (e.g. 7d)"
+        )
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def _stats(cp: Checkpointer, out: TextIO) -> None:
+    st = cp.stats()
+    out.write(f"threads      {st.threads}\n")
+    out.write(f"checkpoints  {st.checkpoints:>10}  {_size(st.checkpoint_bytes):>12}\n")
+    out.write(f"blobs        {st.blobs:>10}  {_size(st.blob_bytes):>12}\n")
+    out.write(f"writes       {st.writes:>10}  {_size(st.write_bytes):>12}\n")
+    if st.file_bytes is not None:
+        out.write(f"file         {_size(st.file_bytes):>23}  ({_size(st.free_bytes)} free)\n")
+    if st.checkpoints:
+        total = st.checkpoint_bytes + st.blob_bytes + st.write_bytes
+        out.write(f"per checkpoint {_size(total // st.checkpoints):>21}\n")
+    if st.channels:
+        out.write("\nchannel                          blobs         bytes\n")
+        for name, (n, size) in sorted(st.channels.items(), key=lambda kv: -kv[1][1]):
+            out.write(f"{name[:30]:<30} {n:>8} {_size(size):>13}\n")
+
+
+def _inspect(
+    cp: Checkpointer,
+    thread: str,
+    namespace: str | None,
+    limit: int | None,
+    pair: Sequence[str] | None,
+    out: TextIO,
+) -> int:
+    if pair:
+        old = cp.get(thread, namespace or "", pair[0])
+        new = cp.get(thread, namespace or "", pair[1])
+        for cid, snap in ((pair[0], old), (pair[1], new)):
+            if snap is None:
+                out.write(f"no checkpoint {cid!r} in thread {thread!r}\n")
+                return 1
+        assert old is not None and new is not None
+        changes = diff(old, new)
+        if not changes:
+            out.write("no channel differs\n")
+        for c in changes:
+            if c.kind == "appended":
+                out.write(f"{c.channel}: appended {c.appended} item(s) ({c.old} -> {c.new})\n")
+            elif c.kind == "changed":
+                out.write(f"{c.channel}: changed {c.old} -> {c.new}\n")
+            else:
+                out.write(f"{c.channel}: {c.kind} {c.old or c.new}\n")
+        return 0
+    found = False
+    out.write(f"{'checkpoint':<38} {'namespace':<16} {'created (UTC)':<20} changes / metadata\n")
+    previous = None
+    snaps = list(cp.list(thread, namespace=namespace, limit=limit))
+    for snap in reversed(snaps):  # oldest first reads like a story
+        found = True
+        when = dt.datetime.fromtimestamp(snap.created_at, dt.timezone.utc)
+        if previous is not None and previous.namespace == snap.namespace:
+            changed = ", ".join(
+                f"{c.channel}+{c.appended}" if c.kind == "appended" else f"{c.channel}*"
+                for c in diff(previous, snap)
+            )
+        else:
+            changed = ", ".join(sorted(snap.checkpoint.channel_values))
+        meta = " ".join(f"{k}={v}" for k, v in snap.metadata.items() if k in ("source", "step"))
+        writes = f" writes={len(snap.pending_writes)}" if snap.pending_writes else ""
+        out.write(
+            f"{snap.checkpoint.id:<38} {snap.namespace[:16]:<16} "
+            f"{when:%Y-%m-%d %H:%M:%S}  [{changed}] {meta}{writes}\n"
+        )
+        previous = snap
+    if not found:
+        out.write(f"no checkpoints in thread {thread!r}\n")
+        return 1
+    return 0
+
+
+def _prune(
+    cp: Checkpointer,
+    keep_last: int | None,
+    idle: float | None,
+    threads: list[str] | None,
+    dry_run: bool,
+    out: TextIO,
+    err: TextIO,
+) -> None:
+    def progress(p: Progress) -> None:
+        err.write(f"\r{p.phase}: {p.done}/{p.total}")
+        if p.done == p.total:
+            err.write("\n")
+        err.flush()
+
+    report = cp.retain(
+        keep_last=keep_last, idle_for=idle, thread_ids=threads, dry_run=dry_run, progress=progress
+    )
+    verb = "would delete" if dry_run else "deleted"
+    out.write(
+        f"{verb}: {report.threads_deleted} idle thread(s), "
+        f"{report.checkpoints_deleted} checkpoint(s), {report.blobs_deleted} blob(s)\n"
+    )
+    if not dry_run:
+        out.write(f"space given back: {_size(report.bytes_reclaimed)}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="snapstate", description="See and manage stored state.")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("stats", help="threads, checkpoints and bytes by table and channel")
+    s.add_argument("url")
+    i = sub.add_parser("inspect", help="a thread's history, or what changed between two")
+    i.add_argument("url")
+    i.add_argument("thread")
+    i.add_argument("--namespace", default=None, help="only this namespace ('' = root)")
+    i.add_argument("--limit", type=int, default=None, help="only the newest N checkpoints")
+    i.add_argument("--diff", nargs=2, metavar=("OLD", "NEW"), help="compare two checkpoints")
+    r = sub.add_parser("prune", help="apply retention policies")
+    r.add_argument("url")
+    r.add_argument("--keep-last", type=int, default=None, help="keep N per thread+namespace")
+    r.add_argument(
+        "--idle", type=parse_duration, default=None, help="delete threads idle this long (7d)"
+    )
+    r.add_argument("--thread", action="append", default=None, help="only this thread (repeat)")
+    r.add_argument("--dry-run", action="store_true", help="report, delete nothing")
+    return p
+
+
+def _sqlite_path(url: str) -> str | None:
+    """The file a SQLite URL names (commands never create a store by mistake)."""
+    if url.startswith(("postgresql://", "postgres://", "memory:")):
+        return None
+    if url.startswith("sqlite://"):
+        rest = url[len("sqlite://") :]
+        return rest[1:] if rest.startswith("/") else rest
+    return url
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    out = out or sys.stdout
+    err = sys.stderr
+    args = _parser().parse_args(argv)
+    path = _sqlite_path(args.url)
+    if path is not None and not os.path.exists(path):
+        err.write(f"snapstate: error: no database at {path!r}\n")
+        return 2
+    try:
+        with Checkpointer(args.url) as cp:
+            if args.command == "stats":
+                _stats(cp, out)
+            elif args.command == "inspect":
+                return _inspect(cp, args.thread, args.namespace, args.limit, args.diff, out)
+            elif args.command == "prune":
+                _prune(cp, args.keep_last, args.idle, args.thread, args.dry_run, out, err)
+    except SnapstateError as exc:
+        err.write(f"snapstate: error: {exc}\n")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
