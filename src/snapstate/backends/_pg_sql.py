@@ -1,0 +1,606 @@
+"""What the PostgreSQL backends say to the server, shared by the sync and the asyncio backend.
+
+Every operation is a generator: it yields :class:`Stmt` objects and receives each statement's
+rows back, then returns its result. The two backends differ only in how they drive a generator
+(``cursor.execute`` or ``await cursor.execute``), so the SQL text, the parameters and the row
+conversion exist once and cannot drift apart.
+
+Statements bind every value as a parameter. Rows travel as column arrays (``unnest``), so a
+statement's text does not depend on how many rows it carries: the server prepares it once and a
+batch of any size is one statement, one round trip and one implicit transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Collection, Generator, Hashable, Mapping, Sequence
+from typing import Any, NamedTuple, TypeVar
+
+import msgspec
+
+from ..errors import ConfigurationError, EncodeError, MigrationError, SchemaVersionError
+from ._base import (
+    BlobRef,
+    BlobRow,
+    CheckpointRow,
+    ListQuery,
+    TableStats,
+    ThreadInfo,
+    WriteBatch,
+    WriteRow,
+)
+
+__all__ = ["MIGRATIONS", "Stmt", "Op", "Statements"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Stmt(NamedTuple):
+    """One statement of an operation; ``fetch`` says whether its rows are sent back."""
+
+    sql: str
+    params: Sequence[Any] | Mapping[str, Any] | None = None
+    fetch: bool = True
+    #: (id, name) of the schema migration this statement belongs to, for error messages.
+    migration: tuple[int, str] | None = None
+
+
+#: An operation: yields statements, receives their rows, returns its result.
+Op = Generator[Stmt, list[tuple[Any, ...]], T]
+
+#: Numbered, named schema migrations, applied in one transaction by ``setup()`` and recorded in
+#: ``schema_migrations``. ``{s}`` is the quoted schema. Never edit a released entry: append one.
+#: No ``CREATE INDEX CONCURRENTLY``: it cannot run inside the setup transaction.
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (
+        1,
+        "create checkpoints, blobs and writes",
+        """
+        CREATE TABLE {s}.checkpoints (
+            thread_id     text COLLATE "C" NOT NULL,
+            namespace     text COLLATE "C" NOT NULL,
+            checkpoint_id text COLLATE "C" NOT NULL,
+            parent_id     text COLLATE "C",
+            run_id        text COLLATE "C",
+            created_at    double precision NOT NULL,
+            metadata      jsonb NOT NULL,
+            skeleton      bytea NOT NULL,
+            PRIMARY KEY (thread_id, namespace, checkpoint_id)
+        );
+        CREATE INDEX checkpoints_by_id ON {s}.checkpoints (checkpoint_id);
+        CREATE INDEX checkpoints_by_run ON {s}.checkpoints (run_id) WHERE run_id IS NOT NULL;
+        CREATE TABLE {s}.blobs (
+            thread_id text COLLATE "C" NOT NULL,
+            namespace text COLLATE "C" NOT NULL,
+            channel   text COLLATE "C" NOT NULL,
+            version   text COLLATE "C" NOT NULL,
+            kind      smallint NOT NULL,
+            base      text COLLATE "C",
+            data      bytea NOT NULL,
+            PRIMARY KEY (thread_id, namespace, channel, version)
+        );
+        ALTER TABLE {s}.blobs ALTER COLUMN data SET STORAGE EXTERNAL;
+        CREATE TABLE {s}.writes (
+            thread_id     text COLLATE "C" NOT NULL,
+            namespace     text COLLATE "C" NOT NULL,
+            checkpoint_id text COLLATE "C" NOT NULL,
+            task_id       text COLLATE "C" NOT NULL,
+            idx           integer NOT NULL,
+            channel       text NOT NULL,
+            task_path     text COLLATE "C" NOT NULL,
+            data          bytea NOT NULL,
+            PRIMARY KEY (thread_id, namespace, checkpoint_id, task_id, idx)
+        );
+        CREATE TABLE {s}.settings (
+            key   text PRIMARY KEY,
+            value text NOT NULL
+        )
+        """,
+    ),
+)
+# Why these column choices:
+# - COLLATE "C" on keys: ids order bytewise, as in SQLite, whatever the database's collation
+#   (``list`` and ``before`` compare checkpoint ids).
+# - blobs.data STORAGE EXTERNAL: the codec already lz4-compresses large values; the default
+#   (EXTENDED) makes the server try pglz on every large blob again. With a 1 MB lz4 blob, the
+#   default storage spent most of the insert time in that second compression for no gain.
+
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+_CHECKPOINT_COLUMNS = (
+    "thread_id, namespace, checkpoint_id, parent_id, run_id, created_at, metadata, skeleton"
+)
+_CHECKPOINT_SELECT = (
+    "c.thread_id, c.namespace, c.checkpoint_id, c.parent_id, c.run_id, c.created_at, "
+    "c.metadata::text, c.skeleton"
+)
+_WRITE_COLUMNS = "thread_id, namespace, checkpoint_id, task_id, idx, channel, task_path, data"
+_BLOB_COLUMNS = "thread_id, namespace, channel, version, kind, base, data"
+
+# Parameter types of each table's column arrays, in column order. ``%b``: sent in binary, which
+# matters for bytea (a 1 MB value sent as text is hex-escaped to 2 MB and parsed by the server).
+_WRITE_TYPES = ("text", "text", "text", "text", "int4", "text", "text", "bytea")
+_BLOB_TYPES = ("text", "text", "text", "text", "int2", "text", "bytea")
+_CHECKPOINT_TYPES = ("text", "text", "text", "text", "text", "float8", "text", "bytea")
+
+
+def quote_schema(schema: str) -> str:
+    """The schema name as a quoted identifier, after checking it is a plain one."""
+    if not isinstance(schema, str) or not _SCHEMA_NAME.fullmatch(schema):
+        raise ConfigurationError(
+            f"invalid PostgreSQL schema name {schema!r}: use letters, digits and '_', "
+            "starting with a letter or '_' (at most 63 characters)"
+        )
+    return f'"{schema}"'
+
+
+def _unnest(types: Sequence[str]) -> str:
+    return "unnest(" + ", ".join(f"%b::{t}[]" for t in types) + ")"
+
+
+class Statements:
+    """The SQL of one schema, built once per backend."""
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+        s = self.quoted = quote_schema(schema)
+        # Advisory lock id for setup(): stable across processes and machines.
+        digest = hashlib.blake2b(f"snapstate.setup:{schema}".encode(), digest_size=8).digest()
+        self.setup_lock = int.from_bytes(digest, "big", signed=True)
+
+        self.insert_writes = (
+            f"INSERT INTO {s}.writes ({_WRITE_COLUMNS}) SELECT * FROM {_unnest(_WRITE_TYPES)} "
+            "ON CONFLICT DO NOTHING"
+        )
+        self.replace_writes = (
+            f"INSERT INTO {s}.writes ({_WRITE_COLUMNS}) SELECT * FROM {_unnest(_WRITE_TYPES)} "
+            "ON CONFLICT (thread_id, namespace, checkpoint_id, task_id, idx) DO UPDATE SET "
+            "channel = excluded.channel, task_path = excluded.task_path, data = excluded.data"
+        )
+        self.insert_blobs = (
+            f"INSERT INTO {s}.blobs ({_BLOB_COLUMNS}) SELECT * FROM {_unnest(_BLOB_TYPES)} "
+            "ON CONFLICT DO NOTHING"
+        )
+        self.upsert_checkpoints = (
+            f"INSERT INTO {s}.checkpoints ({_CHECKPOINT_COLUMNS}) "
+            "SELECT u.thread_id, u.namespace, u.checkpoint_id, u.parent_id, u.run_id, "
+            "u.created_at, u.metadata::jsonb, u.skeleton "
+            f"FROM {_unnest(_CHECKPOINT_TYPES)} AS u({_CHECKPOINT_COLUMNS}) "
+            "ON CONFLICT (thread_id, namespace, checkpoint_id) DO UPDATE SET "
+            "parent_id = excluded.parent_id, run_id = excluded.run_id, "
+            "created_at = excluded.created_at, metadata = excluded.metadata, "
+            "skeleton = excluded.skeleton"
+        )
+        self._write_sql: dict[tuple[bool, ...], str] = {}
+
+        checkpoint_by_key = (
+            f"SELECT {_CHECKPOINT_SELECT} FROM {s}.checkpoints c "
+            "WHERE c.thread_id = %s::text AND c.namespace = %s::text"
+        )
+        self.get_latest = checkpoint_by_key + " ORDER BY c.checkpoint_id DESC LIMIT 1"
+        self.get_by_id = checkpoint_by_key + " AND c.checkpoint_id = %s::text"
+        # load(): the checkpoint row and its writes in one round trip (a checkpoint column set
+        # per write row; skeletons are small).
+        load = (
+            "WITH c AS ({}) SELECT c.*, w.task_id, w.idx, w.channel, w.task_path, w.data "
+            f"FROM c LEFT JOIN {s}.writes w ON w.thread_id = c.thread_id "
+            "AND w.namespace = c.namespace AND w.checkpoint_id = c.checkpoint_id"
+        )
+        self.load_latest = load.format(self.get_latest)
+        self.load_by_id = load.format(self.get_by_id)
+        self.list_base = f"SELECT {_CHECKPOINT_SELECT} FROM {s}.checkpoints c"
+        # Follow append-delta bases server-side: keys first (cheap to de-duplicate with UNION),
+        # then each blob's bytes once.
+        self.get_blobs = (
+            "WITH RECURSIVE chain(channel, version) AS ("
+            ' SELECT k.c COLLATE "C", k.v COLLATE "C"'
+            " FROM unnest(%s::text[], %s::text[]) AS k(c, v)"
+            " UNION"
+            f" SELECT b.channel, b.base FROM {s}.blobs b JOIN chain c"
+            "  ON b.thread_id = %s::text AND b.namespace = %s::text"
+            "  AND b.channel = c.channel AND b.version = c.version"
+            "  WHERE b.kind = 1 AND b.base IS NOT NULL) "
+            f"SELECT b.channel, b.version, b.kind, b.base, b.data FROM chain c JOIN {s}.blobs b"
+            " ON b.thread_id = %s::text AND b.namespace = %s::text"
+            " AND b.channel = c.channel AND b.version = c.version"
+        )
+        self.get_writes = (
+            f"SELECT {_WRITE_COLUMNS} FROM {s}.writes WHERE thread_id = %s::text "
+            "AND namespace = %s::text AND checkpoint_id = ANY(%s::text[])"
+        )
+        self.delete_threads = (
+            f"WITH w AS (DELETE FROM {s}.writes WHERE thread_id = ANY(%(ids)s::text[])), "
+            f"b AS (DELETE FROM {s}.blobs WHERE thread_id = ANY(%(ids)s::text[])) "
+            f"DELETE FROM {s}.checkpoints WHERE thread_id = ANY(%(ids)s::text[])"
+        )
+        self.blob_index = (
+            f"SELECT namespace, channel, version, kind, base FROM {s}.blobs "
+            "WHERE thread_id = %s::text"
+        )
+        # One statement: the parent_id update skips rows being deleted, since a statement must
+        # not change a row twice.
+        self.delete_rows = (
+            "WITH d AS (SELECT * FROM unnest(%(ns)s::text[], %(ids)s::text[]) "
+            " AS d(namespace, checkpoint_id)), "
+            f"w AS (DELETE FROM {s}.writes x USING d WHERE x.thread_id = %(t)s::text "
+            " AND x.namespace = d.namespace AND x.checkpoint_id = d.checkpoint_id), "
+            f"c AS (DELETE FROM {s}.checkpoints x USING d WHERE x.thread_id = %(t)s::text "
+            " AND x.namespace = d.namespace AND x.checkpoint_id = d.checkpoint_id), "
+            f"p AS (UPDATE {s}.checkpoints x SET parent_id = NULL FROM d "
+            " WHERE x.thread_id = %(t)s::text AND x.namespace = d.namespace"
+            " AND x.parent_id = d.checkpoint_id AND NOT EXISTS (SELECT 1 FROM d k"
+            "  WHERE k.namespace = x.namespace AND k.checkpoint_id = x.checkpoint_id)) "
+            f"DELETE FROM {s}.blobs x USING unnest(%(bns)s::text[], %(bch)s::text[], "
+            " %(bv)s::text[]) AS b(namespace, channel, version) WHERE x.thread_id = %(t)s::text"
+            " AND x.namespace = b.namespace AND x.channel = b.channel AND x.version = b.version"
+        )
+        self.copy_thread = (
+            f"WITH c AS (INSERT INTO {s}.checkpoints ({_CHECKPOINT_COLUMNS}) "
+            " SELECT %(dst)s::text, namespace, checkpoint_id, parent_id, run_id, created_at,"
+            f" metadata, skeleton FROM {s}.checkpoints WHERE thread_id = %(src)s::text"
+            " ON CONFLICT (thread_id, namespace, checkpoint_id) DO UPDATE SET"
+            " parent_id = excluded.parent_id, run_id = excluded.run_id,"
+            " created_at = excluded.created_at, metadata = excluded.metadata,"
+            " skeleton = excluded.skeleton), "
+            f"b AS (INSERT INTO {s}.blobs ({_BLOB_COLUMNS}) "
+            " SELECT %(dst)s::text, namespace, channel, version, kind, base, data"
+            f" FROM {s}.blobs WHERE thread_id = %(src)s::text ON CONFLICT DO NOTHING) "
+            f"INSERT INTO {s}.writes ({_WRITE_COLUMNS}) "
+            " SELECT %(dst)s::text, namespace, checkpoint_id, task_id, idx, channel, task_path,"
+            f" data FROM {s}.writes WHERE thread_id = %(src)s::text ON CONFLICT DO NOTHING"
+        )
+        self.threads = (
+            f"SELECT thread_id, count(*), max(created_at) FROM {s}.checkpoints GROUP BY thread_id"
+        )
+        self.stats = (
+            "SELECT"
+            f" (SELECT count(DISTINCT thread_id) FROM {s}.checkpoints),"
+            f" (SELECT count(*) FROM {s}.checkpoints),"
+            " (SELECT coalesce(sum(octet_length(metadata::text) + octet_length(skeleton)), 0)"
+            f"  FROM {s}.checkpoints)::int8,"
+            f" (SELECT count(*) FROM {s}.writes),"
+            f" (SELECT coalesce(sum(octet_length(data)), 0) FROM {s}.writes)::int8,"
+            f" (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
+            "   JOIN pg_namespace n ON n.oid = c.relnamespace"
+            "   WHERE n.nspname = %s::text AND c.relkind = 'r'"
+            "   AND c.relname IN ('checkpoints', 'blobs', 'writes'))::int8"
+        )
+        self.channel_stats = (
+            f"SELECT channel, count(*), coalesce(sum(octet_length(data)), 0)::int8 FROM {s}.blobs "
+            "GROUP BY channel ORDER BY channel"
+        )
+        self.create_migrations_table = (
+            f"CREATE TABLE IF NOT EXISTS {s}.schema_migrations ("
+            " id integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+
+    def write_sql(self, parts: tuple[bool, bool, bool, bool]) -> str:
+        """One statement storing the non-empty parts (writes, replaced writes, blobs, rows).
+
+        Data-modifying CTEs run exactly once each, all in the statement's one transaction.
+        """
+        sql = self._write_sql.get(parts)
+        if sql is None:
+            chosen = [
+                stmt
+                for stmt, present in zip(
+                    (
+                        self.insert_writes,
+                        self.replace_writes,
+                        self.insert_blobs,
+                        self.upsert_checkpoints,
+                    ),
+                    parts,
+                )
+                if present
+            ]
+            ctes = ", ".join(f"p{i} AS ({stmt})" for i, stmt in enumerate(chosen[:-1]))
+            sql = (f"WITH {ctes} " if ctes else "") + chosen[-1]
+            self._write_sql[parts] = sql
+        return sql
+
+
+# -- row conversion ----------------------------------------------------------------------------
+
+
+def checkpoint_row(r: Sequence[Any]) -> CheckpointRow:
+    return CheckpointRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6].encode(), r[7])
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(col) for col in zip(*rows)]
+
+
+def _first_wins(rows: list[Any], key: Callable[[Any], Hashable]) -> list[Any]:
+    if len(rows) < 2:
+        return rows
+    seen: dict[Hashable, Any] = {}
+    for r in rows:
+        seen.setdefault(key(r), r)
+    return list(seen.values())
+
+
+def _last_wins(rows: list[Any], key: Callable[[Any], Hashable]) -> list[Any]:
+    if len(rows) < 2:
+        return rows
+    return list({key(r): r for r in rows}.values())
+
+
+def _write_key(w: WriteRow) -> tuple[str, str, str, str, int]:
+    return (w.thread_id, w.namespace, w.checkpoint_id, w.task_id, w.idx)
+
+
+def _blob_key(b: BlobRow) -> tuple[str, str, str, str]:
+    return (b.thread_id, b.namespace, b.channel, b.version)
+
+
+def _checkpoint_key(c: CheckpointRow) -> tuple[str, str, str]:
+    return (c.thread_id, c.namespace, c.checkpoint_id)
+
+
+def _metadata_text(c: CheckpointRow) -> str:
+    text = c.metadata.decode()
+    # JSONB cannot hold U+0000 in a string; say which key instead of failing in the driver.
+    if "\\u0000" in text:
+        key = _nul_key(msgspec.json.decode(c.metadata))
+        if key is not None:
+            raise EncodeError(
+                f"metadata key {key!r} of checkpoint {c.checkpoint_id!r} (thread "
+                f"{c.thread_id!r}, namespace {c.namespace!r}) contains a NUL character "
+                "(\\u0000), which PostgreSQL JSONB cannot store"
+            )
+    return text
+
+
+def _nul_key(metadata: Any) -> str | None:
+    def has_nul(v: Any) -> bool:
+        if isinstance(v, str):
+            return "\x00" in v
+        if isinstance(v, dict):
+            return any(has_nul(k) or has_nul(x) for k, x in v.items())
+        if isinstance(v, list):
+            return any(has_nul(x) for x in v)
+        return False
+
+    if isinstance(metadata, dict):
+        for key, value in metadata.items():
+            if has_nul(key) or has_nul(value):
+                return str(key)
+    return None
+
+
+def write_params(batch: WriteBatch) -> tuple[tuple[bool, bool, bool, bool], list[list[Any]]]:
+    """Which parts a batch has, and the column arrays of each, in statement order.
+
+    One statement may not change a row twice, so a merged batch is reduced first with the
+    semantics of applying its parts in order: plain writes keep the first row of a key,
+    replaced writes the last (and win over plain ones), checkpoints the last.
+    """
+    replace = _last_wins(batch.replace_writes, _write_key)
+    writes = _first_wins(batch.writes, _write_key)
+    if replace and writes:
+        replaced = {_write_key(w) for w in replace}
+        writes = [w for w in writes if _write_key(w) not in replaced]
+    blobs = _first_wins(batch.blobs, _blob_key)
+    checkpoints = _last_wins(batch.checkpoints, _checkpoint_key)
+    # Rows in key order: two transactions inserting overlapping keys then lock them in the
+    # same order and cannot deadlock each other.
+    if len(writes) > 1:
+        writes.sort(key=_write_key)
+    if len(replace) > 1:
+        replace.sort(key=_write_key)
+    if len(blobs) > 1:
+        blobs.sort(key=_blob_key)
+    if len(checkpoints) > 1:
+        checkpoints.sort(key=_checkpoint_key)
+    astuple = msgspec.structs.astuple
+    params: list[list[Any]] = []
+    if writes:
+        params += _columns([astuple(w) for w in writes], 8)
+    if replace:
+        params += _columns([astuple(w) for w in replace], 8)
+    if blobs:
+        params += _columns([astuple(b) for b in blobs], 7)
+    if checkpoints:
+        params += _columns(
+            [
+                (
+                    c.thread_id,
+                    c.namespace,
+                    c.checkpoint_id,
+                    c.parent_id,
+                    c.run_id,
+                    c.created_at,
+                    _metadata_text(c),
+                    c.skeleton,
+                )
+                for c in checkpoints
+            ],
+            8,
+        )
+    return (bool(writes), bool(replace), bool(blobs), bool(checkpoints)), params
+
+
+# -- operations --------------------------------------------------------------------------------
+
+
+def op_setup(q: Statements) -> Op[None]:
+    """Create or upgrade the schema, inside the caller's transaction."""
+    # Serialize concurrent setup() calls (many processes starting at once) on this schema. The
+    # lock is transaction-scoped, so it also works behind a transaction-pooling PgBouncer.
+    yield Stmt("SELECT pg_advisory_xact_lock(%s::int8)", [q.setup_lock], fetch=False)
+    if not (yield Stmt("SELECT 1 FROM pg_namespace WHERE nspname = %s::text", [q.schema])):
+        yield Stmt(f"CREATE SCHEMA {q.quoted}", fetch=False)
+    yield Stmt(q.create_migrations_table, fetch=False)
+    applied = {r[0] for r in (yield Stmt(f"SELECT id FROM {q.quoted}.schema_migrations"))}
+    known = {m[0] for m in MIGRATIONS}
+    newer = sorted(applied - known)
+    if newer:
+        raise SchemaVersionError(
+            f"PostgreSQL schema {q.schema!r} has schema migrations {newer} that this version "
+            f"of snapstate does not know (it knows up to {max(known)})",
+            hint="upgrade snapstate, or use a schema written by this version",
+        )
+    for mid, name, sql in MIGRATIONS:
+        if mid in applied:
+            continue
+        for statement in _statements(sql.format(s=q.quoted)):
+            yield Stmt(statement, fetch=False, migration=(mid, name))
+        yield Stmt(
+            f"INSERT INTO {q.quoted}.schema_migrations (id, name) VALUES (%s::int4, %s::text)",
+            [mid, name],
+            fetch=False,
+        )
+
+
+def _statements(sql: str) -> list[str]:
+    return [s.strip() for s in sql.split(";") if s.strip()]
+
+
+def op_write(q: Statements, batch: WriteBatch) -> Op[None]:
+    if not len(batch):
+        return
+    parts, params = write_params(batch)
+    yield Stmt(q.write_sql(parts), params, fetch=False)
+
+
+def op_get_checkpoint(
+    q: Statements, thread_id: str, namespace: str, checkpoint_id: str | None
+) -> Op[CheckpointRow | None]:
+    if checkpoint_id is None:
+        rows = yield Stmt(q.get_latest, [thread_id, namespace])
+    else:
+        rows = yield Stmt(q.get_by_id, [thread_id, namespace, checkpoint_id])
+    return checkpoint_row(rows[0]) if rows else None
+
+
+def op_load(
+    q: Statements, thread_id: str, namespace: str, checkpoint_id: str | None
+) -> Op[tuple[CheckpointRow, list[BlobRow], list[WriteRow]] | None]:
+    if checkpoint_id is None:
+        rows = yield Stmt(q.load_latest, [thread_id, namespace])
+    else:
+        rows = yield Stmt(q.load_by_id, [thread_id, namespace, checkpoint_id])
+    if not rows:
+        return None
+    row = checkpoint_row(rows[0])
+    writes = [
+        WriteRow(row.thread_id, row.namespace, row.checkpoint_id, r[8], r[9], r[10], r[11], r[12])
+        for r in rows
+        if r[8] is not None
+    ]
+    return row, [], writes
+
+
+def op_list(q: Statements, query: ListQuery) -> Op[list[CheckpointRow]]:
+    where: list[str] = []
+    params: list[Any] = []
+    if query.thread_id is not None:
+        where.append("c.thread_id = %s::text")
+        params.append(query.thread_id)
+    if query.namespace is not None:
+        where.append("c.namespace = %s::text")
+        params.append(query.namespace)
+    if query.checkpoint_id is not None:
+        where.append("c.checkpoint_id = %s::text")
+        params.append(query.checkpoint_id)
+    if query.before is not None:
+        where.append("c.checkpoint_id < %s::text")
+        params.append(query.before)
+    for key, value in query.filter.items():
+        # JSONB equality: booleans only equal booleans, numbers compare by value, objects
+        # ignore key order; a missing key yields NULL, which never matches.
+        where.append("c.metadata -> %s::text = %s::jsonb")
+        params.extend((key, msgspec.json.encode(value).decode()))
+    sql = q.list_base
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY c.checkpoint_id DESC"
+    if query.limit is not None:
+        sql += " LIMIT %s::int8"
+        params.append(query.limit)
+    rows = yield Stmt(sql, params)
+    return [checkpoint_row(r) for r in rows]
+
+
+def op_get_blobs(
+    q: Statements, thread_id: str, namespace: str, keys: Collection[tuple[str, str]]
+) -> Op[list[BlobRow]]:
+    if not keys:
+        return []
+    channels, versions = _columns(list(keys), 2)
+    rows = yield Stmt(q.get_blobs, [channels, versions, thread_id, namespace, thread_id, namespace])
+    return [BlobRow(thread_id, namespace, r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+
+def op_get_writes(
+    q: Statements, thread_id: str, namespace: str, checkpoint_ids: Collection[str]
+) -> Op[list[WriteRow]]:
+    if not checkpoint_ids:
+        return []
+    rows = yield Stmt(q.get_writes, [thread_id, namespace, list(checkpoint_ids)])
+    return [WriteRow(*r) for r in rows]
+
+
+def op_delete_threads(q: Statements, thread_ids: Sequence[str]) -> Op[None]:
+    ids = list(thread_ids)
+    if ids:
+        yield Stmt(q.delete_threads, {"ids": ids}, fetch=False)
+
+
+def op_blob_index(q: Statements, thread_id: str) -> Op[list[BlobRef]]:
+    rows = yield Stmt(q.blob_index, [thread_id])
+    return [BlobRef(*r) for r in rows]
+
+
+def op_delete_rows(
+    q: Statements,
+    thread_id: str,
+    checkpoints: Collection[tuple[str, str]],
+    blobs: Collection[tuple[str, str, str]],
+) -> Op[None]:
+    if not checkpoints and not blobs:
+        return
+    ns, ids = _columns(list(checkpoints), 2)
+    bns, bch, bv = _columns(list(blobs), 3)
+    params = {"t": thread_id, "ns": ns, "ids": ids, "bns": bns, "bch": bch, "bv": bv}
+    yield Stmt(q.delete_rows, params, fetch=False)
+
+
+def op_copy_thread(q: Statements, source: str, target: str) -> Op[None]:
+    yield Stmt(q.copy_thread, {"src": source, "dst": target}, fetch=False)
+
+
+def op_threads(q: Statements, idle_before: float | None) -> Op[list[ThreadInfo]]:
+    sql = q.threads
+    params: list[Any] = []
+    if idle_before is not None:
+        sql += " HAVING max(created_at) < %s::float8"
+        params.append(idle_before)
+    rows = yield Stmt(sql + " ORDER BY thread_id", params)
+    return [ThreadInfo(r[0], r[1], r[2]) for r in rows]
+
+
+def op_stats(q: Statements) -> Op[TableStats]:
+    (threads, checkpoints, cbytes, writes, wbytes, size), *_ = yield Stmt(q.stats, [q.schema])
+    channels = {r[0]: (r[1], r[2]) for r in (yield Stmt(q.channel_stats))}
+    return TableStats(
+        threads=threads,
+        checkpoints=checkpoints,
+        checkpoint_bytes=cbytes,
+        blobs=sum(n for n, _ in channels.values()),
+        blob_bytes=sum(b for _, b in channels.values()),
+        writes=writes,
+        write_bytes=wbytes,
+        channels=channels,
+        file_bytes=size,
+    )
+
+
+def migration_failed(mid: int, name: str, schema: str, exc: BaseException) -> MigrationError:
+    return MigrationError(f"schema migration {mid} ({name}) failed in schema {schema!r}: {exc}")

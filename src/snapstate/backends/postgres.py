@@ -1,0 +1,836 @@
+"""PostgreSQL: production storage shared by many processes on many hosts (psycopg 3).
+
+:class:`PostgresBackend` is synchronous and :class:`AsyncPostgresBackend` uses psycopg's native
+asyncio I/O (no worker threads). Both take a conninfo string (they then own a small connection
+pool), a connection (used behind a lock: one connection cannot run two statements at once) or a
+``psycopg_pool`` pool (used without any lock).
+
+What every call relies on is set up here, not left to the caller: each call runs in autocommit
+mode (a borrowed connection is switched for the call and switched back), rows come back through
+snapstate's own cursors (whatever ``row_factory`` the connection has), results are binary, and
+``prepare=False`` turns server-side prepared statements off for PgBouncer's transaction pooling.
+
+A write is one statement: the rows of each table travel as column arrays and a data-modifying
+``WITH`` stores them all, so a checkpoint and its blobs commit together in one round trip and one
+transaction. Blobs and plain writes are insert-or-ignore and checkpoints are upserts, so storing a
+batch twice leaves the same rows: when the connection is lost during a call, the call is retried
+once on a fresh connection (``retry=True``, pools only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import weakref
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
+from time import monotonic
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
+from psycopg.rows import tuple_row
+
+from ..errors import (
+    ConfigurationError,
+    InvalidArgumentError,
+    MigrationError,
+    SnapstateError,
+    StorageError,
+    StoreUnavailableError,
+)
+from . import _pg_sql as sql
+from ._async import AsyncBackend
+from ._base import (
+    Backend,
+    BlobRef,
+    BlobRow,
+    CheckpointRow,
+    ListQuery,
+    TableStats,
+    ThreadInfo,
+    WriteBatch,
+    WriteRow,
+)
+
+try:  # psycopg_pool ships separately; a backend on a single connection does not need it.
+    import psycopg_pool
+except ImportError:  # pragma: no cover - the postgres extra installs it
+    psycopg_pool = None  # type: ignore[assignment]
+
+__all__ = ["PostgresBackend", "AsyncPostgresBackend", "MIGRATIONS"]
+
+MIGRATIONS = sql.MIGRATIONS
+
+T = TypeVar("T")
+
+#: A pooled connection idle longer than this is pinged before use. Servers, proxies and cloud
+#: load balancers drop idle connections (Cloud SQL after 10 minutes, some balancers after 60 s);
+#: pinging only the long-idle ones keeps a busy pool at one round trip per call.
+IDLE_CHECK_AFTER = 30.0
+
+#: While a caller waits for a pooled connection, every this many seconds it looks whether the
+#: pool failed to connect meanwhile; if a direct connection attempt fails too, it raises at once
+#: instead of waiting out ``pool_timeout`` against a server that is down.
+_PROBE_EVERY = 0.25
+
+#: SQLSTATEs after which a call is retried once: its transaction was rolled back whole.
+_RETRY_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
+
+# Connections of pools abandoned in a forked child. Never closed or collected there: closing
+# would end the parent's sessions, which share their sockets.
+_FORKED_AWAY: list[Any] = []
+
+
+class _Config:
+    """What both backends validate and keep: schema, statements, pool settings."""
+
+    def __init__(
+        self,
+        target: Any,
+        *,
+        schema: str,
+        prepare: bool,
+        max_connections: int,
+        pool_timeout: float,
+        connect_timeout: float,
+        retry: bool,
+    ) -> None:
+        self.statements = sql.Statements(schema)
+        self.schema = schema
+        if not isinstance(prepare, bool):
+            raise ConfigurationError(f"prepare must be True or False, got {prepare!r}")
+        if not isinstance(max_connections, int) or max_connections < 1:
+            raise ConfigurationError(
+                f"max_connections must be an int >= 1, got {max_connections!r}"
+            )
+        for name, value in (("pool_timeout", pool_timeout), ("connect_timeout", connect_timeout)):
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigurationError(f"{name} must be seconds > 0, got {value!r}")
+        self.prepare = prepare
+        #: ``prepare=`` for ``cursor.execute``: None follows the connection's prepare_threshold.
+        self.prepare_arg: bool | None = None if prepare else False
+        self.max_connections = max_connections
+        self.pool_timeout = float(pool_timeout)
+        self.connect_timeout = connect_timeout
+        self.retry = retry
+        self.where = _describe(target)
+
+    def connect_kwargs(self, conninfo: str) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"autocommit": True}
+        if not self.prepare:
+            kwargs["prepare_threshold"] = None
+        if "connect_timeout" not in conninfo_to_dict(conninfo):
+            kwargs["connect_timeout"] = max(1, round(self.connect_timeout))
+        return kwargs
+
+
+def _describe(target: Any) -> str:
+    """Where the server is, for messages (never the password)."""
+    try:
+        if isinstance(target, str):
+            info = conninfo_to_dict(target)
+        elif isinstance(target, (psycopg.Connection, psycopg.AsyncConnection)):
+            info = {
+                "host": target.info.host,
+                "port": target.info.port,
+                "dbname": target.info.dbname,
+            }
+        else:
+            conninfo = getattr(target, "conninfo", "")
+            info = conninfo_to_dict(conninfo) if isinstance(conninfo, str) else {}
+    except Exception:
+        return "PostgreSQL"
+    host = info.get("host") or "localhost"
+    port = info.get("port") or "5432"
+    db = info.get("dbname") or ""
+    return f"PostgreSQL at {host}:{port}/{db}"
+
+
+def _is_lost(exc: BaseException, conn: Any) -> bool:
+    """Whether the connection died under the call (as opposed to the statement failing)."""
+    if conn is not None and (conn.closed or conn.broken):
+        return True
+    state = getattr(exc, "sqlstate", None) or ""
+    return state.startswith("08") or state in ("57P01", "57P02", "57P03")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _translate(exc: BaseException, what: str, cfg: _Config, *, lost: bool) -> SnapstateError:
+    if lost:
+        return StoreUnavailableError(
+            f"lost the connection to {cfg.where} while {what}: {_first_line(exc)}"
+        )
+    if isinstance(exc, pg_errors.UndefinedTable):
+        return MigrationError(
+            f"snapstate's tables are missing in schema {cfg.schema!r} of {cfg.where} while "
+            f"{what}: {_first_line(exc)}",
+            hint="call setup() (or leave auto_setup on) before using the store",
+        )
+    if isinstance(exc, (pg_errors.InvalidSqlStatementName, pg_errors.DuplicatePreparedStatement)):
+        return StorageError(
+            f"prepared statement error from {cfg.where} while {what}: {_first_line(exc)}",
+            hint="behind PgBouncer in transaction pooling mode, pass prepare=False",
+        )
+    if isinstance(exc, psycopg.DataError):
+        return InvalidArgumentError(
+            f"{cfg.where} rejected a value while {what}: {_first_line(exc)}"
+        )
+    if isinstance(exc, psycopg.OperationalError):
+        return StoreUnavailableError(f"{cfg.where} failed while {what}: {_first_line(exc)}")
+    return StorageError(f"{cfg.where} error while {what}: {_first_line(exc)}")
+
+
+def _check_borrowed(conn: Any, what: str) -> None:
+    status = conn.info.transaction_status
+    if status != TransactionStatus.IDLE:
+        raise ConfigurationError(
+            f"the PostgreSQL connection given to snapstate is not idle ({status.name}) while "
+            f"{what}",
+            hint="commit or roll back before handing the connection to snapstate",
+        )
+
+
+def _unavailable(cfg: _Config, what: str, reason: str) -> StoreUnavailableError:
+    return StoreUnavailableError(f"cannot connect to {cfg.where} while {what}: {reason}")
+
+
+def _pool_busy(cfg: _Config, what: str, pool: Any) -> StoreUnavailableError:
+    return StoreUnavailableError(
+        f"no connection to {cfg.where} became free within {cfg.pool_timeout:g} s while {what} "
+        f"(pool of at most {pool.max_size} connections)",
+        hint="raise max_connections or pool_timeout, or hold connections for less time",
+    )
+
+
+def _probe_kwargs(pool: Any, cfg: _Config) -> tuple[str, dict[str, Any]] | None:
+    conninfo = pool.conninfo
+    kwargs = pool.kwargs
+    if not isinstance(conninfo, str) or (kwargs is not None and not isinstance(kwargs, dict)):
+        return None
+    kw = dict(kwargs or {})
+    kw.setdefault("connect_timeout", max(1, round(cfg.connect_timeout)))
+    return conninfo, kw
+
+
+# -- synchronous -------------------------------------------------------------------------------
+
+
+class PostgresBackend(Backend):
+    """Checkpoints in PostgreSQL, for threads and processes sharing one database.
+
+    Parameters
+    ----------
+    conninfo:
+        A conninfo string or URL (``"postgresql://user@host/db"``): the backend owns a pool of
+        at most ``max_connections`` connections, opened on first use and checked after idling.
+        Or a ``psycopg.Connection``, used behind a lock (one statement at a time; a lost
+        connection cannot be replaced). Or a ``psycopg_pool.ConnectionPool``, used without a
+        lock; its connections may have any autocommit, row factory or prepare setting.
+    schema:
+        The schema holding snapstate's tables (created by :meth:`setup` if missing).
+    prepare:
+        Use server-side prepared statements (after a few executions of a statement, as psycopg
+        decides). Pass ``False`` behind PgBouncer in transaction pooling mode.
+    max_connections, pool_timeout:
+        Size of the owned pool, and how long a call waits for a free connection.
+    connect_timeout:
+        Seconds to wait for the server when connecting. A server that refuses connections fails
+        a call at once with :class:`~snapstate.StoreUnavailableError`.
+    retry:
+        When a connection is lost during a call (or the server reports a deadlock or a
+        serialization failure), run the call once more on a fresh connection. Every call is
+        safe to repeat: reads trivially, writes because a batch stored twice leaves the same
+        rows. Does not apply to a single given connection.
+    """
+
+    name = "postgres"
+
+    def __init__(
+        self,
+        conninfo: str | psycopg.Connection[Any] | Any,
+        *,
+        schema: str = "public",
+        prepare: bool = True,
+        max_connections: int = 8,
+        pool_timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        retry: bool = True,
+    ) -> None:
+        self._cfg = _Config(
+            conninfo,
+            schema=schema,
+            prepare=prepare,
+            max_connections=max_connections,
+            pool_timeout=pool_timeout,
+            connect_timeout=connect_timeout,
+            retry=retry,
+        )
+        self._q = self._cfg.statements
+        self._conninfo: str | None = None
+        self._shared: psycopg.Connection[Any] | None = None
+        self._shared_lock = threading.RLock()
+        self._pool: Any = None
+        self._owned = False
+        self._pool_lock = threading.Lock()
+        self._pid = os.getpid()
+        self._idle_since: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+        self._closed = False
+        if isinstance(conninfo, str):
+            self._conninfo = conninfo
+            self._owned = True
+        elif isinstance(conninfo, psycopg.Connection):
+            self._shared = conninfo
+        elif psycopg_pool is not None and isinstance(conninfo, psycopg_pool.ConnectionPool):
+            self._pool = conninfo
+        elif isinstance(conninfo, psycopg.AsyncConnection) or (
+            psycopg_pool is not None and isinstance(conninfo, psycopg_pool.AsyncConnectionPool)
+        ):
+            raise ConfigurationError(
+                f"PostgresBackend needs a synchronous connection or pool, got "
+                f"{type(conninfo).__name__}",
+                hint="use AsyncPostgresBackend with asyncio connections and pools",
+            )
+        else:
+            raise ConfigurationError(
+                "PostgresBackend takes a conninfo string, a psycopg.Connection or a "
+                f"psycopg_pool.ConnectionPool, got {type(conninfo).__name__}"
+            )
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def _own_pool(self) -> Any:
+        pool = self._pool
+        if pool is not None and self._pid == os.getpid():
+            return pool
+        with self._pool_lock:
+            if self._pool is not None and self._pid != os.getpid():
+                _FORKED_AWAY.append(self._pool)  # the parent's: leave its sockets alone
+                self._pool = None
+            if self._pool is None:
+                if psycopg_pool is None:  # pragma: no cover
+                    raise ConfigurationError(
+                        "a conninfo string needs psycopg_pool", hint="pip install psycopg_pool"
+                    )
+                assert self._conninfo is not None
+                self._pool = psycopg_pool.ConnectionPool(
+                    self._conninfo,
+                    min_size=1,
+                    max_size=self._cfg.max_connections,
+                    kwargs=self._cfg.connect_kwargs(self._conninfo),
+                    check=self._check_idle,
+                    timeout=self._cfg.pool_timeout,
+                    name="snapstate",
+                    open=False,
+                )
+                self._pool.open(wait=False)
+                self._pid = os.getpid()
+            return self._pool
+
+    def _check_idle(self, conn: psycopg.Connection[Any]) -> None:
+        if monotonic() - self._idle_since.get(conn, 0.0) > IDLE_CHECK_AFTER:
+            conn.execute("")
+
+    def _checkout(self, pool: Any, what: str) -> psycopg.Connection[Any]:
+        deadline = monotonic() + self._cfg.pool_timeout
+        errors = pool.get_stats().get("connections_errors", 0)
+        while True:
+            remaining = deadline - monotonic()
+            try:
+                return pool.getconn(timeout=max(min(remaining, _PROBE_EVERY), 0.001))  # type: ignore[no-any-return]
+            except psycopg_pool.PoolClosed:
+                raise StoreUnavailableError(
+                    f"the connection pool for {self._cfg.where} is closed while {what}",
+                    hint="open the pool (pool.open()) before handing it to snapstate",
+                ) from None
+            except psycopg_pool.PoolTimeout:
+                pass
+            if pool.get_stats().get("connections_errors", 0) != errors:
+                reason = self._probe(pool)
+                if reason is not None:
+                    raise _unavailable(self._cfg, what, reason) from None
+                errors = pool.get_stats().get("connections_errors", 0)
+            if monotonic() >= deadline:
+                raise _pool_busy(self._cfg, what, pool) from None
+
+    def _probe(self, pool: Any) -> str | None:
+        """Why the server cannot be reached, or None if a direct connection works."""
+        args = _probe_kwargs(pool, self._cfg)
+        if args is None:
+            return None
+        try:
+            psycopg.connect(args[0], **args[1]).close()
+        except psycopg.Error as exc:
+            return _first_line(exc)
+        return None
+
+    @contextlib.contextmanager
+    def _connection(self, what: str) -> Iterator[psycopg.Connection[Any]]:
+        if self._closed:
+            raise StoreUnavailableError(f"the PostgreSQL backend for {self._cfg.where} is closed")
+        if self._shared is not None:
+            with self._shared_lock:
+                conn = self._shared
+                if conn.closed:
+                    raise StoreUnavailableError(
+                        f"the connection to {self._cfg.where} given to snapstate is closed "
+                        f"while {what}",
+                        hint="pass a conninfo string or a pool, which replace lost connections",
+                    )
+                with _borrowed(conn, what):
+                    yield conn
+            return
+        pool = self._own_pool() if self._owned else self._pool
+        conn = self._checkout(pool, what)
+        try:
+            if self._owned:
+                yield conn
+            else:
+                with _borrowed(conn, what):
+                    yield conn
+        finally:
+            self._idle_since[conn] = monotonic()
+            pool.putconn(conn)
+
+    def _run(self, what: str, make: Callable[[], sql.Op[T]], *, transaction: bool = False) -> T:
+        """Run an operation, retrying it once on a fresh connection if that is safe."""
+        attempts = 2 if self._cfg.retry and self._shared is None else 1
+        for attempt in range(attempts):
+            with self._connection(what) as conn:
+                try:
+                    return self._drive(conn, make(), transaction)
+                except psycopg.Error as exc:
+                    lost = _is_lost(exc, conn)
+                    error: psycopg.Error = exc
+            retryable = lost or getattr(error, "sqlstate", None) in _RETRY_SQLSTATES
+            if not (retryable and attempt + 1 < attempts):
+                raise _translate(error, what, self._cfg, lost=lost) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _drive(self, conn: psycopg.Connection[Any], op: sql.Op[T], transaction: bool) -> T:
+        prepare = self._cfg.prepare_arg
+        with conn.cursor(binary=True, row_factory=tuple_row) as cur:
+            with conn.transaction() if transaction else contextlib.nullcontext():
+                try:
+                    stmt = next(op)
+                    while True:
+                        try:
+                            cur.execute(stmt.sql, stmt.params, prepare=prepare)
+                        except psycopg.Error as exc:
+                            if stmt.migration is None or _is_lost(exc, conn):
+                                raise
+                            raise sql.migration_failed(
+                                *stmt.migration, self._cfg.schema, exc
+                            ) from None
+                        stmt = op.send(cur.fetchall() if stmt.fetch else [])
+                except StopIteration as stop:
+                    return stop.value  # type: ignore[no-any-return]
+
+    # -- the contract --------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        self._run("applying schema migrations", lambda: sql.op_setup(self._q), transaction=True)
+
+    def write(self, batch: WriteBatch) -> None:
+        self._run("writing a batch", lambda: sql.op_write(self._q, batch))
+
+    def get_checkpoint(
+        self, thread_id: str, namespace: str, checkpoint_id: str | None
+    ) -> CheckpointRow | None:
+        return self._run(
+            "reading a checkpoint",
+            lambda: sql.op_get_checkpoint(self._q, thread_id, namespace, checkpoint_id),
+        )
+
+    def load(
+        self, thread_id: str, namespace: str, checkpoint_id: str | None
+    ) -> tuple[CheckpointRow, list[BlobRow], list[WriteRow]] | None:
+        return self._run(
+            "reading a checkpoint",
+            lambda: sql.op_load(self._q, thread_id, namespace, checkpoint_id),
+        )
+
+    def list_checkpoints(self, query: ListQuery) -> Iterator[CheckpointRow]:
+        # Rows hold no state bytes, so materializing them holds no connection while the caller
+        # consumes the iterator.
+        return iter(self._run("listing checkpoints", lambda: sql.op_list(self._q, query)))
+
+    def get_blobs(
+        self, thread_id: str, namespace: str, keys: Collection[tuple[str, str]]
+    ) -> list[BlobRow]:
+        return self._run(
+            "reading channel values",
+            lambda: sql.op_get_blobs(self._q, thread_id, namespace, keys),
+        )
+
+    def get_writes(
+        self, thread_id: str, namespace: str, checkpoint_ids: Collection[str]
+    ) -> list[WriteRow]:
+        return self._run(
+            "reading pending writes",
+            lambda: sql.op_get_writes(self._q, thread_id, namespace, checkpoint_ids),
+        )
+
+    def delete_threads(self, thread_ids: Sequence[str]) -> None:
+        self._run("deleting threads", lambda: sql.op_delete_threads(self._q, thread_ids))
+
+    def blob_index(self, thread_id: str) -> list[BlobRef]:
+        return self._run("indexing blobs", lambda: sql.op_blob_index(self._q, thread_id))
+
+    def delete_rows(
+        self,
+        thread_id: str,
+        checkpoints: Collection[tuple[str, str]],
+        blobs: Collection[tuple[str, str, str]],
+    ) -> None:
+        self._run(
+            "deleting checkpoints and blobs",
+            lambda: sql.op_delete_rows(self._q, thread_id, checkpoints, blobs),
+        )
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        self._run(
+            "copying a thread",
+            lambda: sql.op_copy_thread(self._q, source_thread_id, target_thread_id),
+        )
+
+    def threads(self, *, idle_before: float | None = None) -> list[ThreadInfo]:
+        return self._run("listing threads", lambda: sql.op_threads(self._q, idle_before))
+
+    def stats(self) -> TableStats:
+        return self._run("gathering statistics", lambda: sql.op_stats(self._q))
+
+    def close(self) -> None:
+        """Close the pool this backend owns; a given connection or pool stays open."""
+        self._closed = True
+        with self._pool_lock:
+            pool, owned = self._pool, self._owned
+            if owned:
+                self._pool = None
+        if owned and pool is not None and self._pid == os.getpid():
+            pool.close()
+
+    def __repr__(self) -> str:
+        return f"PostgresBackend({self._cfg.where!r}, schema={self._cfg.schema!r})"
+
+
+@contextlib.contextmanager
+def _borrowed(conn: psycopg.Connection[Any], what: str) -> Iterator[None]:
+    """Autocommit for the length of one call on a connection snapstate does not own."""
+    _check_borrowed(conn, what)
+    restore = not conn.autocommit
+    if restore:
+        conn.autocommit = True
+    try:
+        yield
+    finally:
+        if restore and not conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                conn.autocommit = False
+
+
+# -- asyncio -----------------------------------------------------------------------------------
+
+
+class AsyncPostgresBackend(AsyncBackend):
+    """The asyncio twin of :class:`PostgresBackend`, on psycopg's native async I/O.
+
+    Takes a conninfo string (an ``AsyncConnectionPool`` is opened on first use, in the running
+    event loop), a ``psycopg.AsyncConnection`` (used behind an ``asyncio.Lock``) or a
+    ``psycopg_pool.AsyncConnectionPool`` (used without a lock). Other parameters as for
+    :class:`PostgresBackend`. Use it from one event loop.
+    """
+
+    name = "postgres"
+
+    def __init__(
+        self,
+        conninfo: str | psycopg.AsyncConnection[Any] | Any,
+        *,
+        schema: str = "public",
+        prepare: bool = True,
+        max_connections: int = 8,
+        pool_timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        retry: bool = True,
+    ) -> None:
+        self._cfg = _Config(
+            conninfo,
+            schema=schema,
+            prepare=prepare,
+            max_connections=max_connections,
+            pool_timeout=pool_timeout,
+            connect_timeout=connect_timeout,
+            retry=retry,
+        )
+        self._q = self._cfg.statements
+        self._conninfo: str | None = None
+        self._shared: psycopg.AsyncConnection[Any] | None = None
+        self._shared_lock: asyncio.Lock | None = None
+        self._pool: Any = None
+        self._owned = False
+        self._pool_lock: asyncio.Lock | None = None
+        self._idle_since: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+        self._closed = False
+        if isinstance(conninfo, str):
+            self._conninfo = conninfo
+            self._owned = True
+        elif isinstance(conninfo, psycopg.AsyncConnection):
+            self._shared = conninfo
+        elif psycopg_pool is not None and isinstance(conninfo, psycopg_pool.AsyncConnectionPool):
+            self._pool = conninfo
+        elif isinstance(conninfo, psycopg.Connection) or (
+            psycopg_pool is not None and isinstance(conninfo, psycopg_pool.ConnectionPool)
+        ):
+            raise ConfigurationError(
+                f"AsyncPostgresBackend needs an asyncio connection or pool, got "
+                f"{type(conninfo).__name__}",
+                hint="use PostgresBackend with synchronous connections and pools",
+            )
+        else:
+            raise ConfigurationError(
+                "AsyncPostgresBackend takes a conninfo string, a psycopg.AsyncConnection or a "
+                f"psycopg_pool.AsyncConnectionPool, got {type(conninfo).__name__}"
+            )
+
+    # -- connections ---------------------------------------------------------------------------
+
+    async def _own_pool(self) -> Any:
+        if self._pool is not None:
+            return self._pool
+        if self._pool_lock is None:
+            self._pool_lock = asyncio.Lock()
+        async with self._pool_lock:
+            if self._pool is None:
+                if psycopg_pool is None:  # pragma: no cover
+                    raise ConfigurationError(
+                        "a conninfo string needs psycopg_pool", hint="pip install psycopg_pool"
+                    )
+                assert self._conninfo is not None
+                pool = psycopg_pool.AsyncConnectionPool(
+                    self._conninfo,
+                    min_size=1,
+                    max_size=self._cfg.max_connections,
+                    kwargs=self._cfg.connect_kwargs(self._conninfo),
+                    check=self._check_idle,
+                    timeout=self._cfg.pool_timeout,
+                    name="snapstate",
+                    open=False,
+                )
+                await pool.open(wait=False)
+                self._pool = pool
+            return self._pool
+
+    async def _check_idle(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        if monotonic() - self._idle_since.get(conn, 0.0) > IDLE_CHECK_AFTER:
+            await conn.execute("")
+
+    async def _checkout(self, pool: Any, what: str) -> psycopg.AsyncConnection[Any]:
+        deadline = monotonic() + self._cfg.pool_timeout
+        errors = pool.get_stats().get("connections_errors", 0)
+        while True:
+            remaining = deadline - monotonic()
+            try:
+                return await pool.getconn(timeout=max(min(remaining, _PROBE_EVERY), 0.001))  # type: ignore[no-any-return]
+            except psycopg_pool.PoolClosed:
+                raise StoreUnavailableError(
+                    f"the connection pool for {self._cfg.where} is closed while {what}",
+                    hint="open the pool (await pool.open()) before handing it to snapstate",
+                ) from None
+            except psycopg_pool.PoolTimeout:
+                pass
+            if pool.get_stats().get("connections_errors", 0) != errors:
+                reason = await self._probe(pool)
+                if reason is not None:
+                    raise _unavailable(self._cfg, what, reason) from None
+                errors = pool.get_stats().get("connections_errors", 0)
+            if monotonic() >= deadline:
+                raise _pool_busy(self._cfg, what, pool) from None
+
+    async def _probe(self, pool: Any) -> str | None:
+        args = _probe_kwargs(pool, self._cfg)
+        if args is None:
+            return None
+        try:
+            conn = await psycopg.AsyncConnection.connect(args[0], **args[1])
+        except psycopg.Error as exc:
+            return _first_line(exc)
+        await conn.close()
+        return None
+
+    @contextlib.asynccontextmanager
+    async def _connection(self, what: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        if self._closed:
+            raise StoreUnavailableError(f"the PostgreSQL backend for {self._cfg.where} is closed")
+        if self._shared is not None:
+            if self._shared_lock is None:
+                self._shared_lock = asyncio.Lock()
+            async with self._shared_lock:
+                conn = self._shared
+                if conn.closed:
+                    raise StoreUnavailableError(
+                        f"the connection to {self._cfg.where} given to snapstate is closed "
+                        f"while {what}",
+                        hint="pass a conninfo string or a pool, which replace lost connections",
+                    )
+                async with _aborrowed(conn, what):
+                    yield conn
+            return
+        pool = await self._own_pool() if self._owned else self._pool
+        conn = await self._checkout(pool, what)
+        try:
+            if self._owned:
+                yield conn
+            else:
+                async with _aborrowed(conn, what):
+                    yield conn
+        finally:
+            self._idle_since[conn] = monotonic()
+            await pool.putconn(conn)
+
+    async def _run(
+        self, what: str, make: Callable[[], sql.Op[T]], *, transaction: bool = False
+    ) -> T:
+        attempts = 2 if self._cfg.retry and self._shared is None else 1
+        for attempt in range(attempts):
+            async with self._connection(what) as conn:
+                try:
+                    return await self._drive(conn, make(), transaction)
+                except psycopg.Error as exc:
+                    lost = _is_lost(exc, conn)
+                    error: psycopg.Error = exc
+            retryable = lost or getattr(error, "sqlstate", None) in _RETRY_SQLSTATES
+            if not (retryable and attempt + 1 < attempts):
+                raise _translate(error, what, self._cfg, lost=lost) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _drive(
+        self, conn: psycopg.AsyncConnection[Any], op: sql.Op[T], transaction: bool
+    ) -> T:
+        prepare = self._cfg.prepare_arg
+        async with conn.cursor(binary=True, row_factory=tuple_row) as cur:
+            async with conn.transaction() if transaction else _anull():
+                try:
+                    stmt = next(op)
+                    while True:
+                        try:
+                            await cur.execute(stmt.sql, stmt.params, prepare=prepare)
+                        except psycopg.Error as exc:
+                            if stmt.migration is None or _is_lost(exc, conn):
+                                raise
+                            raise sql.migration_failed(
+                                *stmt.migration, self._cfg.schema, exc
+                            ) from None
+                        stmt = op.send(await cur.fetchall() if stmt.fetch else [])
+                except StopIteration as stop:
+                    return stop.value  # type: ignore[no-any-return]
+
+    # -- the contract --------------------------------------------------------------------------
+
+    async def setup(self) -> None:
+        await self._run(
+            "applying schema migrations", lambda: sql.op_setup(self._q), transaction=True
+        )
+
+    async def write(self, batch: WriteBatch) -> None:
+        await self._run("writing a batch", lambda: sql.op_write(self._q, batch))
+
+    async def get_checkpoint(
+        self, thread_id: str, namespace: str, checkpoint_id: str | None
+    ) -> CheckpointRow | None:
+        return await self._run(
+            "reading a checkpoint",
+            lambda: sql.op_get_checkpoint(self._q, thread_id, namespace, checkpoint_id),
+        )
+
+    async def load(
+        self, thread_id: str, namespace: str, checkpoint_id: str | None
+    ) -> tuple[CheckpointRow, list[BlobRow], list[WriteRow]] | None:
+        return await self._run(
+            "reading a checkpoint",
+            lambda: sql.op_load(self._q, thread_id, namespace, checkpoint_id),
+        )
+
+    async def list_checkpoints(self, query: ListQuery) -> list[CheckpointRow]:
+        return await self._run("listing checkpoints", lambda: sql.op_list(self._q, query))
+
+    async def get_blobs(
+        self, thread_id: str, namespace: str, keys: Collection[tuple[str, str]]
+    ) -> list[BlobRow]:
+        return await self._run(
+            "reading channel values",
+            lambda: sql.op_get_blobs(self._q, thread_id, namespace, keys),
+        )
+
+    async def get_writes(
+        self, thread_id: str, namespace: str, checkpoint_ids: Collection[str]
+    ) -> list[WriteRow]:
+        return await self._run(
+            "reading pending writes",
+            lambda: sql.op_get_writes(self._q, thread_id, namespace, checkpoint_ids),
+        )
+
+    async def delete_threads(self, thread_ids: Sequence[str]) -> None:
+        await self._run("deleting threads", lambda: sql.op_delete_threads(self._q, thread_ids))
+
+    async def blob_index(self, thread_id: str) -> list[BlobRef]:
+        return await self._run("indexing blobs", lambda: sql.op_blob_index(self._q, thread_id))
+
+    async def delete_rows(
+        self,
+        thread_id: str,
+        checkpoints: Collection[tuple[str, str]],
+        blobs: Collection[tuple[str, str, str]],
+    ) -> None:
+        await self._run(
+            "deleting checkpoints and blobs",
+            lambda: sql.op_delete_rows(self._q, thread_id, checkpoints, blobs),
+        )
+
+    async def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await self._run(
+            "copying a thread",
+            lambda: sql.op_copy_thread(self._q, source_thread_id, target_thread_id),
+        )
+
+    async def threads(self, *, idle_before: float | None = None) -> list[ThreadInfo]:
+        return await self._run("listing threads", lambda: sql.op_threads(self._q, idle_before))
+
+    async def stats(self) -> TableStats:
+        return await self._run("gathering statistics", lambda: sql.op_stats(self._q))
+
+    async def close(self) -> None:
+        """Close the pool this backend owns; a given connection or pool stays open."""
+        self._closed = True
+        pool, self._pool = (self._pool, None) if self._owned else (None, self._pool)
+        if pool is not None:
+            await pool.close()
+
+    def __repr__(self) -> str:
+        return f"AsyncPostgresBackend({self._cfg.where!r}, schema={self._cfg.schema!r})"
+
+
+@contextlib.asynccontextmanager
+async def _aborrowed(conn: psycopg.AsyncConnection[Any], what: str) -> AsyncIterator[None]:
+    _check_borrowed(conn, what)
+    restore = not conn.autocommit
+    if restore:
+        await conn.set_autocommit(True)
+    try:
+        yield
+    finally:
+        if restore and not conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                await conn.set_autocommit(False)
+
+
+@contextlib.asynccontextmanager
+async def _anull() -> AsyncIterator[None]:
+    yield
