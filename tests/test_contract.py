@@ -582,3 +582,44 @@ def test_async_engine_same_contract(backend_factory: BackendFactory) -> None:
             assert await a.get("t") is None
 
     asyncio.run(main())
+
+
+# -- tombstones ----------------------------------------------------------------------------------
+
+
+def test_late_writes_cannot_bring_a_deleted_thread_back(saver: Checkpointer) -> None:
+    from snapstate.errors import ThreadDeletedError
+
+    saver.put(cp(1, {"x": 1}), thread_id="t")
+    saver.put(cp(2, {"x": 2}), thread_id="t", parent_id="00000001")
+    saver.delete_thread("t")
+    # A run still in flight elsewhere: its next checkpoint, and writes for an old one.
+    with pytest.raises(ThreadDeletedError, match=r"thread 't' was deleted; checkpoint '00000003'"):
+        saver.put(cp(3, {"x": 3}), thread_id="t", parent_id="00000002")
+    with pytest.raises(ThreadDeletedError, match="writes of task 'k' for checkpoint '00000002'"):
+        saver.put_writes([("a", 1)], thread_id="t", checkpoint_id="00000002", task_id="k")
+    with pytest.raises(ThreadDeletedError):
+        saver.put(cp(2, {"x": 2}), thread_id="t")
+    assert saver.get("t") is None and saver.backend.blob_index("t") == []
+    # A new history on the same thread id is welcome.
+    saver.put(cp(10, {"x": "new"}), thread_id="t")
+    saver.put_writes([("a", 1)], thread_id="t", checkpoint_id="00000010", task_id="k")
+    got = saver.get("t")
+    assert got is not None and got.checkpoint.channel_values == {"x": "new"}
+    # Other threads are unaffected; copying into a deleted id is a deliberate new history.
+    saver.put(cp(1, {"y": 1}), thread_id="src")
+    saver.delete_thread("dst-never-existed")
+    saver.put(cp(1, {"z": 1}), thread_id="gone")
+    saver.delete_thread("gone")
+    saver.copy_thread("src", "gone")
+    copied = saver.get("gone")
+    assert copied is not None and copied.checkpoint.channel_values == {"y": 1}
+
+
+def test_tombstones_are_purged(saver: Checkpointer) -> None:
+    saver.put(cp(1, {"x": 1}), thread_id="t")
+    saver.delete_thread("t")
+    assert saver.backend.purge_tombstones(0.0) == 0
+    assert saver.backend.purge_tombstones(float("inf")) == 1
+    saver.put(cp(1, {"x": 1}), thread_id="t")  # accepted again
+    assert saver.get("t") is not None

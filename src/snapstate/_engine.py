@@ -887,9 +887,13 @@ class Checkpointer:
         wanted = None if thread_ids is None else set(thread_ids)
         gone_threads: set[str] = set()
         if idle_for is not None:
+            cutoff = time.time() - idle_for
+            if not dry_run and wanted is None:
+                # A run idle that long is not in flight: its tombstone has done its job.
+                self.backend.purge_tombstones(cutoff)
             idle = [
                 t
-                for t in self.backend.threads(idle_before=time.time() - idle_for)
+                for t in self.backend.threads(idle_before=cutoff)
                 if wanted is None or t.thread_id in wanted
             ]
             for i in range(0, len(idle), chunk):

@@ -21,6 +21,7 @@ Everything derives from :class:`SnapstateError`. There are two branches:
         |   +-- FormatVersionError
         |   +-- UnregisteredTypeError
         +-- StoreUnavailableError (ConnectionError)
+        +-- ThreadDeletedError
         +-- MigrationError
         |   +-- SchemaVersionError
         +-- StateVersionError
@@ -44,6 +45,7 @@ __all__ = [
     "FormatVersionError",
     "UnregisteredTypeError",
     "StoreUnavailableError",
+    "ThreadDeletedError",
     "MigrationError",
     "SchemaVersionError",
     "StateVersionError",
@@ -111,6 +113,15 @@ class UnregisteredTypeError(DecodeError):
 
 class StoreUnavailableError(StorageError, ConnectionError):
     """The store cannot be reached, or the connection broke while talking to it."""
+
+
+class ThreadDeletedError(StorageError):
+    """A write belongs to the history of a thread that was deleted.
+
+    Deleting a thread leaves a tombstone, so that a run still in flight elsewhere cannot bring
+    the thread back with a late checkpoint or write. A new history on the same thread id (a
+    checkpoint without a parent, with a greater id) is accepted.
+    """
 
 
 class MigrationError(StorageError):

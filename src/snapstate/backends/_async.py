@@ -63,6 +63,9 @@ class AsyncBackend(abc.ABC):
     @abc.abstractmethod
     async def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None: ...
 
+    @abc.abstractmethod
+    async def purge_tombstones(self, deleted_before: float) -> int: ...
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. The default does nothing."""
 
@@ -128,6 +131,9 @@ class ThreadedAsyncBackend(AsyncBackend):
 
     async def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         await self._call(self.sync.copy_thread, source_thread_id, target_thread_id)
+
+    async def purge_tombstones(self, deleted_before: float) -> int:
+        return await self._call(self.sync.purge_tombstones, deleted_before)  # type: ignore[no-any-return]
 
     async def close(self) -> None:
         await self._call(self.sync.close)

@@ -28,7 +28,7 @@ from typing import Any
 
 import msgspec
 
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, ThreadDeletedError
 
 __all__ = [
     "BLOB_FULL",
@@ -278,7 +278,12 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def delete_threads(self, thread_ids: Sequence[str]) -> None:
-        """Delete every row of these threads, in every namespace, in one transaction."""
+        """Delete every row of these threads, in every namespace, in one transaction.
+
+        Leaves a tombstone per thread that had rows: the greatest checkpoint id among its
+        checkpoints and writes, and the time. From then on ``write`` must refuse, with
+        :func:`check_tombstones`, rows that belong to the deleted history.
+        """
 
     @abc.abstractmethod
     def blob_index(self, thread_id: str) -> list[BlobRef]:
@@ -298,6 +303,10 @@ class Backend(abc.ABC):
         ``parent_id`` NULL. ``blobs`` are (namespace, channel, version). The engine only names
         blobs that no kept checkpoint reaches.
         """
+
+    @abc.abstractmethod
+    def purge_tombstones(self, deleted_before: float) -> int:
+        """Forget tombstones of threads deleted before that Unix time; return how many."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release connections. The default does nothing."""
@@ -422,6 +431,45 @@ class Backend(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def check_tombstones(batch: WriteBatch, tombstones: Mapping[str, str]) -> None:
+    """Refuse a batch that writes into the deleted history of a thread.
+
+    ``tombstones`` maps thread ids to the greatest checkpoint id they had when deleted. A
+    checkpoint row belongs to that history when its id, or its parent's, is not greater; a write
+    row when its checkpoint id is not greater. Backends call this inside the write transaction.
+    """
+    if not tombstones:
+        return
+    for c in batch.checkpoints:
+        last = tombstones.get(c.thread_id)
+        if last is not None and (
+            c.checkpoint_id <= last or (c.parent_id is not None and c.parent_id <= last)
+        ):
+            raise ThreadDeletedError(
+                f"thread {c.thread_id!r} was deleted; checkpoint {c.checkpoint_id!r} "
+                f"(parent {c.parent_id!r}, namespace {c.namespace!r}) belongs to its deleted "
+                "history and was not stored",
+                hint="a new history on this thread id starts with a checkpoint without a parent",
+            )
+    for w in (*batch.writes, *batch.replace_writes):
+        last = tombstones.get(w.thread_id)
+        if last is not None and w.checkpoint_id <= last:
+            raise ThreadDeletedError(
+                f"thread {w.thread_id!r} was deleted; writes of task {w.task_id!r} for "
+                f"checkpoint {w.checkpoint_id!r} (namespace {w.namespace!r}) belong to its "
+                "deleted history and were not stored"
+            )
+
+
+def batch_threads(batch: WriteBatch) -> set[str]:
+    """The thread ids a batch touches."""
+    return {
+        r.thread_id
+        for rows in (batch.checkpoints, batch.writes, batch.replace_writes, batch.blobs)
+        for r in rows
+    }
 
 
 def blob_keys_of(versions: Mapping[str, Any]) -> list[tuple[str, str]]:

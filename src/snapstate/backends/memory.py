@@ -7,6 +7,7 @@ engine exactly as they run in production.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Collection, Iterator, Sequence
 
 import msgspec
@@ -19,6 +20,7 @@ from ._base import (
     ListQuery,
     WriteBatch,
     WriteRow,
+    check_tombstones,
     metadata_matches,
 )
 
@@ -37,13 +39,15 @@ class MemoryBackend(Backend):
         self._checkpoints: dict[_Key, dict[str, CheckpointRow]] = {}
         self._blobs: dict[_Key, dict[tuple[str, str], BlobRow]] = {}
         self._writes: dict[_Key, dict[str, dict[tuple[str, int], WriteRow]]] = {}
+        self._tombstones: dict[str, tuple[str, float]] = {}
 
     def setup(self) -> None:
         pass
 
     def write(self, batch: WriteBatch) -> None:
         with self._lock:
-            # Validate nothing can fail half-way: every step below is a dict assignment.
+            check_tombstones(batch, {t: last for t, (last, _) in self._tombstones.items()})
+            # Nothing below can fail half-way: every step is a dict assignment.
             for w in batch.writes:
                 per = self._writes.setdefault((w.thread_id, w.namespace), {}).setdefault(
                     w.checkpoint_id, {}
@@ -114,9 +118,27 @@ class MemoryBackend(Backend):
     def delete_threads(self, thread_ids: Sequence[str]) -> None:
         doomed = set(thread_ids)
         with self._lock:
+            last: dict[str, str] = {}
+            for (tid, _ns), rows in self._checkpoints.items():
+                if tid in doomed and rows:
+                    last[tid] = max(last.get(tid, ""), max(rows))
+            for (tid, _ns), per in self._writes.items():
+                if tid in doomed and per:
+                    last[tid] = max(last.get(tid, ""), max(per))
+            now = time.time()
+            for tid, cid in last.items():
+                old = self._tombstones.get(tid)
+                self._tombstones[tid] = (max(cid, old[0]) if old else cid, now)
             for table in (self._checkpoints, self._blobs, self._writes):
                 for key in [k for k in table if k[0] in doomed]:
-                    del table[key]
+                    del table[key]  # type: ignore[attr-defined]
+
+    def purge_tombstones(self, deleted_before: float) -> int:
+        with self._lock:
+            old = [t for t, (_, at) in self._tombstones.items() if at < deleted_before]
+            for t in old:
+                del self._tombstones[t]
+            return len(old)
 
     def blob_index(self, thread_id: str) -> list[BlobRef]:
         with self._lock:
@@ -148,3 +170,9 @@ class MemoryBackend(Backend):
                         rows[cid] = msgspec.structs.replace(row, parent_id=None)
             for ns, channel, version in blobs:
                 self._blobs.get((thread_id, ns), {}).pop((channel, version), None)
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        with self._lock:
+            # Copying into a thread id is a deliberate new history for it.
+            self._tombstones.pop(target_thread_id, None)
+            super().copy_thread(source_thread_id, target_thread_id)

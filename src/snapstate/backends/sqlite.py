@@ -36,6 +36,8 @@ from ._base import (
     ThreadInfo,
     WriteBatch,
     WriteRow,
+    batch_threads,
+    check_tombstones,
 )
 
 __all__ = ["SqliteBackend", "MIGRATIONS"]
@@ -89,6 +91,17 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         CREATE TABLE settings (
             key   TEXT PRIMARY KEY,
             value TEXT NOT NULL
+        );
+        """,
+    ),
+    (
+        2,
+        "tombstones of deleted threads",
+        """
+        CREATE TABLE tombstones (
+            thread_id         TEXT PRIMARY KEY,
+            max_checkpoint_id TEXT NOT NULL,
+            deleted_at        REAL NOT NULL
         );
         """,
     ),
@@ -294,6 +307,18 @@ class SqliteBackend(Backend):
 
     def write(self, batch: WriteBatch) -> None:
         with self._transaction("writing a batch") as conn:
+            threads = list(batch_threads(batch))
+            tombstones: dict[str, str] = {}
+            for chunk in _chunks(threads, _CHUNK):
+                marks = ",".join("?" * len(chunk))
+                tombstones.update(
+                    conn.execute(
+                        "SELECT thread_id, max_checkpoint_id FROM tombstones "
+                        f"WHERE thread_id IN ({marks})",
+                        chunk,
+                    ).fetchall()
+                )
+            check_tombstones(batch, tombstones)
             if batch.writes:
                 conn.executemany(
                     f"INSERT OR IGNORE INTO writes ({_WRITE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
@@ -335,11 +360,29 @@ class SqliteBackend(Backend):
 
     def delete_threads(self, thread_ids: Sequence[str]) -> None:
         ids = list(thread_ids)
+        now = time.time()
         with self._transaction("deleting threads") as conn:
             for chunk in _chunks(ids, _CHUNK):
                 marks = ",".join("?" * len(chunk))
+                conn.execute(
+                    "INSERT INTO tombstones (thread_id, max_checkpoint_id, deleted_at) "
+                    "SELECT thread_id, max(checkpoint_id), ? FROM ("
+                    f" SELECT thread_id, checkpoint_id FROM checkpoints WHERE thread_id IN ({marks})"
+                    " UNION ALL"
+                    f" SELECT thread_id, checkpoint_id FROM writes WHERE thread_id IN ({marks})"
+                    ") GROUP BY thread_id "
+                    "ON CONFLICT (thread_id) DO UPDATE SET "
+                    "max_checkpoint_id = max(max_checkpoint_id, excluded.max_checkpoint_id), "
+                    "deleted_at = excluded.deleted_at",
+                    [now, *chunk, *chunk],
+                )
                 for table in ("writes", "blobs", "checkpoints"):
                     conn.execute(f"DELETE FROM {table} WHERE thread_id IN ({marks})", chunk)
+
+    def purge_tombstones(self, deleted_before: float) -> int:
+        with self._transaction("purging tombstones") as conn:
+            cur = conn.execute("DELETE FROM tombstones WHERE deleted_at < ?", (deleted_before,))
+            return cur.rowcount
 
     def delete_rows(
         self,
@@ -371,6 +414,8 @@ class SqliteBackend(Backend):
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         with self._transaction("copying a thread") as conn:
+            # Copying into a thread id is a deliberate new history for it.
+            conn.execute("DELETE FROM tombstones WHERE thread_id = ?", (target_thread_id,))
             conn.execute(
                 f"INSERT OR REPLACE INTO checkpoints ({_CHECKPOINT_COLUMNS}) "
                 "SELECT ?, namespace, checkpoint_id, parent_id, run_id, created_at, metadata, "
