@@ -1,0 +1,183 @@
+"""``SqliteSaver`` and ``AsyncSqliteSaver``: checkpoints in one SQLite file.
+
+Both store through :class:`snapstate.backends.sqlite.SqliteBackend`, which configures the
+connections it uses itself (WAL, busy timeout, ``synchronous``). A database that lives only in
+memory (``":memory:"``, or a connection to one) is private to its saver and gone with it, so it
+is kept in snapstate's memory backend: same behaviour, no file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
+
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from ..backends import Backend, MemoryBackend
+from ..backends.sqlite import SqliteBackend, Synchronous
+from ..codec import Codec
+from ..errors import ConfigurationError
+from ._base import AsyncSaver, SyncSaver
+
+if TYPE_CHECKING:
+    import aiosqlite
+
+__all__ = ["SqliteSaver", "AsyncSqliteSaver"]
+
+_MEMORY_NAMES = ("", ":memory:")
+
+
+def _file_of(conn: sqlite3.Connection) -> str:
+    """The file behind a connection's main database; "" for an in-memory or temporary one."""
+    for _, name, file in conn.execute("PRAGMA database_list").fetchall():
+        if name == "main":
+            return str(file or "")
+    return ""
+
+
+def _backend_for(
+    target: sqlite3.Connection | str | os.PathLike[str],
+    synchronous: Synchronous,
+    busy_timeout: float,
+) -> Backend:
+    if isinstance(target, sqlite3.Connection):
+        if _file_of(target) == "":
+            return MemoryBackend()
+        return SqliteBackend(target, synchronous=synchronous, busy_timeout=busy_timeout)
+    path = os.fspath(target)
+    if path in _MEMORY_NAMES:
+        return MemoryBackend()
+    return SqliteBackend(path, synchronous=synchronous, busy_timeout=busy_timeout)
+
+
+class SqliteSaver(SyncSaver):
+    """A drop-in for LangGraph's ``SqliteSaver``, with the async API too.
+
+    Parameters
+    ----------
+    conn:
+        An open ``sqlite3.Connection`` (as with LangGraph: made with
+        ``check_same_thread=False``; snapstate serializes its use), or a path, in which case
+        the saver opens and pools its own connections.
+    serde:
+        A LangGraph serializer to encode values with instead of snapstate's codec (for
+        example an ``EncryptedSerializer``).
+    codec:
+        A :class:`snapstate.codec.Codec` to encode values with.
+    synchronous:
+        SQLite's ``synchronous`` level: ``"normal"`` (default) keeps every committed checkpoint
+        when the process is killed; ``"full"`` also across power loss, at an fsync per commit.
+    busy_timeout:
+        Seconds to wait for another process's write lock.
+    **options:
+        Engine options: ``durability`` (``"sync"`` or ``"batched"``), ``delta_keyframe_every``.
+
+    Examples
+    --------
+    >>> with SqliteSaver.from_conn_string(":memory:") as saver:  # doctest: +SKIP
+    ...     graph = builder.compile(checkpointer=saver)
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection | str | os.PathLike[str],
+        *,
+        serde: SerializerProtocol | None = None,
+        codec: Codec | None = None,
+        synchronous: Synchronous = "normal",
+        busy_timeout: float = 30.0,
+        **options: Any,
+    ) -> None:
+        if not isinstance(conn, (sqlite3.Connection, str, os.PathLike)):
+            raise ConfigurationError(
+                f"SqliteSaver needs a sqlite3.Connection or a path, got {type(conn).__name__}",
+                hint="for an aiosqlite connection use AsyncSqliteSaver",
+            )
+        self.conn = conn if isinstance(conn, sqlite3.Connection) else None
+        backend = _backend_for(conn, synchronous, busy_timeout)
+        self._init_engine(backend, serde=serde, codec=codec, options=options)
+
+    @classmethod
+    @contextlib.contextmanager
+    def from_conn_string(cls, conn_string: str, **kwargs: Any) -> Iterator[SqliteSaver]:
+        """A saver on a database file (or ``":memory:"``), closed when the block exits.
+
+        Keyword arguments are those of the constructor.
+        """
+        saver = cls(conn_string, **kwargs)
+        try:
+            yield saver
+        finally:
+            saver.close()
+
+
+class AsyncSqliteSaver(AsyncSaver):
+    """A drop-in for LangGraph's ``AsyncSqliteSaver``, with the sync API too.
+
+    Parameters
+    ----------
+    conn:
+        An ``aiosqlite.Connection``, or a path. With a connection, the saver stores in the
+        database file behind it through connections of its own (SQLite objects are bound to
+        the thread that made them, and aiosqlite's is private), so the connection itself
+        stays free for the application.
+    serde, codec, synchronous, busy_timeout, **options:
+        As for :class:`SqliteSaver`.
+    """
+
+    def __init__(
+        self,
+        conn: aiosqlite.Connection | str | os.PathLike[str],
+        *,
+        serde: SerializerProtocol | None = None,
+        codec: Codec | None = None,
+        synchronous: Synchronous = "normal",
+        busy_timeout: float = 30.0,
+        **options: Any,
+    ) -> None:
+        self._sqlite_options = {"synchronous": synchronous, "busy_timeout": busy_timeout}
+        backend: Backend | None = None
+        if isinstance(conn, (str, os.PathLike)):
+            self.conn = None
+            backend = _backend_for(conn, synchronous, busy_timeout)
+        else:
+            self.conn = conn
+        self._init_async(serde=serde, codec=codec, options=options, backend=backend)
+
+    async def _open_backend(self) -> Backend:
+        conn = self.conn
+        assert conn is not None
+        if not _started(conn):
+            await conn
+        async with conn.execute("PRAGMA database_list") as cursor:
+            rows = await cursor.fetchall()
+        file = next((str(r[2] or "") for r in rows if r[1] == "main"), "")
+        if file == "":
+            return MemoryBackend()
+        return SqliteBackend(file, **self._sqlite_options)  # type: ignore[arg-type]
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def from_conn_string(
+        cls, conn_string: str, **kwargs: Any
+    ) -> AsyncIterator[AsyncSqliteSaver]:
+        """A saver on a database file (or ``":memory:"``), closed when the block exits.
+
+        Keyword arguments are those of the constructor.
+        """
+        saver = cls(conn_string, **kwargs)
+        try:
+            yield saver
+        finally:
+            await saver.aclose()
+
+
+def _started(conn: aiosqlite.Connection) -> bool:
+    alive = getattr(conn, "is_alive", None)
+    if callable(alive):
+        return bool(alive())
+    thread = getattr(conn, "_thread", None)
+    return thread is not None and thread.is_alive()
