@@ -367,7 +367,8 @@ class SqliteBackend(Backend):
                 conn.execute(
                     "INSERT INTO tombstones (thread_id, max_checkpoint_id, deleted_at) "
                     "SELECT thread_id, max(checkpoint_id), ? FROM ("
-                    f" SELECT thread_id, checkpoint_id FROM checkpoints WHERE thread_id IN ({marks})"
+                    " SELECT thread_id, checkpoint_id FROM checkpoints"
+                    f" WHERE thread_id IN ({marks})"
                     " UNION ALL"
                     f" SELECT thread_id, checkpoint_id FROM writes WHERE thread_id IN ({marks})"
                     ") GROUP BY thread_id "
