@@ -36,6 +36,7 @@ from .backends._base import (
     BLOB_DELTA,
     BLOB_EMPTY,
     BLOB_FULL,
+    UPGRADED_SEP,
     Backend,
     BlobRef,
     BlobRow,
@@ -48,7 +49,14 @@ from .backends._base import (
     version_key,
 )
 from .codec import Codec, default_codec
-from .errors import DecodeError, EncodeError, InvalidArgumentError
+from .errors import (
+    ConfigurationError,
+    DecodeError,
+    EncodeError,
+    InvalidArgumentError,
+    StateVersionError,
+)
+from .upgrades import StateUpgrades
 from .writer import AsyncWriter, Durability, Writer, make_async_writer, make_writer
 
 __all__ = ["Checkpointer", "AsyncCheckpointer", "RetentionReport", "Progress"]
@@ -95,6 +103,8 @@ class _Skeleton(msgspec.Struct, array_like=True):
     versions: dict[str, Version]
     seen: dict[str, dict[str, Version]]
     extra: dict[str, Any] = {}
+    state: int = 0
+    """The application's state version when saved (see snapstate.upgrades)."""
 
 
 _skeleton_encoder = msgspec.msgpack.Encoder()
@@ -120,9 +130,19 @@ def _check_id(name: str, value: Any) -> str:
 class _Planner:
     """The decisions both engines share: rows out of checkpoints, snapshots out of rows."""
 
-    def __init__(self, codec: Codec, delta: _delta.DeltaPolicy) -> None:
+    def __init__(
+        self, codec: Codec, delta: _delta.DeltaPolicy, upgrades: StateUpgrades | None = None
+    ) -> None:
+        if upgrades is not None and not isinstance(upgrades, StateUpgrades):
+            raise ConfigurationError(
+                "upgrades must be a snapstate.upgrades.StateUpgrades, "
+                f"got {type(upgrades).__name__}"
+            )
         self.codec = codec
         self.delta = delta
+        self.upgrades = upgrades
+        self.state = upgrades.version if upgrades is not None else 0
+        self._suffix = f"{UPGRADED_SEP}s{self.state}"
 
     # -- write side ----------------------------------------------------------------------------
 
@@ -165,6 +185,7 @@ class _Planner:
                     checkpoint.channel_versions,
                     checkpoint.versions_seen,
                     checkpoint.extra,
+                    self.state,
                 )
             )
         except (TypeError, msgspec.EncodeError) as exc:
@@ -281,6 +302,14 @@ class _Planner:
                 f"{_where(row.thread_id, row.namespace, row.checkpoint_id)}: {exc}"
             ) from None
 
+    def keys(self, skel: _Skeleton) -> list[tuple[str, str]]:
+        """The blob keys a checkpoint reads: its versions, and for a checkpoint saved under the
+        current state version, the upgraded copies of them that may exist."""
+        keys = [(channel, version_key(v)) for channel, v in skel.versions.items()]
+        if self.state and skel.state == self.state:
+            keys += [(c, v + self._suffix) for c, v in keys]
+        return keys
+
     def missing_keys(
         self, wanted: Iterable[tuple[str, str]], have: Mapping[tuple[str, str], BlobRow]
     ) -> list[tuple[str, str]]:
@@ -364,8 +393,11 @@ class _Planner:
     ) -> Snapshot:
         where = _where(row.thread_id, row.namespace, row.checkpoint_id)
         values: dict[str, Any] = {}
+        upgraded = bool(self.state) and skel.state == self.state
         for channel, version in skel.versions.items():
             key = (channel, version_key(version))
+            if upgraded and (channel, key[1] + self._suffix) in have:
+                key = (channel, key[1] + self._suffix)
             if key not in have:
                 # A version with no blob: the caller never declared it changed. Like upstream
                 # savers, such a channel reads as absent.
@@ -438,6 +470,76 @@ class _Planner:
             filter=validate_filter(filter),
         )
 
+    def upgrade(self, snap: Snapshot, skel: _Skeleton) -> tuple[Snapshot, list[BlobRow]]:
+        """Bring a snapshot saved under an older state version up to date.
+
+        Returns the upgraded snapshot and the blobs to store so that later checkpoints, which
+        name the same channel versions, read the upgraded values: one per channel whose value
+        or version the upgrade changed, keyed ``<version>\x1fs<state>``.
+        """
+        if self.upgrades is None or skel.state == self.state:
+            if skel.state > self.state:
+                raise StateVersionError(
+                    f"checkpoint {snap.checkpoint.id!r} (thread {snap.thread_id!r}, namespace "
+                    f"{snap.namespace!r}) was saved under state version {skel.state}, newer "
+                    f"than this code's {self.state}",
+                    hint="run the newer code, or configure StateUpgrades up to that version",
+                )
+            return snap, []
+        before = snap.checkpoint
+        after = self.upgrades.apply(snap, skel.state)
+        blobs = []
+        where = _where(snap.thread_id, snap.namespace, snap.checkpoint.id)
+        for channel, value in after.checkpoint.channel_values.items():
+            version = after.checkpoint.channel_versions.get(channel)
+            if version is None:
+                raise StateVersionError(
+                    f"the upgrade of {where} gave channel {channel!r} a value but no version",
+                    hint="use snapstate.upgrades.add_channel or rename_channel",
+                )
+            if (
+                channel in before.channel_values
+                and before.channel_values[channel] is value
+                and before.channel_versions.get(channel) == version
+            ):
+                continue
+            blobs.append(
+                BlobRow(
+                    snap.thread_id,
+                    snap.namespace,
+                    channel,
+                    version_key(version) + self._suffix,
+                    BLOB_FULL,
+                    None,
+                    self.codec.encode(value, where=f"upgraded channel {channel!r} of {where}"),
+                )
+            )
+        return after, blobs
+
+    def rewritten(self, row: CheckpointRow, snap: Snapshot) -> WriteBatch:
+        """The rows that store an upgraded snapshot over its old checkpoint row."""
+        cp = snap.checkpoint
+        skeleton = b"%c" % _SKELETON_FORMAT + _skeleton_encoder.encode(
+            _Skeleton(cp.ts, cp.channel_versions, cp.versions_seen, cp.extra, self.state)
+        )
+        new_row = msgspec.structs.replace(
+            row, metadata=msgspec.json.encode(snap.metadata), skeleton=skeleton
+        )
+        writes = [
+            WriteRow(
+                row.thread_id,
+                row.namespace,
+                row.checkpoint_id,
+                w.task_id,
+                w.idx,
+                w.channel,
+                w.task_path,
+                self.codec.encode(w.value, where=f"write {w.idx} of task {w.task_id!r}"),
+            )
+            for w in snap.pending_writes
+        ]
+        return WriteBatch(checkpoints=[new_row], replace_writes=writes)
+
     # -- retention -----------------------------------------------------------------------------
 
     def doomed(
@@ -460,13 +562,17 @@ class _Planner:
         bases = {(b.namespace, b.channel, b.version): b.base for b in index}
         reach: set[tuple[str, str, str]] = set()
         for r in kept:
-            for channel, vkey in _keys(self.skeleton(r)):
+            for channel, vkey in self.keys(self.skeleton(r)):
                 key: tuple[str, str, str] | None = (r.namespace, channel, vkey)
                 while key is not None and key not in reach:
                     reach.add(key)
                     base = bases.get(key)
                     key = (key[0], key[1], base) if base is not None else None
-        blobs = [k for k in bases if k not in reach]
+        blobs = [
+            k
+            for k in bases
+            if k not in reach and (k[0], k[1], k[2].split(UPGRADED_SEP, 1)[0]) not in reach
+        ]
         return gone, blobs
 
     @staticmethod
@@ -600,6 +706,9 @@ class Checkpointer:
     delta_keyframe_every:
         For list channels that grow by appending, store a full copy every this many versions and
         only the appended items in between. ``0`` turns append-deltas off.
+    upgrades:
+        A :class:`snapstate.upgrades.StateUpgrades`: the application's state version and the
+        steps that upgrade checkpoints saved under older ones when they are read.
     auto_setup:
         Create or upgrade the schema on first use.
 
@@ -620,12 +729,13 @@ class Checkpointer:
         codec: Codec | None = None,
         durability: Durability = "sync",
         delta_keyframe_every: int = _delta.DEFAULT_KEYFRAME_EVERY,
+        upgrades: StateUpgrades | None = None,
         auto_setup: bool = True,
         **writer_options: Any,
     ) -> None:
         self.backend = _resolve_backend(backend)
         self.codec = codec or default_codec
-        self._plan = _Planner(self.codec, _delta.DeltaPolicy(delta_keyframe_every))
+        self._plan = _Planner(self.codec, _delta.DeltaPolicy(delta_keyframe_every), upgrades)
         self._writer: Writer = make_writer(
             self.backend, durability, self._plan.write_failed, **writer_options
         )
@@ -735,8 +845,12 @@ class Checkpointer:
         row, blobs, writes = loaded
         skel = self._plan.skeleton(row)
         have = {(b.channel, b.version): b for b in blobs}
-        self._fetch(row.thread_id, row.namespace, _keys(skel), have)
-        return self._plan.snapshot(row, skel, have, writes, _ValueCache(LIST_CACHE_ENTRIES))
+        self._fetch(row.thread_id, row.namespace, self._plan.keys(skel), have)
+        snap = self._plan.snapshot(row, skel, have, writes, _ValueCache(LIST_CACHE_ENTRIES))
+        snap, blobs = self._plan.upgrade(snap, skel)
+        if blobs:
+            self.backend.write(WriteBatch(blobs=blobs))
+        return snap
 
     def _fetch(
         self,
@@ -778,18 +892,21 @@ class Checkpointer:
         caches: dict[tuple[str, str], _ValueCache] = {}
         for page in _pages(self.backend.list_checkpoints(query), LIST_PAGE_SIZE):
             done: dict[int, Snapshot] = {}
+            upgraded = WriteBatch()
             for (tid, ns), rows in _group(page).items():
                 skels = [self._plan.skeleton(r) for r in rows]
                 have: dict[tuple[str, str], BlobRow] = {}
-                self._fetch(tid, ns, {k for s in skels for k in _keys(s)}, have)
+                self._fetch(tid, ns, {k for s in skels for k in self._plan.keys(s)}, have)
                 writes = _writes_by_checkpoint(
                     self.backend.get_writes(tid, ns, [r.checkpoint_id for r in rows])
                 )
                 cache = caches.setdefault((tid, ns), _ValueCache(LIST_CACHE_ENTRIES))
                 for r, s in zip(rows, skels):
-                    done[id(r)] = self._plan.snapshot(
-                        r, s, have, writes.get(r.checkpoint_id, ()), cache
-                    )
+                    snap = self._plan.snapshot(r, s, have, writes.get(r.checkpoint_id, ()), cache)
+                    done[id(r)], blobs = self._plan.upgrade(snap, s)
+                    upgraded.blobs.extend(blobs)
+            if upgraded.blobs:
+                self.backend.write(upgraded)
             for r in page:
                 yield done[id(r)]
 
@@ -925,6 +1042,49 @@ class Checkpointer:
             report.bytes_reclaimed = self.backend.reclaim()
         return report
 
+    def upgrade_stored(
+        self,
+        *,
+        thread_ids: Sequence[str] | None = None,
+        chunk: int = 100,
+        progress: Callable[[Progress], None] | None = None,
+    ) -> int:
+        """Rewrite stored checkpoints saved under older state versions to the current one.
+
+        Optional: reads upgrade old checkpoints anyway. Rewriting once makes later reads cheap.
+        Works thread by thread in transactions of ``chunk`` checkpoints; if interrupted, run it
+        again: checkpoints already rewritten are skipped. Returns how many were rewritten.
+        """
+        self._ensure()
+        if self._plan.upgrades is None:
+            raise ConfigurationError("upgrade_stored needs upgrades=StateUpgrades(...)")
+        if not isinstance(chunk, int) or chunk < 1:
+            raise InvalidArgumentError(f"chunk must be an int >= 1, got {chunk!r}")
+        self._writer.flush()
+        targets = (
+            self._plan.prune_args(thread_ids, "keep_latest")
+            if thread_ids is not None
+            else [t.thread_id for t in self.backend.threads()]
+        )
+        done = 0
+        for i, tid in enumerate(targets):
+            old = [
+                r
+                for r in self.backend.list_checkpoints(ListQuery(thread_id=tid))
+                if self._plan.skeleton(r).state != self._plan.state
+            ]
+            for j in range(0, len(old), chunk):
+                batch = WriteBatch()
+                for r in old[j : j + chunk]:
+                    snap = self.get(tid, r.namespace, r.checkpoint_id)  # stores upgraded blobs
+                    if snap is not None:
+                        batch.extend(self._plan.rewritten(r, snap))
+                self.backend.write(batch)
+                done += len(batch.checkpoints)
+            if progress is not None:
+                progress(Progress("upgrade", i + 1, len(targets)))
+        return done
+
     def stats(self) -> TableStats:
         """Counts and bytes by table and by channel (see ``snapstate stats``)."""
         self._ensure()
@@ -967,10 +1127,6 @@ class Checkpointer:
         self.close()
 
 
-def _keys(skel: _Skeleton) -> list[tuple[str, str]]:
-    return [(channel, version_key(v)) for channel, v in skel.versions.items()]
-
-
 def _writes_by_checkpoint(rows: Iterable[WriteRow]) -> dict[str, list[WriteRow]]:
     out: dict[str, list[WriteRow]] = {}
     for w in rows:
@@ -992,6 +1148,7 @@ class AsyncCheckpointer:
         codec: Codec | None = None,
         durability: Durability = "sync",
         delta_keyframe_every: int = _delta.DEFAULT_KEYFRAME_EVERY,
+        upgrades: StateUpgrades | None = None,
         auto_setup: bool = True,
         **writer_options: Any,
     ) -> None:
@@ -1000,7 +1157,7 @@ class AsyncCheckpointer:
         else:
             self.backend = as_async_backend(_resolve_backend(backend))
         self.codec = codec or default_codec
-        self._plan = _Planner(self.codec, _delta.DeltaPolicy(delta_keyframe_every))
+        self._plan = _Planner(self.codec, _delta.DeltaPolicy(delta_keyframe_every), upgrades)
         self._writer: AsyncWriter = make_async_writer(
             self.backend, durability, self._plan.write_failed, **writer_options
         )
@@ -1086,8 +1243,12 @@ class AsyncCheckpointer:
         row, blobs, writes = loaded
         skel = self._plan.skeleton(row)
         have = {(b.channel, b.version): b for b in blobs}
-        await self._fetch(row.thread_id, row.namespace, _keys(skel), have)
-        return self._plan.snapshot(row, skel, have, writes, _ValueCache(LIST_CACHE_ENTRIES))
+        await self._fetch(row.thread_id, row.namespace, self._plan.keys(skel), have)
+        snap = self._plan.snapshot(row, skel, have, writes, _ValueCache(LIST_CACHE_ENTRIES))
+        snap, blobs = self._plan.upgrade(snap, skel)
+        if blobs:
+            await self.backend.write(WriteBatch(blobs=blobs))
+        return snap
 
     async def _fetch(
         self,
@@ -1124,18 +1285,21 @@ class AsyncCheckpointer:
         rows_all = await self.backend.list_checkpoints(query)
         for page in _pages(rows_all, LIST_PAGE_SIZE):
             done: dict[int, Snapshot] = {}
+            upgraded = WriteBatch()
             for (tid, ns), rows in _group(page).items():
                 skels = [self._plan.skeleton(r) for r in rows]
                 have: dict[tuple[str, str], BlobRow] = {}
-                await self._fetch(tid, ns, {k for s in skels for k in _keys(s)}, have)
+                await self._fetch(tid, ns, {k for s in skels for k in self._plan.keys(s)}, have)
                 writes = _writes_by_checkpoint(
                     await self.backend.get_writes(tid, ns, [r.checkpoint_id for r in rows])
                 )
                 cache = caches.setdefault((tid, ns), _ValueCache(LIST_CACHE_ENTRIES))
                 for r, s in zip(rows, skels):
-                    done[id(r)] = self._plan.snapshot(
-                        r, s, have, writes.get(r.checkpoint_id, ()), cache
-                    )
+                    snap = self._plan.snapshot(r, s, have, writes.get(r.checkpoint_id, ()), cache)
+                    done[id(r)], blobs = self._plan.upgrade(snap, s)
+                    upgraded.blobs.extend(blobs)
+            if upgraded.blobs:
+                await self.backend.write(upgraded)
             for r in page:
                 yield done[id(r)]
 

@@ -477,9 +477,16 @@ def blob_keys_of(versions: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [(channel, version_key(v)) for channel, v in versions.items()]
 
 
+#: Separates a version from the state version of an upgraded copy of its blob
+#: (``"<version>\x1fs<state>"``, see :mod:`snapstate.upgrades`). Versions may not contain it.
+UPGRADED_SEP = "\x1f"
+
+
 def version_key(version: Any) -> str:
     """The text form of a channel version used in blob keys."""
     if isinstance(version, str):
+        if UPGRADED_SEP in version:
+            raise InvalidArgumentError(f"channel version {version!r} contains the byte 0x1f")
         return version
     if isinstance(version, bool) or not isinstance(version, (int, float)):
         raise InvalidArgumentError(
