@@ -28,6 +28,7 @@ from langgraph.checkpoint.conformance.spec import (
 )
 
 from snapstate.langgraph import AsyncSqliteSaver, InMemorySaver, SqliteSaver
+from snapstate.langgraph._base import AsyncSaver
 
 #: Every case of the suite, per capability, from the suite's own lists.
 CASES = {
@@ -85,15 +86,17 @@ SAVERS: dict[str, Factory] = {
 
 
 async def _close(saver: Any) -> None:
-    if isinstance(saver, AsyncSqliteSaver):
+    """Close the saver, then what the factory opened for it (the saver leaves given ones open)."""
+    if isinstance(saver, AsyncSaver):
         await saver.aclose()
-        if saver.conn is not None:
-            await saver.conn.close()
     else:
         saver.close()
-        conn = getattr(saver, "conn", None)
-        if conn is not None:
-            conn.close()
+    conn = getattr(saver, "conn", None)
+    if conn is None or isinstance(conn, str):
+        return
+    closing = conn.close()
+    if closing is not None:
+        await closing
 
 
 async def run_suite(name: str, make: Callable[[Path], Any], tmp_path: Path) -> None:
@@ -126,3 +129,45 @@ async def run_suite(name: str, make: Callable[[Path], Any], tmp_path: Path) -> N
 @pytest.mark.parametrize("name", list(SAVERS))
 async def test_conformance(name: str, tmp_path: Path) -> None:
     await run_suite(name, SAVERS[name], tmp_path)
+
+
+def _postgres_savers(dsn: str, schema: str) -> dict[str, Factory]:
+    import psycopg
+    import psycopg_pool
+
+    from snapstate.langgraph import AsyncPostgresSaver, PostgresSaver
+
+    def sync_conn(tmp: Path) -> Any:
+        return PostgresSaver(psycopg.connect(dsn), schema=schema)
+
+    def sync_pool(tmp: Path) -> Any:
+        pool = psycopg_pool.ConnectionPool(dsn, min_size=1, max_size=2, open=True)
+        return PostgresSaver(pool, schema=schema)
+
+    async def async_conn(tmp: Path) -> Any:
+        return AsyncPostgresSaver(await psycopg.AsyncConnection.connect(dsn), schema=schema)
+
+    async def async_pool(tmp: Path) -> Any:
+        pool = psycopg_pool.AsyncConnectionPool(dsn, min_size=1, max_size=2, open=False)
+        await pool.open()
+        return AsyncPostgresSaver(pool, schema=schema)
+
+    def async_dsn(tmp: Path) -> Any:
+        return AsyncPostgresSaver(dsn, schema=schema)
+
+    return {
+        "PostgresSaver(psycopg.Connection)": sync_conn,
+        "PostgresSaver(ConnectionPool)": sync_pool,
+        "AsyncPostgresSaver(psycopg.AsyncConnection)": async_conn,
+        "AsyncPostgresSaver(AsyncConnectionPool)": async_pool,
+        "AsyncPostgresSaver(conninfo)": async_dsn,
+    }
+
+
+POSTGRES = list(_postgres_savers("", "").keys())
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("name", POSTGRES)
+async def test_conformance_postgres(name: str, tmp_path: Path, pg_dsn: str, pg_schema: str) -> None:
+    await run_suite(name, _postgres_savers(pg_dsn, pg_schema)[name], tmp_path)

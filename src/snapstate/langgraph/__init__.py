@@ -10,15 +10,30 @@ async API. See ``docs/langgraph.md`` for what differs and what is better.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._base import LoopThreadError
 from ._memory import InMemorySaver, MemorySaver
 from ._sqlite import AsyncSqliteSaver, SqliteSaver
+
+if TYPE_CHECKING:
+    from ._postgres import AsyncPostgresSaver, PostgresSaver
 
 __all__ = [
     "InMemorySaver",
     "MemorySaver",
     "SqliteSaver",
     "AsyncSqliteSaver",
+    "PostgresSaver",
+    "AsyncPostgresSaver",
     "LoopThreadError",
 ]
 
+
+def __getattr__(name: str) -> Any:
+    # The Postgres savers need psycopg, an optional dependency: import them on first use.
+    if name in ("PostgresSaver", "AsyncPostgresSaver"):
+        from . import _postgres
+
+        return getattr(_postgres, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

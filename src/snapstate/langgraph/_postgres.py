@@ -1,0 +1,155 @@
+"""``PostgresSaver`` and ``AsyncPostgresSaver``: checkpoints in PostgreSQL.
+
+They store through :class:`snapstate.backends.postgres.PostgresBackend` and its asyncio twin,
+which set up every connection they use themselves (autocommit per call, their own row
+factories), so a connection or pool configured for LangGraph's savers works unchanged, and so
+does one configured otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from ..backends.postgres import AsyncPostgresBackend, PostgresBackend
+from ..codec import Codec
+from ..errors import ConfigurationError
+from ._base import AsyncSaver, SyncSaver
+
+__all__ = ["PostgresSaver", "AsyncPostgresSaver"]
+
+#: Keyword arguments that configure the backend; the others go to the engine.
+_BACKEND_OPTIONS = frozenset(
+    {"schema", "prepare", "max_connections", "pool_timeout", "connect_timeout", "retry"}
+)
+
+
+def _split(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    backend = {k: v for k, v in options.items() if k in _BACKEND_OPTIONS}
+    engine = {k: v for k, v in options.items() if k not in _BACKEND_OPTIONS}
+    return backend, engine
+
+
+def _check_pipe(conn: Any, pipe: Any, pool_types: tuple[type, ...]) -> None:
+    # LangGraph rejects this combination; so do we, with the same reasoning.
+    if pipe is not None and pool_types and isinstance(conn, pool_types):
+        raise ConfigurationError(
+            "a pipeline belongs to one connection, and a pool was given",
+            hint="pass the connection the pipeline was opened on, or no pipeline",
+        )
+
+
+def _pool_types(names: tuple[str, ...]) -> tuple[type, ...]:
+    try:
+        import psycopg_pool
+    except ImportError:  # pragma: no cover - psycopg_pool ships with the postgres extra
+        return ()
+    return tuple(getattr(psycopg_pool, n) for n in names)
+
+
+class PostgresSaver(SyncSaver):
+    """A drop-in for LangGraph's ``PostgresSaver``, with the async API too.
+
+    Parameters
+    ----------
+    conn:
+        A ``psycopg.Connection`` (used one statement at a time), a
+        ``psycopg_pool.ConnectionPool`` (used without a lock), or a conninfo string (the saver
+        then owns a small pool).
+    pipe:
+        Accepted for compatibility. A checkpoint is one statement here, so there is nothing
+        for a pipeline to batch; the connection is used outside it.
+    serde:
+        A LangGraph serializer to encode values with instead of snapstate's codec.
+    codec:
+        A :class:`snapstate.codec.Codec` to encode values with.
+    **options:
+        Backend options (``schema``, ``prepare``, ``max_connections``, ``pool_timeout``,
+        ``connect_timeout``, ``retry``) and engine options (``durability``,
+        ``delta_keyframe_every``).
+    """
+
+    def __init__(
+        self,
+        conn: Any,
+        pipe: Any = None,
+        serde: SerializerProtocol | None = None,
+        *,
+        codec: Codec | None = None,
+        **options: Any,
+    ) -> None:
+        _check_pipe(conn, pipe, _pool_types(("ConnectionPool",)))
+        backend_options, engine_options = _split(options)
+        self.conn = conn
+        self.pipe = pipe
+        backend = PostgresBackend(conn, **backend_options)
+        self._init_engine(backend, serde=serde, codec=codec, options=engine_options)
+
+    @classmethod
+    @contextlib.contextmanager
+    def from_conn_string(
+        cls, conn_string: str, *, pipeline: bool = False, **kwargs: Any
+    ) -> Iterator[PostgresSaver]:
+        """A saver on its own connection pool, closed when the block exits.
+
+        ``pipeline`` is accepted for compatibility (see ``pipe``). Other keyword arguments are
+        those of the constructor.
+        """
+        saver = cls(conn_string, **kwargs)
+        try:
+            yield saver
+        finally:
+            saver.close()
+
+
+class AsyncPostgresSaver(AsyncSaver):
+    """A drop-in for LangGraph's ``AsyncPostgresSaver``, with the sync API too.
+
+    Parameters
+    ----------
+    conn:
+        A ``psycopg.AsyncConnection``, a ``psycopg_pool.AsyncConnectionPool`` or a conninfo
+        string (the saver then owns a pool, opened in the event loop on first use).
+    pipe, serde, codec, **options:
+        As for :class:`PostgresSaver`.
+    """
+
+    def __init__(
+        self,
+        conn: Any,
+        pipe: Any = None,
+        serde: SerializerProtocol | None = None,
+        *,
+        codec: Codec | None = None,
+        **options: Any,
+    ) -> None:
+        _check_pipe(conn, pipe, _pool_types(("AsyncConnectionPool",)))
+        backend_options, engine_options = _split(options)
+        self.conn = conn
+        self.pipe = pipe
+        backend = AsyncPostgresBackend(conn, **backend_options)
+        self._init_async(serde=serde, codec=codec, options=engine_options, backend=backend)
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def from_conn_string(
+        cls,
+        conn_string: str,
+        *,
+        pipeline: bool = False,
+        serde: SerializerProtocol | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[AsyncPostgresSaver]:
+        """A saver on its own connection pool, closed when the block exits.
+
+        ``pipeline`` is accepted for compatibility (see ``pipe``). Other keyword arguments are
+        those of the constructor.
+        """
+        saver = cls(conn_string, serde=serde, **kwargs)
+        try:
+            yield saver
+        finally:
+            await saver.aclose()

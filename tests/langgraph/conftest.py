@@ -1,0 +1,80 @@
+"""Saver fixtures for the LangGraph tests: every saver, with readable ids.
+
+``make_saver`` opens a saver of the requested kind on a fresh store and closes it (and whatever
+the fixture opened for it) at teardown. Kinds: ``memory``, ``sqlite``, ``sqlite-async``,
+``postgres``, ``postgres-async``; the Postgres kinds need the server (see tests/fix_backends.py).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from snapstate.langgraph import AsyncSqliteSaver, InMemorySaver, SqliteSaver
+from snapstate.langgraph._base import AsyncSaver
+
+SYNC_KINDS = ["memory", "sqlite", "postgres"]
+ASYNC_KINDS = ["sqlite-async", "postgres-async"]
+ALL_KINDS = SYNC_KINDS + ASYNC_KINDS
+
+MakeSaver = Callable[..., Awaitable[Any]]
+
+
+def _postgres(request: pytest.FixtureRequest) -> tuple[str, str]:
+    return request.getfixturevalue("pg_dsn"), request.getfixturevalue("pg_schema")
+
+
+@pytest.fixture
+async def make_saver(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MakeSaver]:
+    """``await make_saver(kind, **options)``: a saver on a fresh store (one per kind and test).
+
+    Two savers of one kind in one test share the store, like two processes would.
+    """
+    opened: list[Any] = []
+    extra: list[Any] = []
+
+    async def make(kind: str, **options: Any) -> Any:
+        if kind == "memory":
+            saver: Any = InMemorySaver(**options)
+        elif kind == "sqlite":
+            conn = sqlite3.connect(tmp_path / "store.db", check_same_thread=False)
+            extra.append(conn)
+            saver = SqliteSaver(conn, **options)
+        elif kind == "sqlite-path":
+            saver = SqliteSaver(tmp_path / "store.db", **options)
+        elif kind == "sqlite-async":
+            saver = AsyncSqliteSaver(tmp_path / "store.db", **options)
+        elif kind in ("postgres", "postgres-async"):
+            dsn, schema = _postgres(request)
+            from snapstate.langgraph import AsyncPostgresSaver, PostgresSaver
+
+            cls = PostgresSaver if kind == "postgres" else AsyncPostgresSaver
+            saver = cls(dsn, schema=schema, **options)
+        else:  # pragma: no cover - a typo in a test
+            raise ValueError(kind)
+        opened.append(saver)
+        return saver
+
+    yield make
+    for saver in reversed(opened):
+        if isinstance(saver, AsyncSaver):
+            await saver.aclose()
+        else:
+            saver.close()
+    for conn in extra:
+        conn.close()
+
+
+def kinds(*names: str) -> Any:
+    """Parametrize a test over saver kinds, marking the Postgres ones."""
+    return pytest.mark.parametrize(
+        "kind",
+        [
+            pytest.param(n, marks=pytest.mark.postgres) if n.startswith("postgres") else n
+            for n in names
+        ],
+    )

@@ -1,0 +1,431 @@
+"""What the conformance suite does not check, on every saver, through both APIs.
+
+Each test runs once per saver kind and once per API: ``async`` calls ``aput``, ``alist``, ...;
+``sync`` calls ``put``, ``list``, ... from a worker thread (see ``SyncDriven``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.base import ERROR, INTERRUPT, BaseCheckpointSaver
+from langgraph.checkpoint.conformance.test_utils import generate_checkpoint
+
+from snapstate import InvalidArgumentError
+from snapstate.langgraph import InMemorySaver, SqliteSaver
+
+from .conftest import ALL_KINDS, MakeSaver, kinds
+from .test_sync_api import SyncDriven
+
+
+@pytest.fixture(params=["async", "sync"])
+def api(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def open_saver(make_saver: MakeSaver, kind: str, api: str, **options: Any) -> Any:
+    saver = await make_saver(kind, **options)
+    return SyncDriven(saver) if api == "sync" else saver
+
+
+def config(thread: str, ns: str = "", checkpoint_id: str | None = None, **extra: Any) -> Any:
+    conf: dict[str, Any] = {"thread_id": thread, "checkpoint_ns": ns, **extra}
+    if checkpoint_id is not None:
+        conf["checkpoint_id"] = checkpoint_id
+    return {"configurable": conf}
+
+
+async def put(
+    saver: Any,
+    thread: str,
+    values: dict[str, Any],
+    *,
+    ns: str = "",
+    parent: str | None = None,
+    versions: dict[str, Any] | None = None,
+    new: dict[str, Any] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> str:
+    versions = versions if versions is not None else {k: 1 for k in values}
+    cp = generate_checkpoint(channel_values=values, channel_versions=versions)
+    stored = await saver.aput(
+        config(thread, ns, parent),
+        cp,
+        metadata if metadata is not None else {"source": "loop", "step": 0},
+        new if new is not None else versions,
+    )
+    assert stored["configurable"]["checkpoint_id"] == cp["id"]
+    return str(cp["id"])
+
+
+async def listed(saver: Any, cfg: Any, **kw: Any) -> list[Any]:
+    return [t async for t in saver.alist(cfg, **kw)]
+
+
+def tid() -> str:
+    return str(uuid.uuid4())
+
+
+# -- versions ------------------------------------------------------------------------------------
+
+
+def test_next_version_is_langgraphs_scheme() -> None:
+    saver = InMemorySaver()
+    v1 = saver.get_next_version(None, None)
+    counter, _, suffix = v1.partition(".")
+    assert counter == f"{1:032}" and 0 <= float("0." + suffix.partition(".")[2] or "0") < 1
+    versions = [v1]
+    for _ in range(11):  # across 9 -> 10: zero padding keeps string order numeric
+        versions.append(saver.get_next_version(versions[-1], None))
+    assert versions == sorted(versions)
+    assert int(versions[-1].split(".")[0]) == 12
+    # Versions LangGraph's savers wrote (and plain ints) continue where they left off.
+    from langgraph.checkpoint.memory import InMemorySaver as Upstream
+
+    theirs = Upstream().get_next_version(Upstream().get_next_version(None, None), None)
+    assert saver.get_next_version(theirs, None).startswith(f"{3:032}.")
+    assert saver.get_next_version(7, None).startswith(f"{8:032}.")
+    # Two forks bumping the same version get different names.
+    assert saver.get_next_version(v1, None) != saver.get_next_version(v1, None)
+
+
+# -- metadata ------------------------------------------------------------------------------------
+
+
+@kinds(*ALL_KINDS)
+async def test_metadata_merges_plain_config_values(
+    kind: str, api: str, make_saver: MakeSaver
+) -> None:
+    saver = await open_saver(make_saver, kind, api)
+    t = tid()
+    cfg = config(
+        t,
+        assistant_id="asst",
+        user_id=42,
+        flag=True,
+        score=0.5,
+        __pregel_internal="hidden",
+        langgraph_step=3,
+        live_object=object(),
+    )
+    cfg["metadata"] = {"run_id": "run-1", "tenant": "acme", "nested": {"not": "plain"}}
+    cp = generate_checkpoint()
+    await saver.aput(cfg, cp, {"source": "loop", "step": 1, "note": "a\x00b"}, {})
+    got = await saver.aget_tuple(config(t))
+    assert got.metadata == {
+        "source": "loop",
+        "step": 1,
+        "note": "ab",
+        "run_id": "run-1",
+        "tenant": "acme",
+        "assistant_id": "asst",
+        "user_id": 42,
+        "flag": True,
+        "score": 0.5,
+    }
+    # The merged keys are what delete_for_runs and filters see.
+    assert [x.checkpoint["id"] for x in await listed(saver, None, filter={"tenant": "acme"})] == [
+        cp["id"]
+    ]
+
+
+# -- pending writes ------------------------------------------------------------------------------
+
+
+@kinds(*ALL_KINDS)
+async def test_pending_writes_order_and_idempotency(
+    kind: str, api: str, make_saver: MakeSaver
+) -> None:
+    saver = await open_saver(make_saver, kind, api)
+    t = tid()
+    cid = await put(saver, t, {"x": 1})
+    cfg = config(t, checkpoint_id=cid)
+    # Arrival order is not storage order: (task_path, task_id, idx) is.
+    await saver.aput_writes(cfg, [("b", 1), ("a", 2)], "task-z", "~__pregel_pull, n2")
+    await saver.aput_writes(cfg, [("c", 3)], "task-y", "~__pregel_pull, n1")
+    await saver.aput_writes(cfg, [("d", 4), ("e", 5)], "task-a", "~__pregel_pull, n2")
+    await saver.aput_writes(cfg, [("f", 6)], "task-0")  # no path: sorts first
+    # A retried call changes nothing (first write wins) ...
+    await saver.aput_writes(cfg, [("b", "retry"), ("a", "retry")], "task-z", "~__pregel_pull, n2")
+    # ... special channels get fixed negative indices; a call of only those replaces ...
+    await saver.aput_writes(cfg, [(ERROR, "first error")], "task-y", "~__pregel_pull, n1")
+    await saver.aput_writes(cfg, [(ERROR, "second error")], "task-y", "~__pregel_pull, n1")
+    # ... and a mixed call keeps what exists.
+    await saver.aput_writes(
+        cfg, [("c", "again"), (INTERRUPT, "ask")], "task-y", "~__pregel_pull, n1"
+    )
+    got = await saver.aget_tuple(cfg)
+    assert got.pending_writes == [
+        ("task-0", "f", 6),
+        ("task-y", INTERRUPT, "ask"),
+        ("task-y", ERROR, "second error"),
+        ("task-y", "c", 3),
+        ("task-a", "d", 4),
+        ("task-a", "e", 5),
+        ("task-z", "b", 1),
+        ("task-z", "a", 2),
+    ]
+
+
+@kinds(*ALL_KINDS)
+async def test_writes_may_arrive_before_their_checkpoint(
+    kind: str, api: str, make_saver: MakeSaver
+) -> None:
+    saver = await open_saver(make_saver, kind, api)
+    t = tid()
+    cp = generate_checkpoint(channel_values={"x": 1}, channel_versions={"x": 1})
+    await saver.aput_writes(config(t, checkpoint_id=cp["id"]), [("x", 2)], "task")
+    assert await saver.aget_tuple(config(t)) is None
+    await saver.aput(config(t), cp, {"source": "loop", "step": 0}, {"x": 1})
+    got = await saver.aget_tuple(config(t))
+    assert got.pending_writes == [("task", "x", 2)]
+
+
+# -- list ----------------------------------------------------------------------------------------
+
+
+@kinds(*ALL_KINDS)
+async def test_list_across_threads_and_namespaces(
+    kind: str, api: str, make_saver: MakeSaver
+) -> None:
+    saver = await open_saver(make_saver, kind, api)
+    t1, t2 = tid(), tid()
+    tag = tid()  # keeps this test's checkpoints apart from others sharing the store
+    a = await put(saver, t1, {"x": 1}, metadata={"step": 0, "tag": tag, "who": "a"})
+    b = await put(saver, t2, {"x": 2}, metadata={"step": 0, "tag": tag, "who": "b"})
+    c = await put(saver, t1, {"y": 3}, ns="child:1", metadata={"step": 1, "tag": tag, "who": "a"})
+    d = await put(
+        saver,
+        t2,
+        {"x": 4},
+        parent=b,
+        versions={"x": 2},
+        metadata={"step": 1, "tag": tag, "who": "b"},
+    )
+
+    def ids(tuples: list[Any]) -> list[str]:
+        return [x.checkpoint["id"] for x in tuples]
+
+    everything = await listed(saver, None, filter={"tag": tag})
+    assert ids(everything) == [d, c, b, a]  # newest first, across threads and namespaces
+    assert ids(await listed(saver, None, filter={"tag": tag, "who": "a"})) == [c, a]
+    assert ids(
+        await listed(saver, None, filter={"tag": tag}, before=config(t2, checkpoint_id=c))
+    ) == [b, a]
+    assert ids(await listed(saver, None, filter={"tag": tag}, limit=2)) == [d, c]
+    # One thread: every namespace without checkpoint_ns, one namespace with it.
+    assert ids(await listed(saver, {"configurable": {"thread_id": t1}})) == [c, a]
+    assert ids(await listed(saver, config(t1, ""))) == [a]
+    assert ids(await listed(saver, config(t1, "child:1"))) == [c]
+    assert ids(await listed(saver, config(t2, checkpoint_id=b))) == [b]
+    # Each tuple is complete: config, parent, values.
+    newest = everything[0]
+    assert newest.config["configurable"] == {
+        "thread_id": t2,
+        "checkpoint_ns": "",
+        "checkpoint_id": d,
+    }
+    assert newest.parent_config["configurable"]["checkpoint_id"] == b
+    assert newest.checkpoint["channel_values"] == {"x": 4}
+    assert everything[1].config["configurable"]["checkpoint_ns"] == "child:1"
+
+
+@kinds(*ALL_KINDS)
+async def test_bad_filter_keys_are_refused(kind: str, api: str, make_saver: MakeSaver) -> None:
+    saver = await open_saver(make_saver, kind, api)
+    with pytest.raises(InvalidArgumentError, match="filter key"):
+        await listed(saver, None, filter={"x') OR 1=1 --": 1})
+
+
+# -- retention -----------------------------------------------------------------------------------
+
+
+@kinds(*ALL_KINDS)
+async def test_delete_for_runs_keeps_values_other_checkpoints_reach(
+    kind: str, api: str, make_saver: MakeSaver
+) -> None:
+    saver = await open_saver(make_saver, kind, api)
+    t = tid()
+    r1, r2 = tid(), tid()
+    first = await put(saver, t, {"big": "kept", "n": 1}, metadata={"step": 0, "run_id": r1})
+    await saver.aput_writes(config(t, checkpoint_id=first), [("n", 2)], "task")
+    # The second run's checkpoint reaches "big" at the version the first run stored.
+    second = await put(
+        saver,
+        t,
+        {"big": "kept", "n": 2},
+        parent=first,
+        versions={"big": 1, "n": 2},
+        new={"n": 2},
+        metadata={"step": 1, "run_id": r2},
+    )
+    await saver.adelete_for_runs([r1])
+    assert await saver.aget_tuple(config(t, checkpoint_id=first)) is None
+    got = await saver.aget_tuple(config(t))
+    assert got.checkpoint["id"] == second
+    assert got.checkpoint["channel_values"] == {"big": "kept", "n": 2}
+
+
+@kinds(*ALL_KINDS)
+async def test_copy_thread_is_independent_of_its_source(
+    kind: str, api: str, make_saver: MakeSaver
+) -> None:
+    saver = await open_saver(make_saver, kind, api)
+    src, dst = tid(), tid()
+    a = await put(saver, src, {"x": 1})
+    b = await put(saver, src, {"x": 2}, parent=a, versions={"x": 2})
+    c = await put(saver, src, {"y": 1}, ns="sub:1")
+    await saver.aput_writes(config(src, checkpoint_id=b), [("x", 3)], "task", "p")
+    await saver.acopy_thread(src, dst)
+    await saver.adelete_thread(src)
+    got = await listed(saver, {"configurable": {"thread_id": dst}})
+    assert [x.checkpoint["id"] for x in got] == [c, b, a]
+    assert [x.config["configurable"]["thread_id"] for x in got] == [dst] * 3
+    assert got[1].checkpoint["channel_values"] == {"x": 2}
+    assert got[1].pending_writes == [("task", "x", 3)]
+    assert got[1].parent_config["configurable"] == {
+        "thread_id": dst,
+        "checkpoint_ns": "",
+        "checkpoint_id": a,
+    }
+    assert await listed(saver, {"configurable": {"thread_id": src}}) == []
+
+
+@kinds(*ALL_KINDS)
+async def test_prune(kind: str, api: str, make_saver: MakeSaver) -> None:
+    saver = await open_saver(make_saver, kind, api)
+    t1, t2, t3 = tid(), tid(), tid()
+    a = await put(saver, t1, {"x": 1, "keep": "me"})
+    b = await put(
+        saver, t1, {"x": 2, "keep": "me"}, parent=a, versions={"x": 2, "keep": 1}, new={"x": 2}
+    )
+    for t in (t2, t3):
+        await put(saver, t, {"x": 1})
+    await saver.aprune([t1], strategy="keep_latest")
+    got = await listed(saver, {"configurable": {"thread_id": t1}})
+    assert [x.checkpoint["id"] for x in got] == [b]
+    # The value stored with the deleted checkpoint is still reached by the kept one.
+    assert got[0].checkpoint["channel_values"] == {"x": 2, "keep": "me"}
+    await saver.aprune([t2], strategy="delete")
+    await saver.aprune([t3], strategy="delete_all")
+    assert await saver.aget_tuple(config(t2)) is None
+    assert await saver.aget_tuple(config(t3)) is None
+    with pytest.raises(InvalidArgumentError, match="not a str"):
+        await saver.aprune(t1)
+    with pytest.raises(InvalidArgumentError, match="strategy"):
+        await saver.aprune([t1], strategy="everything")
+
+
+@kinds(*ALL_KINDS)
+async def test_keep_latest_refuses_to_cut_a_delta_channel_history(
+    kind: str, api: str, make_saver: MakeSaver
+) -> None:
+    saver = await open_saver(make_saver, kind, api)
+    t, other = tid(), tid()
+    a = await put(saver, t, {"x": 1})
+    await put(
+        saver,
+        t,
+        {"x": 2},
+        parent=a,
+        versions={"x": 2},
+        metadata={"step": 1, "counters_since_delta_snapshot": {"messages": [3, 3]}},
+    )
+    await put(saver, other, {"x": 1})
+    await put(saver, other, {"x": 1})
+    with pytest.raises(InvalidArgumentError, match="DeltaChannel") as info:
+        await saver.aprune([other, t], strategy="keep_latest")
+    assert t in str(info.value)
+    # Nothing was pruned, not even the thread before it.
+    assert len(await listed(saver, {"configurable": {"thread_id": other}})) == 2
+    await saver.aprune([t], strategy="delete")
+    assert await saver.aget_tuple(config(t)) is None
+
+
+# -- copies and codecs ---------------------------------------------------------------------------
+
+
+@kinds(*ALL_KINDS)
+async def test_with_allowlist_shares_storage(kind: str, make_saver: MakeSaver) -> None:
+    saver = await make_saver(kind)
+    clone = saver.with_allowlist([("collections", "OrderedDict"), ("no.such.module", "X")])
+    assert isinstance(clone, BaseCheckpointSaver) and clone is not saver
+    assert clone.codec is not saver.codec
+    t = tid()
+    cid = await put(clone, t, {"x": 1})
+    got = await saver.aget_tuple(config(t))
+    assert got.checkpoint["id"] == cid
+    # Nothing to add: the saver itself.
+    assert saver.with_allowlist([]) is saver
+
+
+# -- the sync API of the async savers ------------------------------------------------------------
+
+
+@kinds("sqlite-async", "postgres-async")
+async def test_sync_call_from_the_loop_thread_raises_at_once(
+    kind: str, make_saver: MakeSaver
+) -> None:
+    saver = await make_saver(kind)
+    await put(saver, tid(), {"x": 1})
+    for call in (
+        lambda: saver.get_tuple(config("t")),
+        lambda: list(saver.list(None)),
+        lambda: saver.put(config("t"), generate_checkpoint(), {}, {}),
+        lambda: saver.put_writes(config("t", checkpoint_id="c"), [("x", 1)], "task"),
+        lambda: saver.delete_thread("t"),
+        lambda: saver.prune(["t"]),
+    ):
+        with pytest.raises(asyncio.InvalidStateError, match=r"await saver\.a") as info:
+            call()
+        from snapstate import UsageError
+
+        assert isinstance(info.value, UsageError)
+
+
+@kinds("sqlite-async")
+async def test_sync_call_without_a_running_loop_raises(kind: str, make_saver: MakeSaver) -> None:
+    saver = await make_saver(kind)
+    await put(saver, tid(), {"x": 1})
+    loop = asyncio.new_event_loop()
+    saver._loop = loop  # the loop it works on is not running (closed, in real programs)
+    try:
+        from snapstate import ConfigurationError
+
+        with pytest.raises(ConfigurationError, match="running"):
+            await asyncio.to_thread(saver.get_tuple, config("t"))
+    finally:
+        loop.close()
+
+
+# -- LangGraph serializers -----------------------------------------------------------------------
+
+
+class XorCipher:
+    """A stand-in for AES (pycryptodome is not a test dependency): enough to hide plaintext."""
+
+    def encrypt(self, plaintext: bytes) -> tuple[str, bytes]:
+        return "xor", bytes(b ^ 0x5A for b in plaintext)
+
+    def decrypt(self, ciphername: str, ciphertext: bytes) -> bytes:
+        assert ciphername == "xor"
+        return bytes(b ^ 0x5A for b in ciphertext)
+
+
+async def test_serde_keeps_a_langgraph_serializer(tmp_path: Any) -> None:
+    from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+
+    serde = EncryptedSerializer(XorCipher())
+    secret = "a secret the file must not show " * 4
+    with SqliteSaver.from_conn_string(str(tmp_path / "enc.db"), serde=serde) as saver:
+        assert saver.serde is serde
+        cid = await put(saver, "t", {"x": secret})
+        await saver.aput_writes(config("t", checkpoint_id=cid), [("x", secret)], "task")
+        got = saver.get_tuple(config("t"))
+        assert got.checkpoint["channel_values"] == {"x": secret}
+        assert got.pending_writes == [("task", "x", secret)]
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert secret.encode()[:20] not in raw
