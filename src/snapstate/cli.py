@@ -5,6 +5,7 @@
     snapstate stats URL
     snapstate inspect URL THREAD [--namespace NS] [--limit N] [--diff OLD NEW]
     snapstate prune URL [--keep-last N] [--idle DURATION] [--thread T ...] [--dry-run]
+    snapstate migrate URL [--dry-run]
 
 URL is ``memory://``, ``sqlite:///path.db`` (or a plain path) or ``postgresql://...``. Every
 command is a thin layer over importable functions: :meth:`snapstate.Checkpointer.stats`,
@@ -150,6 +151,24 @@ def _prune(
         out.write(f"space given back: {_size(report.bytes_reclaimed)}\n")
 
 
+def _migrate(cp: Checkpointer, dry_run: bool, out: TextIO) -> None:
+    status = cp.backend.migration_status()
+    pending = [m for m in status if m.applied_at is None]
+    for m in status:
+        if m.applied_at is not None:
+            when = dt.datetime.fromtimestamp(m.applied_at, dt.timezone.utc)
+            out.write(f"applied  {m.id:>4}  {m.name}  ({when:%Y-%m-%d %H:%M:%S} UTC)\n")
+    if not pending:
+        out.write("schema is up to date\n")
+        return
+    verb = "pending " if dry_run else "applying"
+    for m in pending:
+        out.write(f"{verb} {m.id:>4}  {m.name}\n")
+    if not dry_run:
+        cp.setup()
+        out.write(f"applied {len(pending)} migration(s)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="snapstate", description="See and manage stored state.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -169,6 +188,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--thread", action="append", default=None, help="only this thread (repeat)")
     r.add_argument("--dry-run", action="store_true", help="report, delete nothing")
+    m = sub.add_parser("migrate", help="apply pending schema migrations")
+    m.add_argument("url")
+    m.add_argument("--dry-run", action="store_true", help="list what would be applied")
     return p
 
 
@@ -188,12 +210,22 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     err = sys.stderr
     args = _parser().parse_args(argv)
     path = _sqlite_path(args.url)
-    if path is not None and not os.path.exists(path):
+    if path is not None and not os.path.exists(path) and args.command == "migrate" and args.dry_run:
+        from .backends.sqlite import MIGRATIONS
+
+        out.write(f"no database at {path!r} yet; every migration is pending:\n")
+        for mid, name, _ in MIGRATIONS:
+            out.write(f"pending  {mid:>4}  {name}\n")
+        return 0
+    if path is not None and not os.path.exists(path) and args.command != "migrate":
         err.write(f"snapstate: error: no database at {path!r}\n")
         return 2
     try:
-        with Checkpointer(args.url) as cp:
-            if args.command == "stats":
+        # Only `migrate` changes the schema; the other commands need it current.
+        with Checkpointer(args.url, auto_setup=args.command != "migrate") as cp:
+            if args.command == "migrate":
+                _migrate(cp, args.dry_run, out)
+            elif args.command == "stats":
                 _stats(cp, out)
             elif args.command == "inspect":
                 return _inspect(cp, args.thread, args.namespace, args.limit, args.diff, out)

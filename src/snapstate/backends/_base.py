@@ -42,6 +42,7 @@ __all__ = [
     "BlobRef",
     "ThreadInfo",
     "TableStats",
+    "MigrationStatus",
     "Backend",
     "validate_filter",
 ]
@@ -153,6 +154,14 @@ class TableStats(msgspec.Struct):
     channels: dict[str, tuple[int, int]] = msgspec.field(default_factory=dict)
     file_bytes: int | None = None
     free_bytes: int | None = None
+
+
+class MigrationStatus(msgspec.Struct, frozen=True):
+    """A schema migration this code knows, and when it was applied (None: pending)."""
+
+    id: int
+    name: str
+    applied_at: float | None
 
 
 class ListQuery(msgspec.Struct, frozen=True):
@@ -419,6 +428,15 @@ class Backend(abc.ABC):
                 out.writes += len(ws)
                 out.write_bytes += sum(len(w.data) for w in ws)
         return out
+
+    def migration_status(self) -> list[MigrationStatus]:
+        """The schema migrations this backend knows, applied or pending, oldest first.
+
+        Reads only: applying is :meth:`setup`'s job. Raises
+        :class:`~snapstate.errors.SchemaVersionError` for a store newer than this code. A backend
+        without a schema (the in-memory one) has none.
+        """
+        return []
 
     def reclaim(self) -> int:
         """Give space freed by deletes back to the file system where the store can.

@@ -32,6 +32,7 @@ from ._base import (
     BlobRow,
     CheckpointRow,
     ListQuery,
+    MigrationStatus,
     TableStats,
     ThreadInfo,
     WriteBatch,
@@ -280,14 +281,7 @@ class SqliteBackend(Backend):
         with self._transaction("applying schema migrations") as conn:
             conn.execute(_CREATE_MIGRATIONS_TABLE)
             applied = {r[0] for r in conn.execute("SELECT id FROM schema_migrations")}
-            known = {m[0] for m in MIGRATIONS}
-            newer = sorted(applied - known)
-            if newer:
-                raise SchemaVersionError(
-                    f"SQLite database {self.path!r} has schema migrations {newer} that this "
-                    f"version of snapstate does not know (it knows up to {max(known)})",
-                    hint="upgrade snapstate, or use a database written by this version",
-                )
+            _refuse_newer(self.path, applied)
             for mid, name, sql in MIGRATIONS:
                 if mid in applied:
                     continue
@@ -302,6 +296,23 @@ class SqliteBackend(Backend):
                     "INSERT INTO schema_migrations (id, name, applied_at) VALUES (?, ?, ?)",
                     (mid, name, time.time()),
                 )
+
+    def migration_status(self) -> list[MigrationStatus]:
+        with self._conn() as conn:
+            try:
+                exists = conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                    "AND name = 'schema_migrations'"
+                ).fetchone()
+                applied = (
+                    dict(conn.execute("SELECT id, applied_at FROM schema_migrations").fetchall())
+                    if exists
+                    else {}
+                )
+            except sqlite3.Error as exc:
+                raise _translate(exc, "reading applied migrations") from None
+        _refuse_newer(self.path, set(applied))
+        return [MigrationStatus(mid, name, applied.get(mid)) for mid, name, _ in MIGRATIONS]
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -621,6 +632,17 @@ class SqliteBackend(Backend):
 
     def __repr__(self) -> str:
         return f"SqliteBackend({self.path!r}, synchronous={self.synchronous!r})"
+
+
+def _refuse_newer(path: str, applied: set[int]) -> None:
+    known = {m[0] for m in MIGRATIONS}
+    newer = sorted(applied - known)
+    if newer:
+        raise SchemaVersionError(
+            f"SQLite database {path!r} has schema migrations {newer} that this version of "
+            f"snapstate does not know (it knows up to {max(known)})",
+            hint="upgrade snapstate, or use a database written by this version",
+        )
 
 
 def _write_tuple(w: WriteRow) -> tuple[Any, ...]:

@@ -1,0 +1,189 @@
+"""Schema migrations: named and recorded, atomic, concurrent-safe, refusing newer stores."""
+
+from __future__ import annotations
+
+import io
+import multiprocessing as mp
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from snapstate import Checkpoint, Checkpointer
+from snapstate.backends import ListQuery, MemoryBackend
+from snapstate.backends.sqlite import MIGRATIONS, SqliteBackend
+from snapstate.cli import main
+from snapstate.errors import SchemaVersionError
+
+
+def make_v1_store(path: Path, threads: int = 3, steps: int = 6) -> dict[tuple[str, str], object]:
+    """A database as the first schema version made it: migration 1 only, with checkpoints.
+
+    Rows are produced by the engine on a memory backend, then inserted with plain SQL into a
+    file that has only migration 1's tables (the row format of migration 1 is unchanged)."""
+    mem = Checkpointer(MemoryBackend())
+    expected: dict[tuple[str, str], object] = {}
+    for t in range(threads):
+        msgs: list[str] = []
+        for i in range(steps):
+            msgs = [*msgs, f"t{t} message {i}"]
+            mem.put(
+                Checkpoint(
+                    id=f"{i:04d}",
+                    channel_values={"messages": msgs, "n": i},
+                    channel_versions={"messages": i + 1, "n": i + 1},
+                ),
+                thread_id=f"thread-{t}",
+                metadata={"step": i},
+                parent_id=f"{i - 1:04d}" if i else None,
+            )
+            expected[(f"thread-{t}", f"{i:04d}")] = list(msgs)
+        mem.put_writes(
+            [("w", t)], thread_id=f"thread-{t}", checkpoint_id=f"{steps - 1:04d}", task_id="k"
+        )
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("BEGIN")
+    conn.execute(
+        "CREATE TABLE schema_migrations (id INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+        "applied_at REAL NOT NULL)"
+    )
+    mid, name, sql = MIGRATIONS[0]
+    for statement in filter(None, (x.strip() for x in sql.split(";"))):
+        conn.execute(statement)
+    conn.execute("INSERT INTO schema_migrations VALUES (?, ?, 0)", (mid, name))
+    backend = mem.backend
+    for t in range(threads):
+        tid = f"thread-{t}"
+        for r in backend.list_checkpoints(ListQuery(thread_id=tid)):
+            conn.execute(
+                "INSERT INTO checkpoints VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    r.thread_id,
+                    r.namespace,
+                    r.checkpoint_id,
+                    r.parent_id,
+                    r.run_id,
+                    r.created_at,
+                    r.metadata.decode(),
+                    r.skeleton,
+                ),
+            )
+        keys = [(b.channel, b.version) for b in backend.blob_index(tid)]
+        for b in backend.get_blobs(tid, "", keys):
+            conn.execute(
+                "INSERT INTO blobs VALUES (?,?,?,?,?,?,?)",
+                (b.thread_id, b.namespace, b.channel, b.version, b.kind, b.base, b.data),
+            )
+        for w in backend.get_writes(tid, "", [f"{steps - 1:04d}"]):
+            conn.execute(
+                "INSERT INTO writes VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    w.thread_id,
+                    w.namespace,
+                    w.checkpoint_id,
+                    w.task_id,
+                    w.idx,
+                    w.channel,
+                    w.task_path,
+                    w.data,
+                ),
+            )
+    conn.execute("COMMIT")
+    conn.close()
+    return expected
+
+
+def applied(path: Path) -> list[tuple[int, str]]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT id, name FROM schema_migrations ORDER BY id").fetchall()
+
+
+def test_migrations_are_numbered_and_named() -> None:
+    ids = [m[0] for m in MIGRATIONS]
+    assert ids == list(range(1, len(ids) + 1))
+    assert all(name and not name.isspace() for _, name, _ in MIGRATIONS)
+
+
+def test_first_schema_upgrades_with_every_checkpoint_intact(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    expected = make_v1_store(path)
+    backend = SqliteBackend(path)
+    status = backend.migration_status()
+    assert [(m.id, m.applied_at is not None) for m in status] == [(1, True), (2, False)]
+    with Checkpointer(backend) as cp:
+        for (tid, cid), msgs in expected.items():
+            snap = cp.get(tid, checkpoint_id=cid)
+            assert snap is not None
+            assert snap.checkpoint.channel_values == {"messages": msgs, "n": int(cid)}
+        assert [w.value for w in cp.get("thread-2").pending_writes] == [2]  # type: ignore[union-attr]
+    assert applied(path) == [(m[0], m[1]) for m in MIGRATIONS]
+
+
+def _setup_in_process(path: str, barrier: mp.synchronize.Barrier, q: mp.Queue) -> None:  # type: ignore[name-defined]
+    try:
+        barrier.wait(30)
+        SqliteBackend(path).setup()
+        q.put("ok")
+    except BaseException as exc:  # reported to the parent
+        q.put(f"{type(exc).__name__}: {exc}")
+
+
+@pytest.mark.parametrize("start", ["fresh", "old"])
+def test_concurrent_setup_from_four_processes(tmp_path: Path, start: str) -> None:
+    path = tmp_path / "shared.db"
+    expected = make_v1_store(path) if start == "old" else {}
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(4)
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_setup_in_process, args=(str(path), barrier, q)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    results = [q.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(60)
+    assert results == ["ok"] * 4
+    assert applied(path) == [(m[0], m[1]) for m in MIGRATIONS]
+    with Checkpointer(path) as cp:
+        for (tid, cid), msgs in expected.items():
+            snap = cp.get(tid, checkpoint_id=cid)
+            assert snap is not None and snap.checkpoint.channel_values["messages"] == msgs
+
+
+def test_newer_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "newer.db"
+    SqliteBackend(path).setup()
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO schema_migrations VALUES (999, 'from the future', 0)")
+    with pytest.raises(SchemaVersionError, match=r"has schema migrations \[999\]") as err:
+        SqliteBackend(path).setup()
+    assert "upgrade snapstate" in str(err.value)
+    with pytest.raises(SchemaVersionError):
+        SqliteBackend(path).migration_status()
+
+
+def run(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    return main(list(argv), out=out), out.getvalue()
+
+
+def test_migrate_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "m.db"
+    code, text = run("migrate", str(path), "--dry-run")
+    assert code == 0 and "every migration is pending" in text
+    assert not path.exists()
+    make_v1_store(path, threads=1, steps=2)
+    code, text = run("migrate", str(path), "--dry-run")
+    assert code == 0
+    assert "applied     1  create checkpoints, blobs and writes" in text
+    assert "pending     2  tombstones of deleted threads" in text
+    assert applied(path) == [(1, MIGRATIONS[0][1])]
+    code, text = run("migrate", f"sqlite:///{path}")
+    assert code == 0 and "applied 1 migration(s)" in text
+    assert applied(path) == [(m[0], m[1]) for m in MIGRATIONS]
+    code, text = run("migrate", str(path))
+    assert code == 0 and "schema is up to date" in text
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO schema_migrations VALUES (999, 'future', 0)")
+    code, _ = run("migrate", str(path))
+    assert code == 2 and "[999]" in capsys.readouterr().err
