@@ -18,8 +18,15 @@ from collections.abc import Callable, Collection, Generator, Hashable, Mapping, 
 from typing import Any, NamedTuple, TypeVar
 
 import msgspec
+import psycopg
 
-from ..errors import ConfigurationError, EncodeError, MigrationError, SchemaVersionError
+from ..errors import (
+    ConfigurationError,
+    EncodeError,
+    MigrationError,
+    SchemaVersionError,
+    ThreadDeletedError,
+)
 from ._base import (
     BlobRef,
     BlobRow,
@@ -29,6 +36,8 @@ from ._base import (
     ThreadInfo,
     WriteBatch,
     WriteRow,
+    batch_threads,
+    check_tombstones,
 )
 
 __all__ = ["MIGRATIONS", "Stmt", "Op", "Statements"]
@@ -43,8 +52,6 @@ class Stmt(NamedTuple):
     sql: str
     params: Sequence[Any] | Mapping[str, Any] | None = None
     fetch: bool = True
-    #: (id, name) of the schema migration this statement belongs to, for error messages.
-    migration: tuple[int, str] | None = None
 
 
 #: An operation: yields statements, receives their rows, returns its result.
@@ -53,53 +60,91 @@ Op = Generator[Stmt, list[tuple[Any, ...]], T]
 #: Numbered, named schema migrations, applied in one transaction by ``setup()`` and recorded in
 #: ``schema_migrations``. ``{s}`` is the quoted schema. Never edit a released entry: append one.
 #: No ``CREATE INDEX CONCURRENTLY``: it cannot run inside the setup transaction.
-MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (
         1,
         "create checkpoints, blobs and writes",
-        """
-        CREATE TABLE {s}.checkpoints (
-            thread_id     text COLLATE "C" NOT NULL,
-            namespace     text COLLATE "C" NOT NULL,
-            checkpoint_id text COLLATE "C" NOT NULL,
-            parent_id     text COLLATE "C",
-            run_id        text COLLATE "C",
-            created_at    double precision NOT NULL,
-            metadata      jsonb NOT NULL,
-            skeleton      bytea NOT NULL,
-            PRIMARY KEY (thread_id, namespace, checkpoint_id)
-        );
-        CREATE INDEX checkpoints_by_id ON {s}.checkpoints (checkpoint_id);
-        CREATE INDEX checkpoints_by_run ON {s}.checkpoints (run_id) WHERE run_id IS NOT NULL;
-        CREATE TABLE {s}.blobs (
-            thread_id text COLLATE "C" NOT NULL,
-            namespace text COLLATE "C" NOT NULL,
-            channel   text COLLATE "C" NOT NULL,
-            version   text COLLATE "C" NOT NULL,
-            kind      smallint NOT NULL,
-            base      text COLLATE "C",
-            data      bytea NOT NULL,
-            PRIMARY KEY (thread_id, namespace, channel, version)
-        );
-        ALTER TABLE {s}.blobs ALTER COLUMN data SET STORAGE EXTERNAL;
-        CREATE TABLE {s}.writes (
-            thread_id     text COLLATE "C" NOT NULL,
-            namespace     text COLLATE "C" NOT NULL,
-            checkpoint_id text COLLATE "C" NOT NULL,
-            task_id       text COLLATE "C" NOT NULL,
-            idx           integer NOT NULL,
-            channel       text NOT NULL,
-            task_path     text COLLATE "C" NOT NULL,
-            data          bytea NOT NULL,
-            PRIMARY KEY (thread_id, namespace, checkpoint_id, task_id, idx)
-        );
-        CREATE TABLE {s}.settings (
-            key   text PRIMARY KEY,
-            value text NOT NULL
-        )
-        """,
+        (
+            """CREATE TABLE {s}.checkpoints (
+                thread_id     text COLLATE "C" NOT NULL,
+                namespace     text COLLATE "C" NOT NULL,
+                checkpoint_id text COLLATE "C" NOT NULL,
+                parent_id     text COLLATE "C",
+                run_id        text COLLATE "C",
+                created_at    double precision NOT NULL,
+                metadata      jsonb NOT NULL,
+                skeleton      bytea NOT NULL,
+                PRIMARY KEY (thread_id, namespace, checkpoint_id)
+            )""",
+            "CREATE INDEX checkpoints_by_id ON {s}.checkpoints (checkpoint_id)",
+            "CREATE INDEX checkpoints_by_run ON {s}.checkpoints (run_id) WHERE run_id IS NOT NULL",
+            """CREATE TABLE {s}.blobs (
+                thread_id text COLLATE "C" NOT NULL,
+                namespace text COLLATE "C" NOT NULL,
+                channel   text COLLATE "C" NOT NULL,
+                version   text COLLATE "C" NOT NULL,
+                kind      smallint NOT NULL,
+                base      text COLLATE "C",
+                data      bytea NOT NULL,
+                PRIMARY KEY (thread_id, namespace, channel, version)
+            )""",
+            "ALTER TABLE {s}.blobs ALTER COLUMN data SET STORAGE EXTERNAL",
+            """CREATE TABLE {s}.writes (
+                thread_id     text COLLATE "C" NOT NULL,
+                namespace     text COLLATE "C" NOT NULL,
+                checkpoint_id text COLLATE "C" NOT NULL,
+                task_id       text COLLATE "C" NOT NULL,
+                idx           integer NOT NULL,
+                channel       text NOT NULL,
+                task_path     text COLLATE "C" NOT NULL,
+                data          bytea NOT NULL,
+                PRIMARY KEY (thread_id, namespace, checkpoint_id, task_id, idx)
+            )""",
+            "CREATE TABLE {s}.settings (key text PRIMARY KEY, value text NOT NULL)",
+        ),
+    ),
+    (
+        2,
+        "tombstones of deleted threads",
+        (
+            """CREATE TABLE {s}.tombstones (
+                thread_id         text COLLATE "C" PRIMARY KEY,
+                max_checkpoint_id text COLLATE "C" NOT NULL,
+                deleted_at        double precision NOT NULL
+            )""",
+            # Called by every write. The shared lock per thread waits for a delete of that
+            # thread in progress (which holds it exclusively) and keeps a delete from starting
+            # until the write commits. Queries in a VOLATILE function take a fresh snapshot, so
+            # the check sees a tombstone committed while this write's statement was waiting.
+            """CREATE FUNCTION {s}.check_tombstones(
+                threads text[], c_thread text[], c_id text[], c_parent text[],
+                w_thread text[], w_id text[]
+            ) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $fn$
+            BEGIN
+                PERFORM pg_advisory_xact_lock_shared(hashtextextended({lock_prefix} || t, 0))
+                    FROM unnest(threads) AS t ORDER BY t;
+                IF EXISTS (
+                    SELECT 1 FROM {s}.tombstones d
+                    JOIN unnest(c_thread, c_id, c_parent) AS c(t, i, p) ON d.thread_id = c.t
+                    WHERE c.i COLLATE "C" <= d.max_checkpoint_id
+                       OR c.p COLLATE "C" <= d.max_checkpoint_id
+                ) OR EXISTS (
+                    SELECT 1 FROM {s}.tombstones d
+                    JOIN unnest(w_thread, w_id) AS w(t, i) ON d.thread_id = w.t
+                    WHERE w.i COLLATE "C" <= d.max_checkpoint_id
+                ) THEN
+                    RAISE EXCEPTION 'write into the history of a deleted thread'
+                        USING ERRCODE = 'SN001';
+                END IF;
+                RETURN true;
+            END
+            $fn$""",
+        ),
     ),
 )
+#: SQLSTATE raised by ``check_tombstones`` (a class of our own: "SN").
+TOMBSTONE_SQLSTATE = "SN001"
+
 # Why these column choices:
 # - COLLATE "C" on keys: ids order bytewise, as in SQLite, whatever the database's collation
 #   (``list`` and ``before`` compare checkpoint ids).
@@ -136,8 +181,8 @@ def quote_schema(schema: str) -> str:
     return f'"{schema}"'
 
 
-def _unnest(types: Sequence[str]) -> str:
-    return "unnest(" + ", ".join(f"%b::{t}[]" for t in types) + ")"
+def _unnest(prefix: str, types: Sequence[str]) -> str:
+    return "unnest(" + ", ".join(f"%({prefix}{i})b::{t}[]" for i, t in enumerate(types)) + ")"
 
 
 class Statements:
@@ -150,24 +195,27 @@ class Statements:
         digest = hashlib.blake2b(f"snapstate.setup:{schema}".encode(), digest_size=8).digest()
         self.setup_lock = int.from_bytes(digest, "big", signed=True)
 
+        #: Advisory lock keys of a thread: ``hashtextextended(prefix || thread_id, 0)``.
+        self.lock_prefix = f"'{schema}:'"
         self.insert_writes = (
-            f"INSERT INTO {s}.writes ({_WRITE_COLUMNS}) SELECT * FROM {_unnest(_WRITE_TYPES)} "
-            "ON CONFLICT DO NOTHING"
+            f"INSERT INTO {s}.writes ({_WRITE_COLUMNS}) "
+            f"SELECT * FROM {_unnest('w', _WRITE_TYPES)} ON CONFLICT DO NOTHING"
         )
         self.replace_writes = (
-            f"INSERT INTO {s}.writes ({_WRITE_COLUMNS}) SELECT * FROM {_unnest(_WRITE_TYPES)} "
+            f"INSERT INTO {s}.writes ({_WRITE_COLUMNS}) "
+            f"SELECT * FROM {_unnest('r', _WRITE_TYPES)} "
             "ON CONFLICT (thread_id, namespace, checkpoint_id, task_id, idx) DO UPDATE SET "
             "channel = excluded.channel, task_path = excluded.task_path, data = excluded.data"
         )
         self.insert_blobs = (
-            f"INSERT INTO {s}.blobs ({_BLOB_COLUMNS}) SELECT * FROM {_unnest(_BLOB_TYPES)} "
-            "ON CONFLICT DO NOTHING"
+            f"INSERT INTO {s}.blobs ({_BLOB_COLUMNS}) "
+            f"SELECT * FROM {_unnest('b', _BLOB_TYPES)} ON CONFLICT DO NOTHING"
         )
         self.upsert_checkpoints = (
             f"INSERT INTO {s}.checkpoints ({_CHECKPOINT_COLUMNS}) "
             "SELECT u.thread_id, u.namespace, u.checkpoint_id, u.parent_id, u.run_id, "
             "u.created_at, u.metadata::jsonb, u.skeleton "
-            f"FROM {_unnest(_CHECKPOINT_TYPES)} AS u({_CHECKPOINT_COLUMNS}) "
+            f"FROM {_unnest('c', _CHECKPOINT_TYPES)} AS u({_CHECKPOINT_COLUMNS}) "
             "ON CONFLICT (thread_id, namespace, checkpoint_id) DO UPDATE SET "
             "parent_id = excluded.parent_id, run_id = excluded.run_id, "
             "created_at = excluded.created_at, metadata = excluded.metadata, "
@@ -210,10 +258,41 @@ class Statements:
             f"SELECT {_WRITE_COLUMNS} FROM {s}.writes WHERE thread_id = %s::text "
             "AND namespace = %s::text AND checkpoint_id = ANY(%s::text[])"
         )
+        self.check_tombstones = (
+            f"SELECT {s}.check_tombstones(%(g0)b::text[], %(g1)b::text[], %(g2)b::text[], "
+            "%(g3)b::text[], %(g4)b::text[], %(g5)b::text[])"
+        )
+        self.get_tombstones = (
+            f"SELECT thread_id, max_checkpoint_id FROM {s}.tombstones "
+            "WHERE thread_id = ANY(%s::text[])"
+        )
+        # delete_threads: three statements in one transaction. The exclusive lock waits for
+        # writes of these threads in flight; the deletes that follow see what they stored.
+        self.lock_threads = (
+            f"SELECT pg_advisory_xact_lock(hashtextextended({self.lock_prefix} || t, 0)) "
+            "FROM unnest(%s::text[]) AS t ORDER BY t"
+        )
+        self.add_tombstones = (
+            f"INSERT INTO {s}.tombstones (thread_id, max_checkpoint_id, deleted_at) "
+            "SELECT thread_id, max(checkpoint_id), %(now)s::float8 FROM ("
+            f" SELECT thread_id, checkpoint_id FROM {s}.checkpoints"
+            "  WHERE thread_id = ANY(%(ids)s::text[])"
+            " UNION ALL"
+            f" SELECT thread_id, checkpoint_id FROM {s}.writes"
+            "  WHERE thread_id = ANY(%(ids)s::text[])"
+            ") x GROUP BY thread_id "
+            "ON CONFLICT (thread_id) DO UPDATE SET max_checkpoint_id = "
+            "greatest(tombstones.max_checkpoint_id, excluded.max_checkpoint_id), "
+            "deleted_at = excluded.deleted_at"
+        )
         self.delete_threads = (
             f"WITH w AS (DELETE FROM {s}.writes WHERE thread_id = ANY(%(ids)s::text[])), "
             f"b AS (DELETE FROM {s}.blobs WHERE thread_id = ANY(%(ids)s::text[])) "
             f"DELETE FROM {s}.checkpoints WHERE thread_id = ANY(%(ids)s::text[])"
+        )
+        self.purge_tombstones = (
+            f"WITH d AS (DELETE FROM {s}.tombstones WHERE deleted_at < %s::float8 RETURNING 1) "
+            "SELECT count(*) FROM d"
         )
         self.blob_index = (
             f"SELECT namespace, channel, version, kind, base FROM {s}.blobs "
@@ -236,8 +315,10 @@ class Statements:
             " %(bv)s::text[]) AS b(namespace, channel, version) WHERE x.thread_id = %(t)s::text"
             " AND x.namespace = b.namespace AND x.channel = b.channel AND x.version = b.version"
         )
+        # Copying into a thread id is a deliberate new history for it: its tombstone goes.
         self.copy_thread = (
-            f"WITH c AS (INSERT INTO {s}.checkpoints ({_CHECKPOINT_COLUMNS}) "
+            f"WITH t AS (DELETE FROM {s}.tombstones WHERE thread_id = %(dst)s::text), "
+            f"c AS (INSERT INTO {s}.checkpoints ({_CHECKPOINT_COLUMNS}) "
             " SELECT %(dst)s::text, namespace, checkpoint_id, parent_id, run_id, created_at,"
             f" metadata, skeleton FROM {s}.checkpoints WHERE thread_id = %(src)s::text"
             " ON CONFLICT (thread_id, namespace, checkpoint_id) DO UPDATE SET"
@@ -280,7 +361,8 @@ class Statements:
     def write_sql(self, parts: tuple[bool, bool, bool, bool]) -> str:
         """One statement storing the non-empty parts (writes, replaced writes, blobs, rows).
 
-        Data-modifying CTEs run exactly once each, all in the statement's one transaction.
+        Data-modifying CTEs run exactly once each, all in the statement's one transaction; the
+        statement's result is the tombstone check, which raises to roll everything back.
         """
         sql = self._write_sql.get(parts)
         if sql is None:
@@ -297,8 +379,8 @@ class Statements:
                 )
                 if present
             ]
-            ctes = ", ".join(f"p{i} AS ({stmt})" for i, stmt in enumerate(chosen[:-1]))
-            sql = (f"WITH {ctes} " if ctes else "") + chosen[-1]
+            ctes = ", ".join(f"p{i} AS ({stmt})" for i, stmt in enumerate(chosen))
+            sql = f"WITH {ctes} {self.check_tombstones}"
             self._write_sql[parts] = sql
         return sql
 
@@ -374,8 +456,8 @@ def _nul_key(metadata: Any) -> str | None:
     return None
 
 
-def write_params(batch: WriteBatch) -> tuple[tuple[bool, bool, bool, bool], list[list[Any]]]:
-    """Which parts a batch has, and the column arrays of each, in statement order.
+def write_params(batch: WriteBatch) -> tuple[tuple[bool, bool, bool, bool], dict[str, Any]]:
+    """Which parts a batch has, and the statement's parameters (column arrays).
 
     One statement may not change a row twice, so a merged batch is reduced first with the
     semantics of applying its parts in order: plain writes keep the first row of a key,
@@ -399,31 +481,43 @@ def write_params(batch: WriteBatch) -> tuple[tuple[bool, bool, bool, bool], list
     if len(checkpoints) > 1:
         checkpoints.sort(key=_checkpoint_key)
     astuple = msgspec.structs.astuple
-    params: list[list[Any]] = []
+    params: dict[str, Any] = {}
     if writes:
-        params += _columns([astuple(w) for w in writes], 8)
+        _add_columns(params, "w", [astuple(w) for w in writes], 8)
     if replace:
-        params += _columns([astuple(w) for w in replace], 8)
+        _add_columns(params, "r", [astuple(w) for w in replace], 8)
     if blobs:
-        params += _columns([astuple(b) for b in blobs], 7)
+        _add_columns(params, "b", [astuple(b) for b in blobs], 7)
     if checkpoints:
-        params += _columns(
-            [
-                (
-                    c.thread_id,
-                    c.namespace,
-                    c.checkpoint_id,
-                    c.parent_id,
-                    c.run_id,
-                    c.created_at,
-                    _metadata_text(c),
-                    c.skeleton,
-                )
-                for c in checkpoints
-            ],
-            8,
-        )
+        rows = [
+            (
+                c.thread_id,
+                c.namespace,
+                c.checkpoint_id,
+                c.parent_id,
+                c.run_id,
+                c.created_at,
+                _metadata_text(c),
+                c.skeleton,
+            )
+            for c in checkpoints
+        ]
+        _add_columns(params, "c", rows, 8)
+    every_write = writes + replace
+    params["g0"] = sorted(batch_threads(batch))
+    params["g1"] = params.get("c0", [])
+    params["g2"] = params.get("c2", [])
+    params["g3"] = params.get("c3", [])
+    params["g4"] = [w.thread_id for w in every_write]
+    params["g5"] = [w.checkpoint_id for w in every_write]
     return (bool(writes), bool(replace), bool(blobs), bool(checkpoints)), params
+
+
+def _add_columns(
+    params: dict[str, Any], prefix: str, rows: Sequence[tuple[Any, ...]], width: int
+) -> None:
+    for i, col in enumerate(_columns(rows, width)):
+        params[f"{prefix}{i}"] = col
 
 
 # -- operations --------------------------------------------------------------------------------
@@ -446,11 +540,18 @@ def op_setup(q: Statements) -> Op[None]:
             f"of snapstate does not know (it knows up to {max(known)})",
             hint="upgrade snapstate, or use a schema written by this version",
         )
-    for mid, name, sql in MIGRATIONS:
+    for mid, name, statements in MIGRATIONS:
         if mid in applied:
             continue
-        for statement in _statements(sql.format(s=q.quoted)):
-            yield Stmt(statement, fetch=False, migration=(mid, name))
+        for statement in statements:
+            try:
+                yield Stmt(statement.format(s=q.quoted, lock_prefix=q.lock_prefix), fetch=False)
+            except psycopg.OperationalError:
+                raise  # the connection, not the migration
+            except psycopg.Error as exc:
+                raise MigrationError(
+                    f"schema migration {mid} ({name}) failed in schema {q.schema!r}: {exc}"
+                ) from None
         yield Stmt(
             f"INSERT INTO {q.quoted}.schema_migrations (id, name) VALUES (%s::int4, %s::text)",
             [mid, name],
@@ -458,15 +559,23 @@ def op_setup(q: Statements) -> Op[None]:
         )
 
 
-def _statements(sql: str) -> list[str]:
-    return [s.strip() for s in sql.split(";") if s.strip()]
-
-
 def op_write(q: Statements, batch: WriteBatch) -> Op[None]:
     if not len(batch):
         return
     parts, params = write_params(batch)
-    yield Stmt(q.write_sql(parts), params, fetch=False)
+    try:
+        yield Stmt(q.write_sql(parts), params, fetch=False)
+    except psycopg.Error as exc:
+        if exc.sqlstate != TOMBSTONE_SQLSTATE:
+            raise
+    else:
+        return
+    # Refused: say exactly which row belongs to which deleted history.
+    rows = yield Stmt(q.get_tombstones, [params["g0"]])
+    check_tombstones(batch, {r[0]: r[1] for r in rows})
+    raise ThreadDeletedError(
+        f"a write to thread(s) {params['g0']} belongs to a deleted history and was not stored"
+    )
 
 
 def op_get_checkpoint(
@@ -547,10 +656,18 @@ def op_get_writes(
     return [WriteRow(*r) for r in rows]
 
 
-def op_delete_threads(q: Statements, thread_ids: Sequence[str]) -> Op[None]:
-    ids = list(thread_ids)
+def op_delete_threads(q: Statements, thread_ids: Sequence[str], now: float) -> Op[None]:
+    """Tombstones, then the rows; the caller runs this in one transaction."""
+    ids = sorted(set(thread_ids))
     if ids:
+        yield Stmt(q.lock_threads, [ids], fetch=False)
+        yield Stmt(q.add_tombstones, {"ids": ids, "now": now}, fetch=False)
         yield Stmt(q.delete_threads, {"ids": ids}, fetch=False)
+
+
+def op_purge_tombstones(q: Statements, deleted_before: float) -> Op[int]:
+    rows = yield Stmt(q.purge_tombstones, [deleted_before])
+    return int(rows[0][0])
 
 
 def op_blob_index(q: Statements, thread_id: str) -> Op[list[BlobRef]]:
@@ -600,7 +717,3 @@ def op_stats(q: Statements) -> Op[TableStats]:
         channels=channels,
         file_bytes=size,
     )
-
-
-def migration_failed(mid: int, name: str, schema: str, exc: BaseException) -> MigrationError:
-    return MigrationError(f"schema migration {mid} ({name}) failed in schema {schema!r}: {exc}")

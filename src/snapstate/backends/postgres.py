@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import os
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
 from time import monotonic
@@ -423,13 +424,13 @@ class PostgresBackend(Backend):
                     while True:
                         try:
                             cur.execute(stmt.sql, stmt.params, prepare=prepare)
+                            rows = cur.fetchall() if stmt.fetch else []
                         except psycopg.Error as exc:
-                            if stmt.migration is None or _is_lost(exc, conn):
+                            if _is_lost(exc, conn):
                                 raise
-                            raise sql.migration_failed(
-                                *stmt.migration, self._cfg.schema, exc
-                            ) from None
-                        stmt = op.send(cur.fetchall() if stmt.fetch else [])
+                            stmt = op.throw(exc)  # the operation may handle it
+                        else:
+                            stmt = op.send(rows)
                 except StopIteration as stop:
                     return stop.value  # type: ignore[no-any-return]
 
@@ -479,7 +480,17 @@ class PostgresBackend(Backend):
         )
 
     def delete_threads(self, thread_ids: Sequence[str]) -> None:
-        self._run("deleting threads", lambda: sql.op_delete_threads(self._q, thread_ids))
+        now = time.time()
+        self._run(
+            "deleting threads",
+            lambda: sql.op_delete_threads(self._q, thread_ids, now),
+            transaction=True,
+        )
+
+    def purge_tombstones(self, deleted_before: float) -> int:
+        return self._run(
+            "purging tombstones", lambda: sql.op_purge_tombstones(self._q, deleted_before)
+        )
 
     def blob_index(self, thread_id: str) -> list[BlobRef]:
         return self._run("indexing blobs", lambda: sql.op_blob_index(self._q, thread_id))
@@ -722,13 +733,13 @@ class AsyncPostgresBackend(AsyncBackend):
                     while True:
                         try:
                             await cur.execute(stmt.sql, stmt.params, prepare=prepare)
+                            rows = await cur.fetchall() if stmt.fetch else []
                         except psycopg.Error as exc:
-                            if stmt.migration is None or _is_lost(exc, conn):
+                            if _is_lost(exc, conn):
                                 raise
-                            raise sql.migration_failed(
-                                *stmt.migration, self._cfg.schema, exc
-                            ) from None
-                        stmt = op.send(await cur.fetchall() if stmt.fetch else [])
+                            stmt = op.throw(exc)  # the operation may handle it
+                        else:
+                            stmt = op.send(rows)
                 except StopIteration as stop:
                     return stop.value  # type: ignore[no-any-return]
 
@@ -778,7 +789,17 @@ class AsyncPostgresBackend(AsyncBackend):
         )
 
     async def delete_threads(self, thread_ids: Sequence[str]) -> None:
-        await self._run("deleting threads", lambda: sql.op_delete_threads(self._q, thread_ids))
+        now = time.time()
+        await self._run(
+            "deleting threads",
+            lambda: sql.op_delete_threads(self._q, thread_ids, now),
+            transaction=True,
+        )
+
+    async def purge_tombstones(self, deleted_before: float) -> int:
+        return await self._run(
+            "purging tombstones", lambda: sql.op_purge_tombstones(self._q, deleted_before)
+        )
 
     async def blob_index(self, thread_id: str) -> list[BlobRef]:
         return await self._run("indexing blobs", lambda: sql.op_blob_index(self._q, thread_id))
