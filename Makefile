@@ -33,5 +33,19 @@ test-native: venv
 
 test: lint typecheck test-python test-native
 
+# A quick pytest-benchmark run of the hot paths: ratio tables against LangGraph's savers and
+# docs/bench-per-step.png. BENCH_ARGS are passed to pytest (e.g. BENCH_ARGS="-k storage").
+bench: venv
+	$(PY) -m benchmarks.run $(BENCH_ARGS)
+
+# CI's regression check: fails when a ratio against the anchors drops below its floor.
+bench-check: venv
+	$(PY) -m benchmarks.check
+
+# The ASV suites on this environment; results are kept in benchmarks/results.
+asv: venv
+	$(PY) -m asv machine --yes >/dev/null
+	$(PY) -m asv run --python=same --quick --set-commit-hash=$$(git rev-parse HEAD) $(ASV_ARGS)
+
 clean:
 	rm -rf $(VENV) build src/*.egg-info src/snapstate/codec/_native*.so ext/*.c
