@@ -1,0 +1,179 @@
+"""The SQLite backend: its own configuration, threads and processes sharing one file, misuse."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from snapstate import Checkpoint, Checkpointer, ConfigurationError
+from snapstate.backends.sqlite import SqliteBackend
+
+
+def cp(i: int, values: dict[str, Any]) -> Checkpoint:
+    return Checkpoint(
+        id=f"{i:08d}", channel_values=values, channel_versions={k: i + 1 for k in values}
+    )
+
+
+def pragmas(conn: sqlite3.Connection) -> tuple[str, int, int]:
+    return (
+        conn.execute("PRAGMA journal_mode").fetchone()[0],
+        conn.execute("PRAGMA synchronous").fetchone()[0],
+        conn.execute("PRAGMA busy_timeout").fetchone()[0],
+    )
+
+
+def test_store_configures_its_connections(tmp_path: Path) -> None:
+    backend = SqliteBackend(tmp_path / "a.db", synchronous="full", busy_timeout=7)
+    backend.setup()
+    with backend._conn() as conn:
+        assert pragmas(conn) == ("wal", 2, 7000)
+    backend.close()
+
+
+def test_given_connection_is_configured(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "b.db", check_same_thread=False)
+    assert pragmas(conn)[0] == "delete"
+    with Checkpointer(SqliteBackend(conn)) as saver:
+        saver.put(cp(1, {"x": 1}), thread_id="t")
+        assert pragmas(conn) == ("wal", 1, 30000)
+    conn.execute("SELECT 1")  # a shared connection stays open: it belongs to the caller
+    conn.close()
+
+
+def test_given_connection_inside_a_transaction_is_refused(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "c.db", check_same_thread=False, isolation_level=None)
+    saver = Checkpointer(SqliteBackend(conn))
+    saver.setup()
+    conn.execute("BEGIN")
+    with pytest.raises(ConfigurationError, match="inside a transaction") as err:
+        saver.put(cp(1, {"x": 1}), thread_id="t")
+    assert "commit or roll back" in str(err.value)
+    conn.execute("ROLLBACK")
+    saver.put(cp(1, {"x": 1}), thread_id="t")
+    assert saver.get("t") is not None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"synchronous": "sometimes"}, "synchronous must be"),
+        ({"busy_timeout": -1}, "busy_timeout must be seconds >= 0"),
+    ],
+)
+def test_bad_settings(tmp_path: Path, kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        SqliteBackend(tmp_path / "d.db", **kwargs)
+
+
+def test_in_memory_sqlite_is_refused_with_a_hint() -> None:
+    with pytest.raises(ConfigurationError, match="private to one connection") as err:
+        SqliteBackend(":memory:")
+    assert "memory://" in str(err.value)
+
+
+def test_unwritable_path_is_a_clear_error(tmp_path: Path) -> None:
+    from snapstate import StoreUnavailableError
+
+    with pytest.raises(StoreUnavailableError, match="cannot open SQLite database"):
+        Checkpointer(tmp_path / "no" / "such" / "dir" / "x.db").get("t")
+
+
+def test_many_threads_one_checkpointer(tmp_path: Path) -> None:
+    saver = Checkpointer(tmp_path / "threads.db")
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            msgs: list[str] = []
+            for i in range(40):
+                msgs = [*msgs, f"{n}:{i}"]
+                saver.put(cp(i, {"m": msgs, "n": n}), thread_id=f"t{n}")
+                saver.put_writes(
+                    [("w", i)], thread_id=f"t{n}", checkpoint_id=f"{i:08d}", task_id="k"
+                )
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for n in range(8):
+        snaps = list(saver.list(f"t{n}"))
+        assert len(snaps) == 40
+        assert snaps[0].checkpoint.channel_values["m"] == [f"{n}:{i}" for i in range(40)]
+        assert all(len(s.pending_writes) == 1 for s in snaps)
+    saver.close()
+
+
+def _write_thread(path: str, n: int, count: int, barrier: Any, q: Any) -> None:
+    try:
+        saver = Checkpointer(path)
+        barrier.wait(60)
+        msgs: list[str] = []
+        for i in range(count):
+            msgs = [*msgs, f"p{n} item {i}"]
+            saver.put(
+                cp(i, {"m": msgs, "pid": os.getpid()}),
+                thread_id=f"proc-{n}",
+                metadata={"proc": n, "i": i},
+            )
+        saver.close()
+        q.put("ok")
+    except BaseException as exc:  # reported to the parent
+        q.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_four_processes_write_one_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "procs.db")
+    count = 150
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(4)
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_write_thread, args=(path, n, count, barrier, q)) for n in range(4)]
+    for p in procs:
+        p.start()
+    results = [q.get(timeout=240) for _ in procs]
+    for p in procs:
+        p.join(60)
+    assert results == ["ok"] * 4
+    with Checkpointer(path) as saver:
+        for n in range(4):
+            snaps = list(saver.list(f"proc-{n}"))
+            assert [s.checkpoint.id for s in snaps] == [
+                f"{i:08d}" for i in range(count - 1, -1, -1)
+            ]
+            for s in snaps:
+                i = int(s.checkpoint.id)
+                assert s.checkpoint.channel_values["m"] == [f"p{n} item {j}" for j in range(i + 1)]
+                assert s.metadata == {"proc": n, "i": i}
+        assert saver.stats().threads == 4
+
+
+def test_forked_child_uses_its_own_connections(tmp_path: Path) -> None:
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork on this platform")
+    saver = Checkpointer(tmp_path / "fork.db")
+    saver.put(cp(1, {"x": "parent"}), thread_id="t")
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            saver.put(cp(2, {"x": "child"}), thread_id="t")
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    got = saver.get("t")
+    assert got is not None and got.checkpoint.channel_values == {"x": "child"}
+    saver.close()
