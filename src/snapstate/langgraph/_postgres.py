@@ -33,21 +33,16 @@ def _split(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return backend, engine
 
 
-def _check_pipe(conn: Any, pipe: Any, pool_types: tuple[type, ...]) -> None:
-    # LangGraph rejects this combination; so do we, with the same reasoning.
-    if pipe is not None and pool_types and isinstance(conn, pool_types):
+def _check_pipe(pipe: Any) -> None:
+    # A connection held in pipeline mode has results pending between the statements of a
+    # call, so it is never idle when the next call starts; snapstate needs no pipeline (a
+    # checkpoint and its values are one statement), so refuse it clearly at once.
+    if pipe is not None:
         raise ConfigurationError(
-            "a pipeline belongs to one connection, and a pool was given",
-            hint="pass the connection the pipeline was opened on, or no pipeline",
+            "snapstate's Postgres savers do not use a psycopg pipeline",
+            hint="pass the connection (or a pool) without opening a pipeline on it; "
+            "from_conn_string(..., pipeline=True) is accepted and opens none",
         )
-
-
-def _pool_types(names: tuple[str, ...]) -> tuple[type, ...]:
-    try:
-        import psycopg_pool
-    except ImportError:  # pragma: no cover - psycopg_pool ships with the postgres extra
-        return ()
-    return tuple(getattr(psycopg_pool, n) for n in names)
 
 
 class PostgresSaver(SyncSaver):
@@ -60,8 +55,8 @@ class PostgresSaver(SyncSaver):
         ``psycopg_pool.ConnectionPool`` (used without a lock), or a conninfo string (the saver
         then owns a small pool).
     pipe:
-        Accepted for compatibility. A checkpoint is one statement here, so there is nothing
-        for a pipeline to batch; the connection is used outside it.
+        Must be None: a checkpoint and its values are one statement here, so there is
+        nothing for a pipeline to batch (passing one raises ``ConfigurationError``).
     serde:
         A LangGraph serializer to encode values with instead of snapstate's codec.
     codec:
@@ -81,7 +76,7 @@ class PostgresSaver(SyncSaver):
         codec: Codec | None = None,
         **options: Any,
     ) -> None:
-        _check_pipe(conn, pipe, _pool_types(("ConnectionPool",)))
+        _check_pipe(pipe)
         backend_options, engine_options = _split(options)
         self.conn = conn
         self.pipe = pipe
@@ -95,8 +90,8 @@ class PostgresSaver(SyncSaver):
     ) -> Iterator[PostgresSaver]:
         """A saver on its own connection pool, closed when the block exits.
 
-        ``pipeline`` is accepted for compatibility (see ``pipe``). Other keyword arguments are
-        those of the constructor.
+        ``pipeline`` is accepted for compatibility and opens no pipeline (see ``pipe``). Other
+        keyword arguments are those of the constructor.
         """
         saver = cls(conn_string, **kwargs)
         try:
@@ -126,7 +121,7 @@ class AsyncPostgresSaver(AsyncSaver):
         codec: Codec | None = None,
         **options: Any,
     ) -> None:
-        _check_pipe(conn, pipe, _pool_types(("AsyncConnectionPool",)))
+        _check_pipe(pipe)
         backend_options, engine_options = _split(options)
         self.conn = conn
         self.pipe = pipe
@@ -145,8 +140,8 @@ class AsyncPostgresSaver(AsyncSaver):
     ) -> AsyncIterator[AsyncPostgresSaver]:
         """A saver on its own connection pool, closed when the block exits.
 
-        ``pipeline`` is accepted for compatibility (see ``pipe``). Other keyword arguments are
-        those of the constructor.
+        ``pipeline`` is accepted for compatibility and opens no pipeline (see ``pipe``). Other
+        keyword arguments are those of the constructor.
         """
         saver = cls(conn_string, serde=serde, **kwargs)
         try:

@@ -1,0 +1,66 @@
+"""What is particular to the Postgres savers: the connections LangGraph users hand them."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.conformance.test_utils import generate_checkpoint
+
+from snapstate import ConfigurationError
+
+pytestmark = pytest.mark.postgres
+
+
+def roundtrip(saver: Any) -> Any:
+    thread = str(uuid.uuid4())
+    cp = generate_checkpoint(channel_values={"x": [1, "two"]}, channel_versions={"x": 1})
+    cfg = saver.put({"configurable": {"thread_id": thread, "checkpoint_ns": ""}}, cp, {}, {"x": 1})
+    saver.put_writes(cfg, [("x", 3)], "task")
+    return saver.get_tuple({"configurable": {"thread_id": thread}})
+
+
+def test_langgraphs_connection_settings_and_plain_ones(pg_dsn: str, pg_schema: str) -> None:
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from snapstate.langgraph import PostgresSaver
+
+    # As LangGraph's docs open it, and as psycopg opens it by default.
+    with psycopg.connect(
+        pg_dsn, autocommit=True, prepare_threshold=0, row_factory=dict_row
+    ) as conn:
+        got = roundtrip(PostgresSaver(conn, schema=pg_schema))
+        assert got.checkpoint["channel_values"] == {"x": [1, "two"]}
+    with psycopg.connect(pg_dsn) as conn:
+        got = roundtrip(PostgresSaver(conn, schema=pg_schema))
+        assert got.pending_writes == [("task", "x", 3)]
+        assert conn.autocommit is False  # given back as it was
+
+
+def test_pipelines(pg_dsn: str, pg_schema: str) -> None:
+    import psycopg
+
+    from snapstate.langgraph import PostgresSaver
+
+    with PostgresSaver.from_conn_string(pg_dsn, pipeline=True, schema=pg_schema) as saver:
+        assert roundtrip(saver).checkpoint["channel_values"] == {"x": [1, "two"]}
+    with psycopg.connect(pg_dsn, autocommit=True) as conn, conn.pipeline() as pipe:
+        with pytest.raises(ConfigurationError, match="pipeline"):
+            PostgresSaver(conn, pipe, schema=pg_schema)
+
+
+async def test_async_from_conn_string(pg_dsn: str, pg_schema: str) -> None:
+    from snapstate.langgraph import AsyncPostgresSaver
+
+    async with AsyncPostgresSaver.from_conn_string(
+        pg_dsn, pipeline=True, schema=pg_schema
+    ) as saver:
+        await saver.setup()
+        thread = str(uuid.uuid4())
+        cp = generate_checkpoint(channel_values={"x": 1}, channel_versions={"x": 1})
+        cfg = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+        stored = await saver.aput(cfg, cp, {}, {"x": 1})
+        got = await saver.aget_tuple(stored)
+        assert got.checkpoint["id"] == cp["id"]
