@@ -67,7 +67,13 @@ class _Shared:
         self.backend = backend
         self.engine_options = dict(engine_options)
         self.engines: list[Any] = []
+        #: Called after the engines close: what the saver opened itself (a connection).
+        self.on_close: list[Callable[[], None]] = []
         self.closed = False
+
+    def release(self) -> None:
+        for close in self.on_close:
+            close()
 
 
 class _SaverBase(BaseCheckpointSaver[str]):
@@ -380,8 +386,11 @@ class SyncSaver(_SaverBase):
             for engine in engines:
                 engine.flush()
         finally:
-            for engine in engines:
-                engine.close()
+            try:
+                for engine in engines:
+                    engine.close()
+            finally:
+                shared.release()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -649,5 +658,8 @@ class AsyncSaver(_SaverBase):
             for engine in engines:
                 await engine.flush()
         finally:
-            for engine in engines:
-                await engine.aclose()
+            try:
+                for engine in engines:
+                    await engine.aclose()
+            finally:
+                shared.release()
