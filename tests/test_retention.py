@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from typing import Any
@@ -17,7 +18,8 @@ from .fix_backends import BackendFactory
 def grow(saver: Checkpointer, thread: str, n: int, *, ns: str = "", start: int = 0) -> list[Any]:
     msgs: list[Any] = []
     for i in range(start, start + n):
-        msgs = [*msgs, {"i": i, "text": "word " * 40}]
+        # Incompressible text, so stored sizes follow the number of items.
+        msgs = [*msgs, {"i": i, "text": random.Random(i).randbytes(100).hex()}]
         saver.put(
             Checkpoint(
                 id=f"{i:08d}",
