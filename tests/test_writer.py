@@ -1,0 +1,488 @@
+"""Writers: group commit in ``sync`` mode, and the ``batched`` writer's guarantees.
+
+Ordering is asserted through events (a backend whose ``write`` waits on a gate and records what
+it was given), never through elapsed time. Where a test shows that a waiting caller does not
+wait for the batching timer, the timer is an hour long: the test could only pass by committing
+at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from snapstate import AsyncCheckpointer, Checkpoint, Checkpointer
+from snapstate.backends import MemoryBackend, ThreadedAsyncBackend, WriteBatch
+from snapstate.errors import ConfigurationError, StorageError, StoreUnavailableError
+from snapstate.writer import (
+    AsyncBatchedWriter,
+    AsyncSyncWriter,
+    BatchedWriter,
+    SyncWriter,
+    make_async_writer,
+    make_writer,
+)
+
+HOUR = 3600.0
+
+
+def ck(i: int, **values: Any) -> Checkpoint:
+    values = values or {"x": i}
+    return Checkpoint(
+        id=f"{i:08d}", channel_values=values, channel_versions={k: i + 1 for k in values}
+    )
+
+
+class GatedBackend(MemoryBackend):
+    """Records each ``write``; holds writes while the gate is closed; fails chosen threads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.calls: list[WriteBatch] = []
+        self.entered = threading.Semaphore(0)
+        self.fail_threads: set[str] = set()
+        self.unavailable = False
+
+    def write(self, batch: WriteBatch) -> None:
+        self.calls.append(batch)
+        self.entered.release()
+        self.gate.wait()
+        if self.unavailable:
+            raise StoreUnavailableError("server gone")
+        bad = {c.thread_id for c in batch.checkpoints} & self.fail_threads
+        if bad:
+            raise StorageError(f"refused thread {min(bad)!r}")
+        super().write(batch)
+
+    def stored(self, thread_id: str) -> list[str]:
+        from snapstate.backends import ListQuery
+
+        return [r.checkpoint_id for r in self.list_checkpoints(ListQuery(thread_id=thread_id))]
+
+
+@pytest.fixture
+def backend() -> GatedBackend:
+    b = GatedBackend()
+    b.setup()
+    return b
+
+
+# -- options -------------------------------------------------------------------------------------
+
+
+def test_unknown_and_bad_options_are_refused(backend: GatedBackend) -> None:
+    with pytest.raises(ConfigurationError, match=r"unknown writer options.*'max_dealy'"):
+        make_writer(backend, "batched", max_dealy=1)
+    with pytest.raises(ConfigurationError, match=r"durability='sync'.*'max_delay'"):
+        make_writer(backend, "sync", max_delay=1)
+    with pytest.raises(ConfigurationError, match=r"max_batch must be an int >= 1"):
+        make_writer(backend, "batched", max_batch=0)
+    with pytest.raises(ConfigurationError, match="max_delay must be seconds"):
+        make_writer(backend, "batched", max_delay=-1)
+    with pytest.raises(ConfigurationError, match="durability must be"):
+        make_writer(backend, "eventually")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="unknown writer options"):
+        Checkpointer(backend, durability="batched", max_bach=3)
+    assert isinstance(make_writer(backend, "batched"), BatchedWriter)
+    assert isinstance(make_writer(backend, "sync"), SyncWriter)
+    async_backend = ThreadedAsyncBackend(backend, offload=False)
+    assert isinstance(make_async_writer(async_backend, "batched"), AsyncBatchedWriter)
+    assert isinstance(make_async_writer(async_backend, "sync"), AsyncSyncWriter)
+
+
+# -- sync: group commit ----------------------------------------------------------------------------
+
+
+def test_sync_group_commit_merges_concurrent_puts(backend: GatedBackend) -> None:
+    cp = Checkpointer(backend)
+    cp.setup()
+    backend.gate.clear()
+    leader = threading.Thread(target=cp.put, args=(ck(0),), kwargs={"thread_id": "t0"})
+    leader.start()
+    backend.entered.acquire()  # the leader's transaction is running
+    others = [
+        threading.Thread(target=cp.put, args=(ck(0),), kwargs={"thread_id": f"t{i}"})
+        for i in range(1, 6)
+    ]
+    for t in others:
+        t.start()
+    # Wait until all five are queued behind the running commit.
+    while len(cp._writer._queue) < 5:  # type: ignore[attr-defined]
+        threading.Event().wait(0.001)
+    backend.gate.set()
+    for t in [leader, *others]:
+        t.join()
+    assert [len(b.checkpoints) for b in backend.calls] == [1, 5]
+    assert all(backend.stored(f"t{i}") == ["00000000"] for i in range(6))
+
+
+def test_sync_group_failure_isolates_the_bad_batch(backend: GatedBackend) -> None:
+    failed: list[WriteBatch] = []
+    writer = SyncWriter(backend, failed.append)
+    backend.fail_threads = {"bad"}
+    backend.gate.clear()
+    cp = Checkpointer(backend)
+    cp.setup()
+    cp._writer = writer  # type: ignore[attr-defined]
+    results: dict[str, BaseException | None] = {}
+
+    def put(thread_id: str) -> None:
+        try:
+            cp.put(ck(0), thread_id=thread_id)
+            results[thread_id] = None
+        except BaseException as exc:
+            results[thread_id] = exc
+
+    first = threading.Thread(target=put, args=("first",))
+    first.start()
+    backend.entered.acquire()
+    rest = [threading.Thread(target=put, args=(t,)) for t in ("good", "bad", "fine")]
+    for t in rest:
+        t.start()
+    while len(writer._queue) < 3:
+        threading.Event().wait(0.001)
+    backend.gate.set()
+    for t in [first, *rest]:
+        t.join()
+    assert results["first"] is None and results["good"] is None and results["fine"] is None
+    assert isinstance(results["bad"], StorageError)
+    assert "refused thread 'bad'" in str(results["bad"])
+    assert [b.checkpoints[0].thread_id for b in failed] == ["bad"]
+    assert backend.stored("good") == ["00000000"] and backend.stored("bad") == []
+
+
+async def test_async_sync_group_commit_merges_concurrent_tasks() -> None:
+    release = asyncio.Event()
+    sizes: list[int] = []
+    inner = MemoryBackend()
+    inner.setup()
+
+    class Slow(ThreadedAsyncBackend):
+        async def write(self, batch: WriteBatch) -> None:
+            sizes.append(len(batch.checkpoints))
+            await release.wait()
+            inner.write(batch)
+
+    cp = AsyncCheckpointer(Slow(inner, offload=False))
+    await cp.setup()
+    tasks = [asyncio.create_task(cp.put(ck(0), thread_id=f"t{i}")) for i in range(6)]
+    while not sizes:
+        await asyncio.sleep(0)
+    for _ in range(10):  # let every other task queue behind the first commit
+        await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(*tasks)
+    assert sizes == [1, 5]
+    for i in range(6):
+        assert (await cp.get(f"t{i}")) is not None
+
+
+async def test_async_sync_writer_reports_errors_to_their_task() -> None:
+    inner = GatedBackend()
+    inner.setup()
+    inner.fail_threads = {"bad"}
+    cp = AsyncCheckpointer(ThreadedAsyncBackend(inner, offload=False))
+    results = await asyncio.gather(
+        *(cp.put(ck(0), thread_id=t) for t in ("a", "bad", "b")), return_exceptions=True
+    )
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], StorageError)
+    assert inner.stored("a") == ["00000000"] and inner.stored("bad") == []
+
+
+# -- batched ---------------------------------------------------------------------------------------
+
+
+def test_batched_put_returns_before_its_commit(backend: GatedBackend) -> None:
+    cp = Checkpointer(backend, durability="batched", max_delay=0.0)
+    cp.setup()
+    backend.gate.clear()
+    cp.put(ck(1), thread_id="t")
+    backend.entered.acquire()  # the commit has started and is held
+    assert backend.stored("t") == []  # acknowledged, not yet stored
+    backend.gate.set()
+    cp.flush()
+    assert backend.stored("t") == ["00000001"]
+    cp.close()
+
+
+@pytest.mark.timeout(60)
+def test_batched_read_sees_queued_items_without_waiting_for_the_timer(
+    backend: GatedBackend,
+) -> None:
+    cp = Checkpointer(backend, durability="batched", max_delay=HOUR)
+    cp.setup()
+    for i in range(5):
+        cp.put(ck(i), thread_id="t")
+    cp.put(ck(0), thread_id="other")
+    assert backend.calls == []  # nothing is due for an hour
+    snap = cp.get("t")  # a waiting reader makes the writer commit now
+    assert snap is not None and snap.checkpoint.id == "00000004"
+    assert [len(b.checkpoints) for b in backend.calls] == [6]  # one transaction for all
+    assert [s.checkpoint.id for s in cp.list("t")] == [f"{i:08d}" for i in range(4, -1, -1)]
+    cp.close()
+
+
+@pytest.mark.timeout(60)
+def test_batched_sync_thread_skips_threads_with_nothing_queued(backend: GatedBackend) -> None:
+    cp = Checkpointer(backend, durability="batched", max_delay=HOUR)
+    cp.setup()
+    cp.put(ck(1), thread_id="a")
+    assert cp.get("b") is None  # nothing queued for b: no commit forced
+    assert backend.calls == []
+    cp.close()
+    assert backend.stored("a") == ["00000001"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("how", ["flush", "close"])
+def test_batched_flush_and_close_drain(backend: GatedBackend, how: str) -> None:
+    cp = Checkpointer(backend, durability="batched", max_delay=HOUR)
+    cp.setup()
+    for i in range(20):
+        cp.put(ck(i), thread_id=f"t{i % 3}")
+        cp.put_writes([("ch", i)], thread_id=f"t{i % 3}", checkpoint_id=f"{i:08d}", task_id="k")
+    assert backend.calls == []
+    getattr(cp, how)()
+    assert sum(len(backend.stored(f"t{k}")) for k in range(3)) == 20
+    assert len(backend.calls) == 1
+    if how == "flush":
+        cp.close()
+
+
+def test_batched_commits_when_the_batch_is_full(backend: GatedBackend) -> None:
+    cp = Checkpointer(backend, durability="batched", max_delay=HOUR, max_batch=3)
+    cp.setup()
+    for i in range(3):
+        cp.put(ck(i), thread_id="t")
+    backend.entered.acquire()  # committed because three items are queued, not by time
+    cp.close()
+    assert [len(b.checkpoints) for b in backend.calls] == [3]
+
+
+@pytest.mark.timeout(60)
+def test_batched_queue_is_bounded_and_holds_back_submitters(backend: GatedBackend) -> None:
+    writer = BatchedWriter(backend, max_delay=HOUR, max_batch=4)
+    cp = Checkpointer(backend)
+    cp.setup()
+    cp._writer = writer  # type: ignore[attr-defined]
+    backend.gate.clear()
+    done: list[int] = []
+
+    def produce() -> None:
+        for i in range(12):
+            cp.put(ck(i), thread_id="t")
+            done.append(i)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    backend.entered.acquire()  # the first four are in a commit that cannot finish
+    while True:  # until the producer is held back by a full queue
+        with writer._cv:
+            if writer._w.waiting and len(writer._w.queue) == 4:
+                break
+        threading.Event().wait(0.001)
+    assert len(done) == 8  # four committing and four queued: the bound
+    assert len(writer._w.queue) == 4
+    assert producer.is_alive()
+    backend.gate.set()
+    producer.join()
+    writer.close()
+    assert backend.stored("t") == [f"{i:08d}" for i in range(11, -1, -1)]
+    assert all(len(b.checkpoints) <= 4 for b in backend.calls)
+
+
+def test_batched_byte_bound_commits_large_items(backend: GatedBackend) -> None:
+    cp = Checkpointer(backend, durability="batched", max_delay=HOUR, max_bytes=10_000)
+    cp.setup()
+    # Incompressible, over the bound alone: committed at once.
+    cp.put(ck(1, big=random.Random(0).randbytes(20_000)), thread_id="t")
+    backend.entered.acquire()
+    cp.close()
+    assert backend.stored("t") == ["00000001"]
+
+
+def test_batched_background_error_reaches_the_next_caller(backend: GatedBackend) -> None:
+    failed: list[WriteBatch] = []
+    writer = BatchedWriter(backend, failed.append, max_delay=HOUR)
+    cp = Checkpointer(backend)
+    cp.setup()
+    cp._writer = writer  # type: ignore[attr-defined]
+    backend.fail_threads = {"bad"}
+    cp.put(ck(1), thread_id="good")
+    cp.put(ck(1), thread_id="bad")
+    cp.put(ck(2), thread_id="bad")  # builds on the failed one: not stored either
+    cp.put(ck(1), thread_id="fine")
+    with pytest.raises(StorageError, match=r"failed in the background \(2 queued item"):
+        writer.flush()
+    writer.flush()  # reported once
+    assert backend.stored("good") == ["00000001"] and backend.stored("fine") == ["00000001"]
+    assert backend.stored("bad") == []
+    assert sorted(b.checkpoints[0].checkpoint_id for b in failed) == ["00000001", "00000002"]
+    # The store works again for the thread once the failure has been reported.
+    backend.fail_threads = set()
+    cp.put(ck(3), thread_id="bad")
+    writer.close()
+    assert backend.stored("bad") == ["00000003"]
+
+
+def test_batched_error_is_raised_by_submit_too(backend: GatedBackend) -> None:
+    cp = Checkpointer(backend, durability="batched", max_delay=0.0)
+    cp.setup()
+    backend.unavailable = True
+    cp.put(ck(1), thread_id="t")
+    backend.entered.acquire()
+    while not cp._writer._w.error:  # type: ignore[attr-defined]
+        threading.Event().wait(0.001)
+    backend.unavailable = False
+    with pytest.raises(StoreUnavailableError, match="server gone"):
+        cp.put(ck(2), thread_id="u")
+    cp.close()
+
+
+def test_batched_store_down_fails_the_window_at_once(backend: GatedBackend) -> None:
+    writer = BatchedWriter(backend, max_delay=HOUR)
+    backend.unavailable = True
+    for t in ("a", "b", "c"):
+        writer.submit(WriteBatch(checkpoints=[_row(t)]))
+    with pytest.raises(StoreUnavailableError, match=r"\(3 queued item"):
+        writer.flush()
+    assert len(backend.calls) == 1  # not retried item by item against a dead store
+    writer.close()
+
+
+def test_batched_closed_writer_refuses_work(backend: GatedBackend) -> None:
+    cp = Checkpointer(backend, durability="batched")
+    cp.setup()
+    cp.close()
+    with pytest.raises(StorageError, match="writer is closed"):
+        cp.put(ck(1), thread_id="t")
+
+
+def test_batched_drains_at_interpreter_exit(tmp_path: Path) -> None:
+    db = tmp_path / "exit.db"
+    script = textwrap.dedent(
+        f"""
+        from snapstate import Checkpoint, Checkpointer
+        cp = Checkpointer({str(db)!r}, durability="batched", max_delay=3600)
+        for i in range(50):
+            cp.put(Checkpoint(id=f"{{i:08d}}", channel_values={{"x": i}},
+                              channel_versions={{"x": i + 1}}), thread_id="t")
+        print("queued", flush=True)
+        # no flush, no close: the interpreter exits with everything queued
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert "queued" in out.stdout
+    with Checkpointer(db) as cp:
+        assert [s.checkpoint.id for s in cp.list("t")] == [f"{i:08d}" for i in range(49, -1, -1)]
+
+
+# -- batched, asyncio --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def async_backend(backend: GatedBackend) -> ThreadedAsyncBackend:
+    return ThreadedAsyncBackend(backend, offload=False)
+
+
+@pytest.mark.timeout(60)
+async def test_async_batched_read_your_writes_and_flush(
+    backend: GatedBackend, async_backend: ThreadedAsyncBackend
+) -> None:
+    cp = AsyncCheckpointer(async_backend, durability="batched", max_delay=HOUR)
+    await cp.setup()
+    for i in range(5):
+        await cp.put(ck(i), thread_id="t")
+    await cp.put(ck(0), thread_id="u")
+    assert backend.calls == []
+    snap = await cp.get("t")
+    assert snap is not None and snap.checkpoint.id == "00000004"
+    assert [len(b.checkpoints) for b in backend.calls] == [6]
+    await cp.put(ck(9), thread_id="u")
+    await cp.flush()
+    assert backend.stored("u") == ["00000009", "00000000"]
+    await cp.aclose()
+
+
+@pytest.mark.timeout(60)
+async def test_async_batched_close_drains_and_reports_errors(
+    backend: GatedBackend, async_backend: ThreadedAsyncBackend
+) -> None:
+    failed: list[WriteBatch] = []
+    writer = AsyncBatchedWriter(async_backend, failed.append, max_delay=HOUR)
+    backend.fail_threads = {"bad"}
+    await writer.submit(WriteBatch(checkpoints=[_row("ok")]))
+    await writer.submit(WriteBatch(checkpoints=[_row("bad")]))
+    with pytest.raises(StorageError, match="refused thread 'bad'"):
+        await writer.close()
+    assert backend.stored("ok") == ["00000001"]
+    assert len(failed) == 1
+
+
+@pytest.mark.timeout(60)
+async def test_async_batched_queue_is_bounded(
+    backend: GatedBackend, async_backend: ThreadedAsyncBackend
+) -> None:
+    release = asyncio.Event()
+    entered = asyncio.Event()
+
+    class Held(ThreadedAsyncBackend):
+        async def write(self, batch: WriteBatch) -> None:
+            entered.set()
+            await release.wait()
+            backend.write(batch)
+
+    writer = AsyncBatchedWriter(Held(backend, offload=False), max_delay=HOUR, max_batch=2)
+    done: list[int] = []
+
+    async def produce() -> None:
+        for i in range(8):
+            await writer.submit(WriteBatch(checkpoints=[_row("t", i)]))
+            done.append(i)
+
+    producer = asyncio.create_task(produce())
+    try:
+        await entered.wait()  # the first two are in a commit that cannot finish
+        while not (writer._w.waiting and len(writer._w.queue) == 2):
+            await asyncio.sleep(0)  # until the producer is held back by a full queue
+        assert len(done) == 4  # two in the held commit, two queued
+        assert len(writer._w.queue) == 2
+    finally:
+        release.set()
+    await producer
+    await writer.close()
+    assert len(backend.stored("t")) == 8
+
+
+def test_async_batched_drains_when_the_loop_shuts_down(backend: GatedBackend) -> None:
+    async def main() -> None:
+        cp = AsyncCheckpointer(
+            ThreadedAsyncBackend(backend, offload=False), durability="batched", max_delay=HOUR
+        )
+        await cp.setup()
+        for i in range(3):
+            await cp.put(ck(i), thread_id="t")
+        # returns without aclose(): asyncio.run cancels the committer, which drains
+
+    asyncio.run(main())
+    assert backend.stored("t") == ["00000002", "00000001", "00000000"]
+
+
+def _row(thread_id: str, i: int = 1) -> Any:
+    from snapstate.backends import CheckpointRow
+
+    return CheckpointRow(thread_id, "", f"{i:08d}", None, None, 0.0, b"{}", b"\x01\x93\xa0\x80\x80")
