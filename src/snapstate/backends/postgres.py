@@ -181,8 +181,13 @@ def _translate(exc: BaseException, what: str, cfg: _Config, *, lost: bool) -> Sn
             hint="behind PgBouncer in transaction pooling mode, pass prepare=False",
         )
     if isinstance(exc, psycopg.DataError):
+        text = _first_line(exc)
+        nul = "0x00" in text or "NUL" in text
         return InvalidArgumentError(
-            f"{cfg.where} rejected a value while {what}: {_first_line(exc)}"
+            f"{cfg.where} rejected a value while {what}: {text}",
+            hint="PostgreSQL text cannot hold NUL characters (ids, namespaces, channels)"
+            if nul
+            else None,
         )
     if isinstance(exc, psycopg.OperationalError):
         return StoreUnavailableError(f"{cfg.where} failed while {what}: {_first_line(exc)}")

@@ -1,0 +1,519 @@
+"""The PostgreSQL backends: connection modes, configuration, schema, SQL semantics, errors.
+
+Every behaviour test runs against both :class:`PostgresBackend` and
+:class:`AsyncPostgresBackend` (the ``pg`` fixture awaits either), so the twins cannot drift.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import psycopg
+import psycopg_pool
+import pytest
+from psycopg.rows import dict_row, tuple_row
+
+from snapstate import AsyncCheckpointer, Checkpoint, Checkpointer
+from snapstate.backends import (
+    BLOB_DELTA,
+    BLOB_FULL,
+    BlobRow,
+    CheckpointRow,
+    ListQuery,
+    WriteBatch,
+    WriteRow,
+)
+from snapstate.backends.postgres import MIGRATIONS, AsyncPostgresBackend, PostgresBackend
+from snapstate.errors import (
+    ConfigurationError,
+    EncodeError,
+    InvalidArgumentError,
+    MigrationError,
+    SchemaVersionError,
+    StorageError,
+    StoreUnavailableError,
+    ThreadDeletedError,
+)
+
+pytestmark = pytest.mark.postgres
+
+UNREACHABLE = "postgresql://postgres@127.0.0.1:1/test"
+
+
+class Awaitable:
+    """Either backend behind awaitable methods: the shared suite awaits both the same way."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self.backend, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            result = method(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+            if inspect.isgenerator(result) or type(result).__name__ == "list_iterator":
+                result = list(result)
+            return result
+
+        return call
+
+
+@pytest.fixture(params=["sync", "async"])
+async def pg(request: pytest.FixtureRequest, pg_dsn: str, pg_schema: str) -> AsyncIterator[Any]:
+    cls = PostgresBackend if request.param == "sync" else AsyncPostgresBackend
+    b = Awaitable(cls(pg_dsn, schema=pg_schema))
+    await b.setup()
+    yield b
+    await b.close()
+
+
+@pytest.fixture
+async def async_backend_factory(
+    pg_dsn: str, pg_schema: str
+) -> AsyncIterator[Callable[[], AsyncPostgresBackend]]:
+    """Makes asyncio backends on one fresh schema (for asyncio contract tests)."""
+    made: list[AsyncPostgresBackend] = []
+
+    def factory() -> AsyncPostgresBackend:
+        b = AsyncPostgresBackend(pg_dsn, schema=pg_schema)
+        made.append(b)
+        return b
+
+    yield factory
+    for b in made:
+        await b.close()
+
+
+def row(tid: str, cid: str, parent: str | None = None, meta: bytes = b"{}") -> CheckpointRow:
+    return CheckpointRow(tid, "", cid, parent, None, 1.5, meta, b"\x01skeleton")
+
+
+def blob(tid: str, ch: str, v: str, kind: int = BLOB_FULL, base: str | None = None) -> BlobRow:
+    return BlobRow(tid, "", ch, v, kind, base, f"{ch}@{v}".encode())
+
+
+def write(tid: str, cid: str, idx: int, data: bytes = b"w") -> WriteRow:
+    return WriteRow(tid, "", cid, "task", idx, "ch", "", data)
+
+
+# -- storage semantics, both twins -------------------------------------------------------------
+
+
+async def test_write_and_load_in_one_batch(pg: Any) -> None:
+    await pg.write(
+        WriteBatch(
+            checkpoints=[row("t", "1")],
+            blobs=[blob("t", "a", "1")],
+            writes=[write("t", "1", 0), write("t", "1", 1)],
+        )
+    )
+    loaded = await pg.load("t", "", None)
+    assert loaded is not None
+    got, blobs, writes = loaded
+    assert got == row("t", "1") and blobs == []
+    assert sorted(w.idx for w in writes) == [0, 1]
+    assert await pg.load("t", "", "nope") is None
+    assert (await pg.load("t", "", "1"))[0] == got
+    assert await pg.get_checkpoint("t", "", None) == got
+
+
+async def test_get_blobs_follows_delta_bases_in_one_call(pg: Any) -> None:
+    rows = [blob("t", "m", "1")]
+    rows += [blob("t", "m", str(v), BLOB_DELTA, str(v - 1)) for v in range(2, 40)]
+    rows.append(blob("t", "other", "1"))
+    await pg.write(WriteBatch(blobs=rows))
+    got = await pg.get_blobs("t", "", [("m", "39")])
+    assert sorted(int(b.version) for b in got) == list(range(1, 40))
+    assert {b.channel for b in got} == {"m"}
+    assert await pg.get_blobs("t", "", []) == []
+    assert await pg.get_blobs("t", "", [("m", "99")]) == []
+
+
+async def test_merged_batch_keeps_sequential_semantics(pg: Any) -> None:
+    # A batch that names a key twice (group commit merges puts) stores what applying its
+    # parts in order would: the last checkpoint, the first plain write, a replacing write.
+    await pg.write(
+        WriteBatch(
+            checkpoints=[row("t", "1", meta=b'{"v":1}'), row("t", "1", meta=b'{"v":2}')],
+            blobs=[blob("t", "a", "1"), blob("t", "a", "1")],
+            writes=[write("t", "1", 0, b"first"), write("t", "1", 0, b"second")],
+            replace_writes=[write("t", "1", 1, b"r1"), write("t", "1", 1, b"r2")],
+        )
+    )
+    got = await pg.get_checkpoint("t", "", "1")
+    assert got.metadata == b'{"v": 2}'
+    writes = {w.idx: w.data for w in await pg.get_writes("t", "", ["1"])}
+    assert writes == {0: b"first", 1: b"r2"}
+    await pg.write(WriteBatch(writes=[write("t", "1", 0, b"again")]))  # insert-or-ignore
+    await pg.write(WriteBatch(replace_writes=[write("t", "1", 0, b"replaced")]))
+    writes = {w.idx: w.data for w in await pg.get_writes("t", "", ["1"])}
+    assert writes == {0: b"replaced", 1: b"r2"}
+
+
+async def test_list_filter_has_json_equality(pg: Any) -> None:
+    metas = {
+        "1": b'{"flag": true, "n": 1, "obj": {"a": 1, "b": [1, 2]}, "s": "x", "z": null}',
+        "2": b'{"flag": 1, "n": 1.0, "obj": {"b": [1, 2], "a": 1}, "s": "1"}',
+        "3": b'{"other": 0}',
+    }
+    await pg.write(WriteBatch(checkpoints=[row("t", k, meta=v) for k, v in metas.items()]))
+
+    async def ids(**filter: Any) -> list[str]:
+        rows = await pg.list_checkpoints(ListQuery(thread_id="t", filter=filter))
+        return [r.checkpoint_id for r in rows]
+
+    assert await ids(flag=True) == ["1"]  # true is not 1
+    assert await ids(flag=1) == ["2"]
+    assert await ids(n=1) == ["2", "1"]  # 1 == 1.0
+    assert await ids(obj={"b": [1, 2], "a": 1}) == ["2", "1"]  # key order is irrelevant
+    assert await ids(obj={"a": 1}) == []  # equality, not containment
+    assert await ids(z=None) == ["1"]  # null matches a present null, not a missing key
+    assert await ids(s=1) == []
+    assert await ids(s="1") == ["2"]
+    assert await ids(**{"it's": "x"}) == []  # bound, never interpolated
+    rows = await pg.list_checkpoints(ListQuery(thread_id="t", before="3", limit=1))
+    assert [r.checkpoint_id for r in rows] == ["2"]
+
+
+async def test_checkpoint_ids_order_bytewise(pg: Any) -> None:
+    ids = ["a-1", "a1", "B", "b", "a_2", "Z"]
+    await pg.write(WriteBatch(checkpoints=[row("t", i) for i in ids]))
+    rows = await pg.list_checkpoints(ListQuery(thread_id="t"))
+    assert [r.checkpoint_id for r in rows] == sorted(ids, reverse=True)
+    assert (await pg.get_checkpoint("t", "", None)).checkpoint_id == "b"
+
+
+async def test_nul_in_metadata_names_the_key(pg: Any) -> None:
+    with pytest.raises(EncodeError, match=r"metadata key 'note' of checkpoint '1'.*NUL"):
+        await pg.write(WriteBatch(checkpoints=[row("t", "1", meta=b'{"ok":1,"note":"a\\u0000"}')]))
+    # An escaped backslash followed by "u0000" is no NUL and is stored as is.
+    await pg.write(WriteBatch(checkpoints=[row("t", "2", meta=b'{"p":"C:\\\\u0000"}')]))
+    assert (await pg.get_checkpoint("t", "", "2")).metadata == b'{"p": "C:\\\\u0000"}'
+    with pytest.raises(InvalidArgumentError, match=r"0x00.*text cannot hold NUL"):
+        await pg.write(WriteBatch(checkpoints=[row("t\x00", "1")]))
+    assert await pg.get_checkpoint("t", "", "1") is None
+
+
+async def test_delete_threads_leaves_tombstones(pg: Any) -> None:
+    await pg.write(WriteBatch(checkpoints=[row("t", "5")], writes=[write("t", "7", 0)]))
+    await pg.write(WriteBatch(checkpoints=[row("keep", "1")]))
+    await pg.delete_threads(["t", "never-written"])
+    assert await pg.get_checkpoint("t", "", None) is None
+    assert await pg.get_checkpoint("keep", "", None) is not None
+    with pytest.raises(ThreadDeletedError, match=r"checkpoint '6'"):
+        await pg.write(WriteBatch(checkpoints=[row("t", "6")], blobs=[blob("t", "a", "6")]))
+    assert await pg.get_blobs("t", "", [("a", "6")]) == []  # refused whole
+    with pytest.raises(ThreadDeletedError, match="writes of task 'task'"):
+        await pg.write(WriteBatch(writes=[write("t", "7", 1)]))
+    await pg.write(WriteBatch(checkpoints=[row("t", "8")]))  # a new history
+    assert await pg.purge_tombstones(0.0) == 0
+    assert await pg.purge_tombstones(float("inf")) == 1
+
+
+async def test_delete_rows_copy_thread_and_stats(pg: Any) -> None:
+    await pg.write(
+        WriteBatch(
+            checkpoints=[row("t", "1"), row("t", "2", parent="1"), row("t", "3", parent="2")],
+            blobs=[blob("t", "a", "1"), blob("t", "a", "2")],
+            writes=[write("t", "1", 0), write("t", "2", 0)],
+        )
+    )
+    await pg.copy_thread("t", "copy")
+    await pg.delete_rows("t", [("", "1"), ("", "2")], [("", "a", "1")])
+    left = await pg.list_checkpoints(ListQuery(thread_id="t"))
+    assert [(r.checkpoint_id, r.parent_id) for r in left] == [("3", None)]
+    assert [(b.channel, b.version) for b in await pg.blob_index("t")] == [("a", "2")]
+    assert await pg.get_writes("t", "", ["1", "2"]) == []
+    copied = await pg.list_checkpoints(ListQuery(thread_id="copy"))
+    assert [r.checkpoint_id for r in copied] == ["3", "2", "1"]
+    assert len(await pg.get_writes("copy", "", ["1", "2"])) == 2
+    stats = await pg.stats()
+    assert (stats.threads, stats.checkpoints, stats.blobs, stats.writes) == (2, 4, 3, 2)
+    assert stats.channels == {"a": (3, 9)} and stats.file_bytes > 0
+    threads = await pg.threads()
+    assert [(t.thread_id, t.checkpoints) for t in threads] == [("copy", 3), ("t", 1)]
+
+
+async def test_engine_round_trip_sync_and_async(pg_dsn: str, pg_schema: str) -> None:
+    with Checkpointer(PostgresBackend(pg_dsn, schema=pg_schema)) as cp:
+        msgs: list[str] = []
+        for i in range(40):
+            msgs = [*msgs, f"m{i}"]
+            cp.put(
+                Checkpoint(id=f"{i:04d}", channel_values={"m": msgs}, channel_versions={"m": i}),
+                thread_id="t",
+            )
+    async with AsyncCheckpointer(AsyncPostgresBackend(pg_dsn, schema=pg_schema)) as acp:
+        snap = await acp.get("t")
+        assert snap is not None and snap.checkpoint.channel_values["m"] == msgs
+        await acp.put(
+            Checkpoint(id="9999", channel_values={"m": [*msgs, "x"]}, channel_versions={"m": 99}),
+            thread_id="t",
+        )
+        assert len([s async for s in acp.list("t")]) == 41
+
+
+async def test_async_contract_factory(async_backend_factory: Callable[[], Any]) -> None:
+    async with AsyncCheckpointer(async_backend_factory(), durability="batched") as cp:
+        for i in range(10):
+            await cp.put(
+                Checkpoint(id=f"{i:02d}", channel_values={"x": i}, channel_versions={"x": i}),
+                thread_id=f"t{i % 2}",
+            )
+        assert (await cp.get("t1")).checkpoint.channel_values == {"x": 9}
+
+
+# -- connections ---------------------------------------------------------------------------------
+
+
+def _prepared(conn: psycopg.Connection[Any]) -> int:
+    with conn.cursor(row_factory=tuple_row) as cur:
+        cur.execute("SELECT count(*) FROM pg_prepared_statements")
+        return int(cur.fetchone()[0])
+
+
+@pytest.mark.parametrize("prepare", [True, False], ids=["prepare=on", "prepare=off"])
+def test_given_connection_is_configured_and_restored(
+    pg_dsn: str, pg_schema: str, prepare: bool
+) -> None:
+    conn = psycopg.connect(pg_dsn, autocommit=False, row_factory=dict_row)
+    try:
+        with Checkpointer(PostgresBackend(conn, schema=pg_schema, prepare=prepare)) as cp:
+            for i in range(12):
+                cp.put(
+                    Checkpoint(id=f"{i:02d}", channel_values={"x": i}, channel_versions={"x": i}),
+                    thread_id="t",
+                )
+                assert cp.get("t") is not None
+            assert conn.autocommit is False  # switched for each call, then back
+            conn.rollback()
+            # Without prepared statements nothing is left in the session for a PgBouncer in
+            # transaction mode to lose.
+            assert (_prepared(conn) > 0) is prepare
+            conn.rollback()
+        assert not conn.closed  # a given connection belongs to the caller
+    finally:
+        conn.close()
+
+
+def test_given_connection_inside_a_transaction_is_refused(pg_dsn: str, pg_schema: str) -> None:
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute("SELECT 1")  # opens a transaction (autocommit off)
+        backend = PostgresBackend(conn, schema=pg_schema)
+        with pytest.raises(ConfigurationError, match=r"not idle.*commit or roll back"):
+            backend.setup()
+
+
+def test_given_pool_is_used_without_a_lock(pg_dsn: str, pg_schema: str) -> None:
+    with psycopg_pool.ConnectionPool(
+        pg_dsn, min_size=2, max_size=4, kwargs={"row_factory": dict_row}, open=True
+    ) as pool:
+        backend = PostgresBackend(pool, schema=pg_schema)
+        backend.setup()
+        # Two calls hold two connections at once: nothing serializes them.
+        with backend._connection("a") as c1, backend._connection("b") as c2:
+            assert c1 is not c2
+        with Checkpointer(backend) as cp:
+            cp.put(
+                Checkpoint(id="1", channel_values={"x": 1}, channel_versions={"x": 1}),
+                thread_id="t",
+            )
+            assert cp.get("t").checkpoint.channel_values == {"x": 1}
+        assert not pool.closed
+
+
+async def test_async_connection_and_pool(pg_dsn: str, pg_schema: str) -> None:
+    conn = await psycopg.AsyncConnection.connect(pg_dsn)
+    try:
+        async with AsyncCheckpointer(AsyncPostgresBackend(conn, schema=pg_schema)) as cp:
+            await asyncio.gather(
+                *(
+                    cp.put(
+                        Checkpoint(id="1", channel_values={"x": i}, channel_versions={"x": 1}),
+                        thread_id=f"t{i}",
+                    )
+                    for i in range(8)
+                )
+            )
+        assert conn.autocommit is False and not conn.closed
+    finally:
+        await conn.close()
+    async with psycopg_pool.AsyncConnectionPool(pg_dsn, min_size=1, max_size=3, open=False) as p:
+        async with AsyncCheckpointer(AsyncPostgresBackend(p, schema=pg_schema)) as cp:
+            snaps = await asyncio.gather(*(cp.get(f"t{i}") for i in range(8)))
+            assert sorted(s.checkpoint.channel_values["x"] for s in snaps) == list(range(8))
+
+
+def test_wrong_connection_types_are_refused(pg_dsn: str) -> None:
+    with pytest.raises(ConfigurationError, match="use AsyncPostgresBackend"):
+        PostgresBackend(psycopg_pool.AsyncConnectionPool(pg_dsn, open=False))
+    with pytest.raises(ConfigurationError, match="use PostgresBackend"):
+        AsyncPostgresBackend(psycopg_pool.ConnectionPool(pg_dsn, open=False))
+    with pytest.raises(ConfigurationError, match="takes a conninfo string"):
+        PostgresBackend(42)
+    with pytest.raises(ConfigurationError, match="prepare must be True or False"):
+        PostgresBackend(pg_dsn, prepare="no")  # type: ignore[arg-type]
+
+
+# -- schema and migrations ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["", "1abc", 'a"b', "a;drop", "x" * 64, "a b"])
+def test_schema_name_is_validated(pg_dsn: str, name: str) -> None:
+    with pytest.raises(ConfigurationError, match="invalid PostgreSQL schema name"):
+        PostgresBackend(pg_dsn, schema=name)
+
+
+def test_schema_option_isolates_stores(pg_dsn: str, pg_schema: str) -> None:
+    other = pg_schema + "_b"
+    try:
+        with (
+            Checkpointer(PostgresBackend(pg_dsn, schema=pg_schema)) as a,
+            Checkpointer(PostgresBackend(pg_dsn, schema=other)) as b,
+        ):
+            a.put(
+                Checkpoint(id="1", channel_values={"x": 1}, channel_versions={"x": 1}),
+                thread_id="t",
+            )
+            assert b.get("t") is None  # created its own schema, sees nothing of the other
+        with psycopg.connect(pg_dsn) as conn:
+            tables = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                    [other],
+                )
+            }
+        assert {"checkpoints", "blobs", "writes", "settings", "schema_migrations"} <= tables
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{other}" CASCADE')
+
+
+def test_setup_records_named_migrations_and_stores_blobs_uncompressed(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    conn = psycopg.connect(pg_dsn)  # autocommit off: setup uses its own transaction anyway
+    try:
+        backend = PostgresBackend(conn, schema=pg_schema)
+        backend.setup()
+        backend.setup()  # idempotent
+        rows = conn.execute(
+            f'SELECT id, name FROM "{pg_schema}".schema_migrations ORDER BY id'
+        ).fetchall()
+        assert rows == [(m[0], m[1]) for m in MIGRATIONS]
+        storage = conn.execute(
+            "SELECT a.attstorage FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = 'blobs' AND a.attname = 'data'",
+            [pg_schema],
+        ).fetchone()
+        assert storage == ("e",)  # EXTERNAL: out of line, never pglz-compressed again
+        conn.rollback()
+    finally:
+        conn.close()
+
+
+def test_unknown_migration_raises_schema_version_error(pg_dsn: str, pg_schema: str) -> None:
+    backend = PostgresBackend(pg_dsn, schema=pg_schema)
+    backend.setup()
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(
+            f"INSERT INTO \"{pg_schema}\".schema_migrations (id, name) VALUES (999, 'future')"
+        )
+    with pytest.raises(SchemaVersionError, match=r"migrations \[999\].*knows up to 2"):
+        backend.setup()
+    backend.close()
+
+
+def test_missing_schema_is_a_migration_error_with_a_hint(pg_dsn: str, pg_schema: str) -> None:
+    backend = PostgresBackend(pg_dsn, schema=pg_schema)
+    with pytest.raises(MigrationError, match=r"tables are missing.*call setup"):
+        backend.get_checkpoint("t", "", None)
+    backend.close()
+
+
+def test_concurrent_setup_from_four_processes(pg_dsn: str, pg_schema: str) -> None:
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from snapstate.backends.postgres import PostgresBackend
+        start = float(sys.argv[1])
+        while time.time() < start:
+            time.sleep(0.001)
+        PostgresBackend({pg_dsn!r}, schema={pg_schema!r}).setup()
+        print("ok")
+        """
+    )
+    import time
+
+    start = str(time.time() + 1.5)  # all four begin together
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, start], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(4)
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err.decode()
+        assert out.strip() == b"ok"
+    with psycopg.connect(pg_dsn) as conn:
+        ids = [r[0] for r in conn.execute(f'SELECT id FROM "{pg_schema}".schema_migrations')]
+    assert sorted(ids) == [m[0] for m in MIGRATIONS]
+
+
+# -- unavailable servers -------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_unreachable_server_fails_fast_with_a_clear_error() -> None:
+    # pool_timeout is far longer than the test may run: the error cannot come from waiting it out.
+    backend = PostgresBackend(UNREACHABLE, pool_timeout=600)
+    with pytest.raises(StoreUnavailableError) as info:
+        backend.setup()
+    text = str(info.value)
+    assert "cannot connect to PostgreSQL at 127.0.0.1:1/test while applying schema" in text
+    assert "refused" in text.lower() or "connect" in text.lower()
+    with pytest.raises(StoreUnavailableError):
+        backend.get_checkpoint("t", "", None)
+    backend.close()
+
+
+@pytest.mark.timeout(30)
+async def test_unreachable_server_fails_fast_async() -> None:
+    backend = AsyncPostgresBackend(UNREACHABLE, pool_timeout=600)
+    with pytest.raises(StoreUnavailableError, match=r"cannot connect to PostgreSQL at 127.0.0.1:1"):
+        await backend.setup()
+    await backend.close()
+
+
+def test_closed_given_connection_and_closed_backend(pg_dsn: str, pg_schema: str) -> None:
+    conn = psycopg.connect(pg_dsn, autocommit=True)
+    backend = PostgresBackend(conn, schema=pg_schema)
+    backend.setup()
+    conn.close()
+    with pytest.raises(StoreUnavailableError, match="given to snapstate is closed"):
+        backend.get_checkpoint("t", "", None)
+    owned = PostgresBackend(pg_dsn, schema=pg_schema)
+    owned.close()
+    with pytest.raises(StoreUnavailableError, match="is closed"):
+        owned.get_checkpoint("t", "", None)
+
+
+def test_other_server_errors_are_storage_errors(pg_dsn: str, pg_schema: str) -> None:
+    backend = PostgresBackend(pg_dsn, schema=pg_schema)
+    backend.setup()
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f'ALTER TABLE "{pg_schema}".checkpoints ADD CHECK (created_at < 0)')
+    with pytest.raises(StorageError, match=r"error while writing a batch.*check constraint"):
+        backend.write(WriteBatch(checkpoints=[row("t", "1")]))
+    backend.close()
