@@ -418,6 +418,10 @@ class PostgresBackend(Backend):
             retryable = lost or getattr(error, "sqlstate", None) in _RETRY_SQLSTATES
             if not (retryable and attempt + 1 < attempts):
                 raise _translate(error, what, self._cfg, lost=lost) from None
+            if lost:
+                # A server restart drops every idle connection: weed them out before retrying.
+                with contextlib.suppress(Exception):
+                    self._pool.check()
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _drive(self, conn: psycopg.Connection[Any], op: sql.Op[T], transaction: bool) -> T:
@@ -725,6 +729,10 @@ class AsyncPostgresBackend(AsyncBackend):
             retryable = lost or getattr(error, "sqlstate", None) in _RETRY_SQLSTATES
             if not (retryable and attempt + 1 < attempts):
                 raise _translate(error, what, self._cfg, lost=lost) from None
+            if lost:
+                # A server restart drops every idle connection: weed them out before retrying.
+                with contextlib.suppress(Exception):
+                    await self._pool.check()
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _drive(
