@@ -1,5 +1,9 @@
 """Build the optional Cython twin of the codec. All metadata lives in pyproject.toml.
 
+Development builds in place: ``python setup.py build_ext --inplace``, or ``python
+ext/build_inplace.py`` where the virtual environment's setuptools is too old to read
+pyproject.toml (it builds the same extensions without reading project metadata).
+
 ``SNAPSTATE_DEBUG=1`` builds with line tracing (for coverage and profiling) and writes Cython's
 HTML annotation next to the sources. ``SNAPSTATE_NO_EXT=1`` skips the extension (the pure-Python
 codec is then used).
@@ -39,4 +43,5 @@ def extensions():
     return cythonize([ext], compiler_directives=DIRECTIVES, annotate=DEBUG)
 
 
-setup(ext_modules=extensions())
+if __name__ == "__main__":
+    setup(ext_modules=extensions())
