@@ -37,7 +37,7 @@ from langgraph.checkpoint.base import Checkpoint as LGCheckpoint
 from langgraph.checkpoint.serde.base import SerializerProtocol, maybe_add_typed_methods
 
 from .._engine import AsyncCheckpointer, Checkpointer
-from ..backends import AsyncBackend, Backend, ListQuery
+from ..backends import AsyncBackend, Backend, CheckpointRow, ListQuery, WriteRow
 from ..codec import Codec
 from ..errors import ConfigurationError, InvalidArgumentError, UsageError
 from . import _convert as cv
@@ -46,9 +46,6 @@ from ._serde import CodecSerde, SerdeCodec, codec_with_allowlist, default_saver_
 __all__ = ["SyncSaver", "AsyncSaver", "LoopThreadError"]
 
 T = TypeVar("T")
-
-#: Metadata key LangGraph's loop sets while a ``DeltaChannel`` depends on older checkpoints.
-_DELTA_COUNTERS = "counters_since_delta_snapshot"
 
 
 class LoopThreadError(UsageError, asyncio.InvalidStateError):
@@ -80,6 +77,9 @@ class _SaverBase(BaseCheckpointSaver[str]):
     _codec: Codec
     _shared: _Shared
 
+    #: Whether the default codec compresses values (not worth it for values kept in memory).
+    _compress = True
+
     def _init_codec(self, serde: SerializerProtocol | None, codec: Codec | None) -> None:
         if serde is not None and codec is not None:
             raise ConfigurationError(
@@ -90,7 +90,9 @@ class _SaverBase(BaseCheckpointSaver[str]):
             self._codec = SerdeCodec(serde)
             BaseCheckpointSaver.__init__(self, serde=serde)
         else:
-            self._codec = codec if codec is not None else default_saver_codec()
+            self._codec = (
+                codec if codec is not None else default_saver_codec(compress=self._compress)
+            )
             BaseCheckpointSaver.__init__(self, serde=CodecSerde(self._codec))
 
     @property
@@ -141,7 +143,7 @@ def _delta_heads(rows: Iterator[Any] | list[Any]) -> list[str]:
     out = []
     for ns, r in latest.items():
         meta = msgspec.json.decode(r.metadata)
-        if isinstance(meta, dict) and meta.get(_DELTA_COUNTERS):
+        if isinstance(meta, dict) and meta.get(cv.DELTA_COUNTERS):
             out.append(ns)
     return out
 
@@ -284,30 +286,38 @@ class SyncSaver(_SaverBase):
     def get_delta_channel_history(
         self, *, config: RunnableConfig, channels: Sequence[str]
     ) -> Mapping[str, DeltaChannelHistory]:
-        """A ``DeltaChannel``'s writes since its nearest stored value, for each channel.
+        """A ``DeltaChannel``'s stored seed and the writes since, for each channel.
 
-        One listing of the namespace's older checkpoints, read a page at a time and stopped as
-        soon as every channel found its seed.
+        Reads checkpoint rows without their state, the values of the few ancestors that may
+        hold a seed, and the ancestors' writes in one query (see ``DeltaHistory``).
         """
         if not channels:
             return {}
         thread_id, namespace, checkpoint_id = cv.target_of(config)
-        target = next(
-            iter(
-                self._engine.list(
-                    thread_id, namespace=namespace, checkpoint_id=checkpoint_id, limit=1
-                )
-            ),
-            None,
+        engine = self._engine
+        engine.flush()  # rows are read from the backend directly: nothing may wait in a queue
+        backend = engine.backend
+        target = backend.get_checkpoint(thread_id, namespace, checkpoint_id)
+        older = (
+            backend.list_checkpoints(
+                ListQuery(thread_id=thread_id, namespace=namespace, before=target.checkpoint_id)
+            )
+            if target is not None and target.parent_id is not None
+            else ()
         )
-        walk = cv.DeltaWalk(channels, target.parent_id if target else None)
-        if target is not None and not walk.done:
-            for snap in self._engine.list(
-                thread_id, namespace=namespace, before=target.checkpoint.id
-            ):
-                if walk.feed(snap):
-                    break
-        return walk.result()
+        plan = cv.DeltaHistory(channels, target, older)
+        for index, row, maybe in plan.candidates():
+            snap = engine.get(thread_id, namespace, row.checkpoint_id)
+            plan.found(index, maybe, snap.checkpoint.channel_values if snap else {})
+        ids = plan.write_ids()
+        rows = backend.get_writes(thread_id, namespace, ids) if ids else []
+        return plan.result(rows, self._write_value)
+
+    def _write_value(self, w: WriteRow) -> Any:
+        return self._codec.decode(
+            w.data,
+            where=f"write {w.idx} to channel {w.channel!r} of checkpoint {w.checkpoint_id!r}",
+        )
 
     # -- the async twins -----------------------------------------------------------------------
 
@@ -548,19 +558,29 @@ class AsyncSaver(_SaverBase):
             return {}
         thread_id, namespace, checkpoint_id = cv.target_of(config)
         engine = await self._eng()
-        target = None
-        async for snap in engine.list(
-            thread_id, namespace=namespace, checkpoint_id=checkpoint_id, limit=1
-        ):
-            target = snap
-        walk = cv.DeltaWalk(channels, target.parent_id if target else None)
-        if target is not None and not walk.done:
-            async for snap in engine.list(
-                thread_id, namespace=namespace, before=target.checkpoint.id
-            ):
-                if walk.feed(snap):
-                    break
-        return walk.result()
+        await engine.flush()  # rows are read from the backend directly
+        backend = engine.backend
+        target = await backend.get_checkpoint(thread_id, namespace, checkpoint_id)
+        older: list[CheckpointRow] = (
+            await backend.list_checkpoints(
+                ListQuery(thread_id=thread_id, namespace=namespace, before=target.checkpoint_id)
+            )
+            if target is not None and target.parent_id is not None
+            else []
+        )
+        plan = cv.DeltaHistory(channels, target, older)
+        for index, row, maybe in plan.candidates():
+            snap = await engine.get(thread_id, namespace, row.checkpoint_id)
+            plan.found(index, maybe, snap.checkpoint.channel_values if snap else {})
+        ids = plan.write_ids()
+        rows = await backend.get_writes(thread_id, namespace, ids) if ids else []
+        return plan.result(rows, self._write_value)
+
+    def _write_value(self, w: WriteRow) -> Any:
+        return self._codec.decode(
+            w.data,
+            where=f"write {w.idx} to channel {w.channel!r} of checkpoint {w.checkpoint_id!r}",
+        )
 
     # -- the sync twins: run on the saver's event loop, from another thread -------------------
 

@@ -8,9 +8,10 @@ saver, sync and async.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
+import msgspec
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
@@ -21,7 +22,8 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.base import Checkpoint as LGCheckpoint
 
-from .._model import Checkpoint, PendingWrite, Snapshot
+from .._model import Checkpoint, Snapshot
+from ..backends import CheckpointRow, WriteRow
 from ..errors import InvalidArgumentError
 
 __all__ = [
@@ -34,8 +36,13 @@ __all__ = [
     "thread_of",
     "target_of",
     "list_scope",
-    "DeltaWalk",
+    "DeltaHistory",
+    "DELTA_COUNTERS",
 ]
+
+#: Metadata key LangGraph's loop sets on a checkpoint for the ``DeltaChannel``s not
+#: snapshotted there (channel -> [updates, supersteps] since their last snapshot).
+DELTA_COUNTERS = "counters_since_delta_snapshot"
 
 #: The checkpoint keys the engine keeps in typed fields; any other key travels in ``extra``.
 _TYPED_KEYS = frozenset({"id", "ts", "channel_values", "channel_versions", "versions_seen"})
@@ -158,63 +165,87 @@ def list_scope(config: RunnableConfig | None, before: RunnableConfig | None) -> 
     return scope
 
 
-class DeltaWalk:
-    """Collects a ``DeltaChannel``'s history while walking a checkpoint's ancestors.
+class DeltaHistory:
+    """Plans and assembles ``get_delta_channel_history`` from stored rows, decoding little.
 
-    Feed it the snapshots of one namespace newest first (as ``list(before=target)`` yields
-    them); it follows parent ids, skips checkpoints off the path (other forks), and stops once
-    every channel has found its seed: the nearest ancestor that stores a value for it. Writes
-    are collected from each ancestor on the way, the seed ancestor's included (they produced
-    the next checkpoint on the path); the target's own writes are not (they are pending).
+    The ancestors of the target come from checkpoint rows alone (ids, parents, metadata: no
+    state bytes). For each channel the seed is the nearest ancestor that stores a value for
+    it; LangGraph's loop records in each checkpoint's metadata the delta channels *not*
+    snapshotted there (``counters_since_delta_snapshot``), so only ancestors missing a channel
+    from those counters can hold its value, and only their values are read. Then the writes
+    of the ancestors up to each seed are read in one query, and only the requested channels'
+    are decoded. The seed ancestor's own writes are included (they produced the next
+    checkpoint on the path); the target's are not (they are pending).
     """
 
-    def __init__(self, channels: Sequence[str], parent_id: str | None) -> None:
+    def __init__(
+        self,
+        channels: Sequence[str],
+        target: CheckpointRow | None,
+        older: Iterable[CheckpointRow],
+    ) -> None:
         self.channels = list(channels)
-        self.remaining = set(channels)
-        self.cursor = parent_id
-        # Per channel, the writes of each ancestor, newest ancestor first.
-        self._writes: dict[str, list[list[tuple[str, str, Any]]]] = {c: [] for c in channels}
-        self._seeds: dict[str, Any] = {}
+        by_id = {r.checkpoint_id: r for r in older}
+        self.chain: list[CheckpointRow] = []  # the target's ancestors, nearest first
+        cursor = target.parent_id if target is not None else None
+        while cursor is not None and cursor in by_id:
+            row = by_id.pop(cursor)
+            self.chain.append(row)
+            cursor = row.parent_id
+        self.seeds: dict[str, Any] = {}
+        self.seed_at: dict[str, int] = {}  # channel -> index of its seed in ``chain``
 
-    @property
-    def done(self) -> bool:
-        return self.cursor is None or not self.remaining
+    def candidates(self) -> Iterator[tuple[int, CheckpointRow, list[str]]]:
+        """Ancestors whose values must be read, nearest first, with the channels they may seed.
 
-    def feed(self, snap: Snapshot) -> bool:
-        """Take the next older snapshot; True once the walk needs no more."""
-        if self.done:
-            return True
-        cid = snap.checkpoint.id
-        assert self.cursor is not None
-        if cid > self.cursor:  # newer than the next ancestor: another branch
-            return False
-        if cid < self.cursor:  # the ancestor is gone (pruned or deleted): stop here
-            self.cursor = None
-            return True
-        by_channel: dict[str, list[tuple[str, str, Any]]] = {}
-        for w in snap.pending_writes:
-            if w.channel in self.remaining:
-                by_channel.setdefault(w.channel, []).append(_pending(w))
-        for channel, writes in by_channel.items():
-            self._writes[channel].append(writes)
-        values = snap.checkpoint.channel_values
-        for channel in [c for c in self.remaining if c in values]:
-            self._seeds[channel] = values[channel]
-            self.remaining.discard(channel)
-        self.cursor = snap.parent_id
-        return self.done
+        Stops once every channel has its seed; :meth:`found` records them.
+        """
+        for i, row in enumerate(self.chain):
+            open_channels = [c for c in self.channels if c not in self.seed_at]
+            if not open_channels:
+                return
+            counters = _delta_counters(row)
+            maybe = [c for c in open_channels if not counters.get(c)]
+            if maybe:
+                yield i, row, maybe
 
-    def result(self) -> Mapping[str, DeltaChannelHistory]:
-        out: dict[str, DeltaChannelHistory] = {}
-        for channel in self.channels:
-            entry: DeltaChannelHistory = {
-                "writes": [w for step in reversed(self._writes[channel]) for w in step]
-            }
-            if channel in self._seeds:
-                entry["seed"] = self._seeds[channel]
-            out[channel] = entry
+    def found(self, index: int, channels: list[str], values: Mapping[str, Any]) -> None:
+        for channel in channels:
+            if channel in values:
+                self.seeds[channel] = values[channel]
+                self.seed_at[channel] = index
+
+    def write_ids(self) -> list[str]:
+        """The ancestors whose writes are replayed (for some channel)."""
+        depth = len(self.chain)
+        if self.channels and all(c in self.seed_at for c in self.channels):
+            depth = max(self.seed_at.values()) + 1
+        return [r.checkpoint_id for r in self.chain[:depth]]
+
+    def result(
+        self, rows: Iterable[WriteRow], decode: Callable[[WriteRow], Any]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        position = {r.checkpoint_id: i for i, r in enumerate(self.chain)}
+        wanted = set(self.channels)
+        depth = {c: self.seed_at.get(c, len(self.chain)) for c in self.channels}
+        kept = [
+            w
+            for w in rows
+            if w.channel in wanted
+            and w.checkpoint_id in position
+            and position[w.checkpoint_id] <= depth[w.channel]
+        ]
+        # Oldest ancestor first; within one, the order live execution applied them in.
+        kept.sort(key=lambda w: (-position[w.checkpoint_id], w.task_path, w.task_id, w.idx))
+        out: dict[str, DeltaChannelHistory] = {c: {"writes": []} for c in self.channels}
+        for w in kept:
+            out[w.channel]["writes"].append((w.task_id, w.channel, decode(w)))
+        for channel, seed in self.seeds.items():
+            out[channel]["seed"] = seed
         return out
 
 
-def _pending(w: PendingWrite) -> tuple[str, str, Any]:
-    return (w.task_id, w.channel, w.value)
+def _delta_counters(row: CheckpointRow) -> Mapping[str, Any]:
+    meta = msgspec.json.decode(row.metadata)
+    counters = meta.get(DELTA_COUNTERS) if isinstance(meta, dict) else None
+    return counters if isinstance(counters, dict) else {}

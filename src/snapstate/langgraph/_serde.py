@@ -9,10 +9,9 @@ stores. A saver made with ``serde=`` (an ``EncryptedSerializer``, a ``JsonPlusSe
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from typing import Any
 
 from langgraph.checkpoint.serde.base import SerializerProtocol
@@ -41,15 +40,27 @@ def strict_from_env() -> bool:
     return os.environ.get("LANGGRAPH_STRICT_MSGPACK", "false").lower() in ("1", "true", "yes")
 
 
-def default_saver_codec() -> Codec:
+#: LangGraph types a strict codec must still load: ``DeltaChannel`` snapshots are stored values.
+_LANGGRAPH_TYPES = (("langgraph.checkpoint.serde.types", "_DeltaSnapshot"),)
+
+
+def default_saver_codec(*, compress: bool = True) -> Codec:
     """The codec a saver uses when given neither ``codec=`` nor ``serde=``.
 
-    Under ``LANGGRAPH_STRICT_MSGPACK`` a strict codec: only built-in types and the types
-    ``with_allowlist`` adds (LangGraph's ``compile()`` passes the graph's schemas) load.
+    Under ``LANGGRAPH_STRICT_MSGPACK`` a strict codec: only built-in types (LangChain messages
+    and LangGraph's own types among them), registered types, and the types ``with_allowlist``
+    adds (LangGraph's ``compile()`` passes the graph's schemas) load. ``compress=False`` turns
+    lz4 off (for values that stay in memory). Types registered with
+    ``snapstate.codec.register`` load with every codec.
     """
-    if strict_from_env():
-        return Codec(strict=True)
-    return default_codec
+    strict = strict_from_env()
+    if not strict and compress:
+        return default_codec
+    return Codec(
+        strict=strict,
+        allow=_LANGGRAPH_TYPES if strict else (),
+        compress_threshold=default_codec.compress_threshold if compress else None,
+    )
 
 
 class CodecSerde(SerializerProtocol):
@@ -108,19 +119,17 @@ class SerdeCodec(Codec):
             ) from None
 
 
-def _resolve(entry: tuple[str, ...] | type) -> type | None:
-    """The class an allowlist entry ``(module, name, ...)`` names, or None if it is not there."""
+def _pair(entry: tuple[str, ...] | type) -> tuple[str, str] | None:
+    """An allowlist entry as the codec's ``(module, qualname)`` pair; None if malformed.
+
+    Pairs name classes without importing anything: the codec resolves them among the modules
+    already loaded when a value is read.
+    """
     if isinstance(entry, type):
-        return entry
-    if len(entry) < 2:
+        return entry.__module__, entry.__qualname__
+    if len(entry) < 2 or not all(isinstance(p, str) and p for p in entry):
         return None
-    try:
-        obj: Any = importlib.import_module(entry[0])
-        for part in entry[1:]:
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError):
-        return None
-    return obj if isinstance(obj, type) else None
+    return entry[0], ".".join(entry[1:])
 
 
 def _allowlisted_serde(
@@ -141,23 +150,22 @@ def _allowlisted_serde(
 def codec_with_allowlist(codec: Codec, extra: Collection[tuple[str, ...]]) -> Codec:
     """A codec like ``codec`` that also loads the types named in ``extra``.
 
-    Returns ``codec`` itself when nothing changes. Entries that name no importable class are
-    skipped: the graph schemas LangGraph collects them from may mention types that only exist
-    under type checking.
+    Returns ``codec`` itself when ``extra`` names nothing.
     """
     if isinstance(codec, SerdeCodec):
         serde = _allowlisted_serde(codec.serde, extra)
         return codec if serde is codec.serde else SerdeCodec(serde)
-    types = [t for t in (_resolve(e) for e in extra) if t is not None]
-    if not types:
+    pairs = sorted({p for p in (_pair(e) for e in extra) if p is not None})
+    if not pairs:
         return codec
-    return _extend(codec, types)
-
-
-def _extend(codec: Codec, types: Iterable[type]) -> Codec:
     derive = getattr(codec, "with_allow", None)
     if callable(derive):
-        out = derive(types)
+        out = derive(pairs)
         assert isinstance(out, Codec)
         return out
-    return Codec(allow=types, strict=codec.strict)
+    return Codec(
+        allow=[*_LANGGRAPH_TYPES, *pairs],
+        strict=codec.strict,
+        compress_threshold=codec.compress_threshold,
+        impl=codec.impl,
+    )
