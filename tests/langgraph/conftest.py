@@ -1,8 +1,10 @@
 """Saver fixtures for the LangGraph tests: every saver, with readable ids.
 
 ``make_saver`` opens a saver of the requested kind on a fresh store and closes it (and whatever
-the fixture opened for it) at teardown. Kinds: ``memory``, ``sqlite``, ``sqlite-async``,
-``postgres``, ``postgres-async``; the Postgres kinds need the server (see tests/fix_backends.py).
+the fixture opened for it) at teardown. Kinds: ``memory``; ``sqlite`` (on a ``sqlite3``
+connection), ``sqlite-path``; ``sqlite-async`` (on a path), ``sqlite-aiosqlite`` (on an
+``aiosqlite`` connection); ``postgres``, ``postgres-async``. The Postgres kinds need the server
+(see tests/fix_backends.py).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from snapstate.langgraph import AsyncSqliteSaver, InMemorySaver, SqliteSaver
 from snapstate.langgraph._base import AsyncSaver
 
 SYNC_KINDS = ["memory", "sqlite", "postgres"]
-ASYNC_KINDS = ["sqlite-async", "postgres-async"]
+ASYNC_KINDS = ["sqlite-async", "sqlite-aiosqlite", "postgres-async"]
 ALL_KINDS = SYNC_KINDS + ASYNC_KINDS
 
 MakeSaver = Callable[..., Awaitable[Any]]
@@ -48,6 +50,12 @@ async def make_saver(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
             saver = SqliteSaver(tmp_path / "store.db", **options)
         elif kind == "sqlite-async":
             saver = AsyncSqliteSaver(tmp_path / "store.db", **options)
+        elif kind == "sqlite-aiosqlite":
+            import aiosqlite
+
+            aconn = await aiosqlite.connect(tmp_path / "store.db")
+            extra.append(aconn)
+            saver = AsyncSqliteSaver(aconn, **options)
         elif kind in ("postgres", "postgres-async"):
             dsn, schema = _postgres(request)
             from snapstate.langgraph import AsyncPostgresSaver, PostgresSaver
@@ -66,7 +74,9 @@ async def make_saver(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
         else:
             saver.close()
     for conn in extra:
-        conn.close()
+        closing = conn.close()
+        if closing is not None:
+            await closing
 
 
 def kinds(*names: str) -> Any:

@@ -365,7 +365,7 @@ async def test_with_allowlist_shares_storage(kind: str, make_saver: MakeSaver) -
 # -- the sync API of the async savers ------------------------------------------------------------
 
 
-@kinds("sqlite-async", "postgres-async")
+@kinds("sqlite-async", "sqlite-aiosqlite", "postgres-async")
 async def test_sync_call_from_the_loop_thread_raises_at_once(
     kind: str, make_saver: MakeSaver
 ) -> None:
@@ -429,3 +429,56 @@ async def test_serde_keeps_a_langgraph_serializer(tmp_path: Any) -> None:
         assert got.pending_writes == [("task", "x", secret)]
     raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
     assert secret.encode()[:20] not in raw
+
+
+def test_serde_reads_and_writes_what_the_saver_stores() -> None:
+    from langchain_core.messages import AIMessage
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+    from langgraph.types import Send
+
+    saver = InMemorySaver()
+    value = {"messages": [AIMessage("hi", id="m1")], "send": Send("node", {"x": 1})}
+    tag, data = saver.serde.dumps_typed(value)
+    assert tag == "snapstate" and saver.codec.decode(data) == value
+    assert saver.serde.loads_typed((tag, data)) == value
+    # Values LangGraph's serializer wrote (tags "msgpack", "null", ...) read as well.
+    assert saver.serde.loads_typed(JsonPlusSerializer().dumps_typed(value)) == value
+
+
+@kinds(*ALL_KINDS)
+async def test_langgraph_and_langchain_types_come_back_as_themselves(
+    kind: str, make_saver: MakeSaver
+) -> None:
+    from langchain_core.messages import AIMessage, HumanMessage, RemoveMessage, ToolMessage
+    from langgraph.types import Command, Interrupt, Overwrite, Send
+
+    values: dict[str, Any] = {
+        "messages": [
+            HumanMessage("hi", id="h"),
+            AIMessage("", id="a", tool_calls=[{"name": "t", "args": {"q": 1}, "id": "c"}]),
+            ToolMessage("42", tool_call_id="c", id="t"),
+            RemoveMessage(id="h"),
+        ],
+        "command": Command(resume={"answer": "yes"}, goto=Send("node", {"x": 1})),
+        "interrupt": Interrupt(value={"question": "ok?"}, id="i-1"),
+        "overwrite": Overwrite([1, 2]),
+    }
+    writer = await make_saver(kind)
+    reader = writer if kind == "memory" else await make_saver(kind)
+    t = tid()
+    cid = await put(writer, t, values)
+    await writer.aput_writes(
+        config(t, checkpoint_id=cid), [(k, v) for k, v in values.items()], "task"
+    )
+    got = await reader.aget_tuple(config(t))
+    assert got.checkpoint["channel_values"] == values
+    for key, value in values.items():
+        assert type(got.checkpoint["channel_values"][key]) is type(value)
+    assert [type(m) for m in got.checkpoint["channel_values"]["messages"]] == [
+        HumanMessage,
+        AIMessage,
+        ToolMessage,
+        RemoveMessage,
+    ]
+    assert [(w[1], w[2]) for w in got.pending_writes] == list(values.items())
+    assert type(got.pending_writes[1][2].goto) is Send
