@@ -1,0 +1,429 @@
+"""A LangGraph chat graph on each saver: what a checkpoint costs per step, end to end.
+
+The graph alternates a ``human`` node and an ``ai`` node over ``MessagesState``; each appends
+one LangChain message of 500 to 2000 characters (``datagen.langchain_messages``). A thread is
+one ``invoke`` of 50 turns: 100 steps (supersteps), each saving a checkpoint.
+
+*Per-step overhead* is the time per step with a saver minus the time per step with no
+checkpointer. Part of it is LangGraph's own bookkeeping for any saver (building checkpoints,
+versions, pending writes); :class:`RefSaver` measures that floor: it keeps references and
+encodes nothing. A saver's *share* is its overhead minus the floor's.
+
+Used by ASV (the classes below), by ``test_bench_langgraph.py`` (pytest-benchmark, ``make
+bench``) and by ``python -m snapstate.demo`` (a smaller version of the same comparison).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import sqlite3
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    get_checkpoint_id,
+)
+from langgraph.graph import END, START, MessagesState, StateGraph
+
+from . import datagen
+
+__all__ = [
+    "TURNS",
+    "RefSaver",
+    "SAVERS",
+    "PAIRS",
+    "chat_graph",
+    "open_saver",
+    "run_thread",
+    "compare",
+    "Comparison",
+]
+
+#: Turns per thread (two steps each), as the targets are stated.
+TURNS = 50
+
+# -- the floor: a saver that keeps references --------------------------------------------------
+
+
+class RefSaver(BaseCheckpointSaver[str]):
+    """Keeps what it is given by reference and encodes nothing: LangGraph's own cost floor.
+
+    Complete enough for a graph to run, resume and read its history; not a real saver (values
+    are shared with the running graph, nothing survives the process).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        # (thread, ns) -> checkpoint id -> (checkpoint, metadata, parent id)
+        self.checkpoints: dict[tuple[str, str], dict[str, tuple[Any, Any, str | None]]] = {}
+        self.writes: dict[tuple[str, str, str], dict[tuple[str, int], tuple[str, str, Any]]] = {}
+
+    def get_next_version(self, current: Any, channel: None) -> str:
+        n = 0 if current is None else int(str(current).split(".")[0])
+        return f"{n + 1:032}.{random.random():016}"
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        conf = config["configurable"]
+        key = (str(conf["thread_id"]), conf.get("checkpoint_ns", ""))
+        self.checkpoints.setdefault(key, {})[checkpoint["id"]] = (
+            checkpoint,
+            metadata,
+            conf.get("checkpoint_id"),
+        )
+        return {
+            "configurable": {
+                "thread_id": conf["thread_id"],
+                "checkpoint_ns": key[1],
+                "checkpoint_id": checkpoint["id"],
+            }
+        }
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        conf = config["configurable"]
+        key = (str(conf["thread_id"]), conf.get("checkpoint_ns", ""), conf["checkpoint_id"])
+        stored = self.writes.setdefault(key, {})
+        for i, (channel, value) in enumerate(writes):
+            stored.setdefault((task_id, i), (task_id, channel, value))
+
+    def _tuple(self, key: tuple[str, str], cid: str) -> CheckpointTuple:
+        checkpoint, metadata, parent = self.checkpoints[key][cid]
+
+        def cfg(i: str) -> RunnableConfig:
+            return {
+                "configurable": {"thread_id": key[0], "checkpoint_ns": key[1], "checkpoint_id": i}
+            }
+
+        return CheckpointTuple(
+            cfg(cid),
+            checkpoint,
+            metadata,
+            cfg(parent) if parent else None,
+            list(self.writes.get((*key, cid), {}).values()),
+        )
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        conf = config["configurable"]
+        key = (str(conf["thread_id"]), conf.get("checkpoint_ns", ""))
+        stored = self.checkpoints.get(key)
+        if not stored:
+            return None
+        cid = get_checkpoint_id(config) or max(stored)
+        return self._tuple(key, cid) if cid in stored else None
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        assert config is not None
+        conf = config["configurable"]
+        key = (str(conf["thread_id"]), conf.get("checkpoint_ns", ""))
+        ids = sorted(self.checkpoints.get(key, {}), reverse=True)
+        if before is not None:
+            ids = [i for i in ids if i < before["configurable"]["checkpoint_id"]]
+        for cid in ids[:limit]:
+            yield self._tuple(key, cid)
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return self.get_tuple(config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        for t in self.list(config, filter=filter, before=before, limit=limit):
+            yield t
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return self.put(config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        self.put_writes(config, writes, task_id, task_path)
+
+
+# -- the graph -----------------------------------------------------------------------------------
+
+
+_CONVERSATIONS: dict[tuple[int, int], list[Any]] = {}
+
+
+def conversation(turns: int = TURNS, seed: int = 0) -> list[Any]:
+    """``2 * turns`` LangChain messages, human and AI alternating (cached per process)."""
+    key = (turns, seed)
+    if key not in _CONVERSATIONS:
+        _CONVERSATIONS[key] = datagen.langchain_messages(2 * turns, seed=seed)
+    return _CONVERSATIONS[key]
+
+
+def chat_graph(turns: int = TURNS, seed: int = 0) -> StateGraph:
+    """``human`` and ``ai`` nodes taking turns until the conversation has ``turns`` turns.
+
+    Each node appends the next message of a fixed conversation (a deterministic stand-in for
+    a user and a model), so every saver sees exactly the same state.
+    """
+    messages = conversation(turns, seed)
+    total = len(messages)
+
+    def human(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [messages[len(state["messages"])]]}
+
+    def ai(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [messages[len(state["messages"])]]}
+
+    b = StateGraph(MessagesState)
+    b.add_node("human", human)
+    b.add_node("ai", ai)
+    b.add_edge(START, "human")
+    b.add_edge("human", "ai")
+    b.add_conditional_edges("ai", lambda s: END if len(s["messages"]) >= total else "human")
+    return b
+
+
+# -- savers --------------------------------------------------------------------------------------
+
+#: name -> (role for the ratio tables, description)
+SAVERS: dict[str, tuple[str, str]] = {
+    "none": ("limit", "no checkpointer"),
+    "floor": ("limit", "RefSaver: references, no encoding"),
+    "snapstate-memory": ("ours", "snapstate.langgraph.InMemorySaver"),
+    "langgraph-memory": ("anchor", "langgraph.checkpoint.memory.InMemorySaver"),
+    "snapstate-sqlite": ("ours", "snapstate.langgraph.SqliteSaver"),
+    "snapstate-sqlite-batched": ("ours", 'snapstate.langgraph.SqliteSaver(durability="batched")'),
+    "langgraph-sqlite": ("anchor", "langgraph.checkpoint.sqlite.SqliteSaver"),
+}
+
+#: (name of the ratio, our saver, LangGraph's) for the ratios the targets are stated in.
+PAIRS = (
+    ("sqlite", "snapstate-sqlite", "langgraph-sqlite"),
+    ("sqlite_batched", "snapstate-sqlite-batched", "langgraph-sqlite"),
+    ("memory", "snapstate-memory", "langgraph-memory"),
+)
+
+
+@contextlib.contextmanager
+def open_saver(name: str, directory: str | None = None) -> Iterator[Any]:
+    """A fresh saver by name (None for "none"), its store in ``directory`` (a temp dir)."""
+    with contextlib.ExitStack() as stack:
+        if directory is None:
+            directory = stack.enter_context(tempfile.TemporaryDirectory())
+        os.makedirs(directory, exist_ok=True)
+        if name == "none":
+            yield None
+        elif name == "floor":
+            yield RefSaver()
+        elif name == "snapstate-memory":
+            from snapstate.langgraph import InMemorySaver
+
+            yield InMemorySaver()
+        elif name == "langgraph-memory":
+            from langgraph.checkpoint.memory import InMemorySaver as Upstream
+
+            yield Upstream()
+        elif name in ("snapstate-sqlite", "snapstate-sqlite-batched", "langgraph-sqlite"):
+            # Exactly what each library's documentation shows: a connection, then the saver.
+            conn = sqlite3.connect(os.path.join(directory, f"{name}.db"), check_same_thread=False)
+            stack.callback(conn.close)
+            if name.startswith("snapstate"):
+                from snapstate.langgraph import SqliteSaver
+
+                options = {"durability": "batched"} if name.endswith("batched") else {}
+                saver: Any = SqliteSaver(conn, **options)
+                stack.callback(saver.close)
+            else:
+                from langgraph.checkpoint.sqlite import SqliteSaver as UpstreamSqlite
+
+                saver = UpstreamSqlite(conn)
+            saver.setup()
+            yield saver
+        else:
+            raise ValueError(f"unknown saver {name!r}")
+
+
+def run_thread(graph: Any, *, durability: str = "async") -> float:
+    """Seconds for one thread: a single ``invoke`` that runs every turn."""
+    cfg: dict[str, Any] = {
+        "configurable": {"thread_id": str(uuid.uuid4())},
+        "recursion_limit": 10_000,
+    }
+    kwargs = {} if graph.checkpointer is None else {"durability": durability}
+    start = time.perf_counter()
+    graph.invoke({"messages": []}, cfg, **kwargs)
+    return time.perf_counter() - start
+
+
+@dataclass
+class Comparison:
+    """Medians of interleaved runs, and what follows from them."""
+
+    turns: int
+    durability: str
+    seconds: dict[str, float]  # name -> median seconds per thread
+
+    @property
+    def steps(self) -> int:
+        return 2 * self.turns
+
+    def per_step_ms(self, name: str) -> float:
+        return self.seconds[name] / self.steps * 1e3
+
+    def overhead_ms(self, name: str) -> float:
+        """Per-step time with this saver minus per-step time with no checkpointer."""
+        return self.per_step_ms(name) - self.per_step_ms("none")
+
+    def share_ms(self, name: str) -> float:
+        """The saver's own part: its overhead minus the floor's (LangGraph's bookkeeping)."""
+        return self.overhead_ms(name) - self.overhead_ms("floor")
+
+    def ratios(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for label, ours, theirs in PAIRS:
+            if ours in self.seconds and theirs in self.seconds:
+                out[f"{label}_share_ratio"] = self.share_ms(theirs) / self.share_ms(ours)
+                out[f"{label}_overhead_ratio"] = self.overhead_ms(theirs) / self.overhead_ms(ours)
+        return out
+
+    def table(self) -> str:
+        lines = [
+            f"chat graph: {self.turns} turns ({self.steps} steps) per thread, "
+            f"durability={self.durability!r}; medians of interleaved runs",
+            "",
+            f"{'saver':<26} {'ms/step':>9} {'overhead':>9} {'share':>9}",
+        ]
+        for name in self.seconds:
+            overhead = "" if name == "none" else f"{self.overhead_ms(name):9.3f}"
+            share = "" if name in ("none", "floor") else f"{self.share_ms(name):9.3f}"
+            lines.append(f"{name:<26} {self.per_step_ms(name):9.3f} {overhead:>9} {share:>9}")
+        lines.append("")
+        for key, value in self.ratios().items():
+            lines.append(f"{key}: {value:.1f}x (LangGraph's / snapstate's)")
+        return "\n".join(lines)
+
+
+def compare(
+    names: Sequence[str] = tuple(SAVERS),
+    *,
+    turns: int = TURNS,
+    rounds: int = 7,
+    durability: str = "async",
+    progress: Callable[[str], None] | None = None,
+) -> Comparison:
+    """Run one thread per saver per round, savers interleaved, and take medians.
+
+    Interleaving spreads drifts of a shared machine over every saver alike. The first round
+    is a warm-up (imports, caches) and is dropped.
+    """
+    graph_builder = chat_graph(turns)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    with tempfile.TemporaryDirectory() as directory:
+        for r in range(rounds + 1):
+            for name in names:
+                with open_saver(name, os.path.join(directory, f"{name}-{r}")) as saver:
+                    graph = graph_builder.compile(checkpointer=saver)
+                    t = run_thread(graph, durability=durability)
+                if r:
+                    times[name].append(t)
+            if progress is not None:
+                progress(f"round {r}/{rounds}")
+    return Comparison(turns, durability, {n: statistics.median(v) for n, v in times.items()})
+
+
+# -- ASV -----------------------------------------------------------------------------------------
+
+
+class ChatGraph:
+    """Seconds per thread (50 turns, 100 steps) of the chat graph, per saver."""
+
+    params = (list(SAVERS), ["async", "sync"])
+    param_names = ["saver", "durability"]
+    number = 1
+    repeat = (3, 10, 60.0)
+    timeout = 300
+
+    def setup(self, saver: str, durability: str) -> None:
+        self._stack = contextlib.ExitStack()
+        directory = self._stack.enter_context(tempfile.TemporaryDirectory())
+        self._graph = chat_graph().compile(
+            checkpointer=self._stack.enter_context(open_saver(saver, directory))
+        )
+
+    def teardown(self, saver: str, durability: str) -> None:
+        self._stack.close()
+
+    def time_thread(self, saver: str, durability: str) -> None:
+        run_thread(self._graph, durability=durability)
+
+
+class ChatGraphRatios:
+    """How many times less LangGraph's savers cost than snapstate's, per step (higher is better).
+
+    ``share``: the saver's own part (overhead minus the floor); ``overhead``: end to end.
+    """
+
+    timeout = 600
+    unit = "x"
+
+    def setup_cache(self) -> dict[str, float]:
+        return compare(rounds=5).ratios()
+
+    def track_sqlite_share_ratio(self, ratios: dict[str, float]) -> float:
+        return ratios["sqlite_share_ratio"]
+
+    def track_sqlite_overhead_ratio(self, ratios: dict[str, float]) -> float:
+        return ratios["sqlite_overhead_ratio"]
+
+    def track_sqlite_batched_share_ratio(self, ratios: dict[str, float]) -> float:
+        return ratios["sqlite_batched_share_ratio"]
+
+    def track_sqlite_batched_overhead_ratio(self, ratios: dict[str, float]) -> float:
+        return ratios["sqlite_batched_overhead_ratio"]
+
+    def track_memory_share_ratio(self, ratios: dict[str, float]) -> float:
+        return ratios["memory_share_ratio"]
+
+
+if __name__ == "__main__":
+    print(compare(progress=print).table())

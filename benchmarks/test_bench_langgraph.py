@@ -1,0 +1,69 @@
+"""pytest-benchmark: a LangGraph chat graph on each saver (run by ``make bench``).
+
+Two groups:
+
+* one benchmark per saver: seconds per thread (50 turns, 100 steps), ``extra_info`` holding
+  the per-step time;
+* one interleaved comparison of every saver, whose ``extra_info`` holds the per-step overhead
+  and share of each, and the ratios the targets are stated in (see ``bench_langgraph``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from .bench_langgraph import SAVERS, TURNS, chat_graph, compare, open_saver, run_thread
+
+ROUNDS = int(os.environ.get("SNAPSTATE_BENCH_ROUNDS", "5"))
+DURABILITY = os.environ.get("SNAPSTATE_BENCH_DURABILITY", "async")
+
+
+@pytest.mark.parametrize("name", list(SAVERS))
+def test_chat_graph_thread(benchmark: Any, name: str, tmp_path: Any) -> None:
+    """One thread of the chat graph per round, on a fresh store."""
+    benchmark.group = f"LangGraph chat graph, {TURNS} turns per thread ({DURABILITY})"
+    graph_builder = chat_graph()
+    made = 0
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        nonlocal made
+        made += 1
+        directory = tmp_path / f"r{made}"
+        directory.mkdir()
+        saver = stack.enter_context(open_saver(name, str(directory)))
+        return (graph_builder.compile(checkpointer=saver),), {"durability": DURABILITY}
+
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+        benchmark.pedantic(run_thread, setup=setup, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    benchmark.extra_info.update(
+        role=SAVERS[name][0],
+        per_step_ms=benchmark.stats.stats.median / (2 * TURNS) * 1e3,
+    )
+
+
+def test_chat_graph_overhead_ratios(benchmark: Any) -> None:
+    """Every saver in one interleaved run: per-step overhead, share and the target ratios."""
+    benchmark.group = "LangGraph chat graph: per-step overhead, snapstate vs LangGraph"
+    result: list[Any] = []
+    benchmark.pedantic(
+        lambda: result.append(compare(rounds=ROUNDS, durability=DURABILITY)),
+        rounds=1,
+        iterations=1,
+    )
+    (comparison,) = result
+    print("\n" + comparison.table())
+    info: dict[str, Any] = {"role": "ours"}
+    for name in comparison.seconds:
+        short = name.replace("snapstate", "ours").replace("langgraph", "lg").replace("-", "_")
+        info[f"{short}_ms_per_step"] = comparison.per_step_ms(name)
+        if name != "none":
+            info[f"{short}_overhead_ms"] = comparison.overhead_ms(name)
+        if name not in ("none", "floor"):
+            info[f"{short}_share_ms"] = comparison.share_ms(name)
+    info.update(comparison.ratios())
+    benchmark.extra_info.update(info)
