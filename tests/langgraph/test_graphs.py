@@ -190,3 +190,25 @@ async def test_sync_savers_under_ainvoke(kind: str, make_saver: MakeSaver) -> No
     await graph.ainvoke({"messages": [HumanMessage("what is 1 + 10?")]}, cfg)
     state = graph.get_state(cfg)
     assert state.values["messages"][-1].content == "the sum is 11"
+
+
+@kinds(*ALL_KINDS)
+async def test_batched_durability(kind: str, make_saver: MakeSaver) -> None:
+    is_async = kind in ASYNC_KINDS
+    saver = await make_saver(kind, durability="batched")
+    run = Driver(graphs.tool_loop(), saver, is_async)
+    cfg = thread()
+    await run.invoke({"messages": [HumanMessage("what is 1 + 10?")]}, cfg)
+    # The saver reads what it queued at once ...
+    assert (await run.state(cfg)).values["messages"][-1].content == "the sum is 11"
+    await run.invoke({"messages": [HumanMessage("and 2 + 10?")]}, cfg)
+    # ... and another saver on the store reads it once it is committed.
+    if is_async:
+        await saver.flush()
+    else:
+        saver.flush()
+    if kind != "memory":
+        read = Driver(graphs.tool_loop(), await make_saver(kind), is_async)
+        messages = (await read.state(cfg)).values["messages"]
+        assert len(messages) == 8 and messages[-1].content == "the sum is 12"
+        assert len(await read.history(cfg)) == len(await run.history(cfg))
