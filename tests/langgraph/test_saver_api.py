@@ -7,6 +7,7 @@ Each test runs once per saver kind and once per API: ``async`` calls ``aput``, `
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from typing import Any
 
@@ -482,3 +483,18 @@ async def test_langgraph_and_langchain_types_come_back_as_themselves(
     ]
     assert [(w[1], w[2]) for w in got.pending_writes] == list(values.items())
     assert type(got.pending_writes[1][2].goto) is Send
+
+
+@dataclasses.dataclass
+class Payload:
+    x: int
+
+
+def test_serde_never_runs_code_named_by_foreign_bytes() -> None:
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    foreign = JsonPlusSerializer(allowed_msgpack_modules=True).dumps_typed(Payload(1))
+    # LangGraph's permissive serializer rebuilds (imports and calls) the class it names ...
+    assert JsonPlusSerializer(allowed_msgpack_modules=True).loads_typed(foreign) == Payload(1)
+    # ... the saver's serde does not.
+    assert not isinstance(InMemorySaver().serde.loads_typed(foreign), Payload)

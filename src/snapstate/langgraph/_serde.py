@@ -77,11 +77,12 @@ class CodecSerde(SerializerProtocol):
         tag, payload = data
         if tag == CODEC_TAG:
             return self.codec.decode(payload)
-        # Values tagged by LangGraph's own serializer ("msgpack", "null", ...).
+        # Values tagged by LangGraph's own serializer ("msgpack", "null", ...): read with its
+        # built-in safe types only (messages, LangGraph's types, datetimes, ...). Its permissive
+        # mode imports and calls whatever a payload names, which stored bytes must never do
+        # here; other objects come back as their fields, as in LangGraph's strict mode.
         if self._foreign is None:
-            self._foreign = JsonPlusSerializer(
-                allowed_msgpack_modules=None if self.codec.strict else True
-            )
+            self._foreign = JsonPlusSerializer(allowed_msgpack_modules=None)
         return self._foreign.loads_typed(data)
 
 
