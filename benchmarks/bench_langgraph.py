@@ -25,9 +25,10 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, TypedDict
 
 from langchain_core.runnables import RunnableConfig
+from langgraph.channels.delta import DeltaChannel
 from langgraph.checkpoint.base import (
     BaseCheckpointSaver,
     ChannelVersions,
@@ -50,6 +51,8 @@ __all__ = [
     "run_thread",
     "compare",
     "Comparison",
+    "delta_thread",
+    "delta_history",
 ]
 
 #: Turns per thread (two steps each), as the targets are stated.
@@ -423,6 +426,76 @@ class ChatGraphRatios:
 
     def track_memory_share_ratio(self, ratios: dict[str, float]) -> float:
         return ratios["memory_share_ratio"]
+
+
+# -- DeltaChannel history ------------------------------------------------------------------------
+
+#: Steps of the DeltaChannel thread, and its snapshot frequency: the latest checkpoint replays
+#: the writes of the steps since the last snapshot.
+DELTA_STEPS = 190
+DELTA_SNAPSHOT_EVERY = 100
+
+
+def _extend(state: list[Any], writes: list[list[Any]]) -> list[Any]:
+    out = list(state)
+    for w in writes:
+        out.extend(w)
+    return out
+
+
+class DeltaState(TypedDict):
+    messages: Annotated[list[Any], DeltaChannel(_extend, snapshot_frequency=DELTA_SNAPSHOT_EVERY)]
+    n: int
+
+
+def delta_thread(saver: Any, steps: int = DELTA_STEPS) -> Any:
+    """Run a DeltaChannel chat thread on ``saver``; the config of its latest checkpoint."""
+    messages = conversation(steps // 2 + 1)
+
+    def step(state: DeltaState) -> dict[str, Any]:
+        return {"messages": [messages[state["n"]]], "n": state["n"] + 1}
+
+    b = StateGraph(DeltaState)
+    b.add_node("step", step)
+    b.add_edge(START, "step")
+    b.add_conditional_edges("step", lambda s: END if s["n"] >= steps else "step")
+    cfg: dict[str, Any] = {"configurable": {"thread_id": "delta"}, "recursion_limit": 10 * steps}
+    b.compile(checkpointer=saver).invoke({"messages": [], "n": 0}, cfg)
+    return saver.get_tuple(cfg).config
+
+
+def delta_history(saver: Any, config: Any, *, default_walk: bool = False) -> int:
+    """One ``get_delta_channel_history`` of the messages channel; the number of writes."""
+    fn = BaseCheckpointSaver.get_delta_channel_history if default_walk else None
+    if fn is not None:
+        out = fn(saver, config=config, channels=["messages"])
+    else:
+        out = saver.get_delta_channel_history(config=config, channels=["messages"])
+    return len(out["messages"]["writes"])
+
+
+class DeltaChannelHistory:
+    """``get_delta_channel_history`` at the head of a 190-step DeltaChannel thread.
+
+    ``default-walk`` is ``BaseCheckpointSaver``'s walk over ``get_tuple`` on snapstate's saver.
+    """
+
+    params = (["snapstate-sqlite", "langgraph-sqlite", "snapstate-memory", "default-walk"],)
+    param_names = ["saver"]
+    timeout = 300
+
+    def setup(self, saver: str) -> None:
+        self._stack = contextlib.ExitStack()
+        directory = self._stack.enter_context(tempfile.TemporaryDirectory())
+        name = "snapstate-sqlite" if saver == "default-walk" else saver
+        self._saver = self._stack.enter_context(open_saver(name, directory))
+        self._config = delta_thread(self._saver)
+
+    def teardown(self, saver: str) -> None:
+        self._stack.close()
+
+    def time_history(self, saver: str) -> None:
+        delta_history(self._saver, self._config, default_walk=saver == "default-walk")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,16 @@ from typing import Any
 
 import pytest
 
-from .bench_langgraph import SAVERS, TURNS, chat_graph, compare, open_saver, run_thread
+from .bench_langgraph import (
+    SAVERS,
+    TURNS,
+    chat_graph,
+    compare,
+    delta_history,
+    delta_thread,
+    open_saver,
+    run_thread,
+)
 
 ROUNDS = int(os.environ.get("SNAPSTATE_BENCH_ROUNDS", "5"))
 #: Rounds of the interleaved comparison: the shares are differences of medians, so they need
@@ -69,3 +78,17 @@ def test_chat_graph_overhead_ratios(benchmark: Any) -> None:
             info[f"{short}_share_ms"] = comparison.share_ms(name)
     info.update(comparison.ratios())
     benchmark.extra_info.update(info)
+
+
+@pytest.mark.parametrize(
+    "name", ["snapstate-sqlite", "langgraph-sqlite", "snapstate-memory", "default-walk"]
+)
+def test_delta_channel_history(benchmark: Any, name: str, tmp_path: Any) -> None:
+    """``get_delta_channel_history`` at the head of a 190-step DeltaChannel thread."""
+    benchmark.group = "DeltaChannel history at the head of a 190-step thread"
+    walk = name == "default-walk"
+    with open_saver("snapstate-sqlite" if walk else name, str(tmp_path)) as saver:
+        config = delta_thread(saver)
+        writes = benchmark(delta_history, saver, config, default_walk=walk)
+    roles = {"langgraph-sqlite": "anchor", "default-walk": "limit"}
+    benchmark.extra_info.update(role=roles.get(name, "ours"), writes=writes)
