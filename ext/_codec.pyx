@@ -27,7 +27,7 @@ import lz4.block as _lz4
 import msgspec as _msgspec
 import xxhash as _xxhash
 
-from snapstate.codec import _format as F
+from snapstate.codec import _format as _F
 from snapstate.codec import _registry as _reg
 
 __all__ = ["Core"]
@@ -77,48 +77,48 @@ cdef enum:
     KEY_BITS = 10
     KEY_SLOTS = 1024  # 1 << KEY_BITS
 
-if MAXD != F.MAX_DEPTH:
+if MAXD != _F.MAX_DEPTH:
     raise ImportError("snapstate.codec._native was built for another format; rebuild it")
 
-cdef int EXT_TUPLE = F.EXT_TUPLE
-cdef int EXT_SET = F.EXT_SET
-cdef int EXT_FROZENSET = F.EXT_FROZENSET
-cdef int EXT_BYTEARRAY = F.EXT_BYTEARRAY
-cdef int EXT_BIGINT = F.EXT_BIGINT
-cdef int EXT_STR = F.EXT_STR
-cdef int EXT_DATETIME = F.EXT_DATETIME
-cdef int EXT_DATE = F.EXT_DATE
-cdef int EXT_TIME = F.EXT_TIME
-cdef int EXT_TIMEDELTA = F.EXT_TIMEDELTA
-cdef int EXT_TIMEZONE = F.EXT_TIMEZONE
-cdef int EXT_ZONEINFO = F.EXT_ZONEINFO
-cdef int EXT_UUID = F.EXT_UUID
-cdef int EXT_DECIMAL = F.EXT_DECIMAL
-cdef int EXT_PATH = F.EXT_PATH
-cdef int EXT_DEQUE = F.EXT_DEQUE
-cdef int EXT_ENUM = F.EXT_ENUM
-cdef int EXT_DATACLASS = F.EXT_DATACLASS
-cdef int EXT_NAMEDTUPLE = F.EXT_NAMEDTUPLE
-cdef int EXT_STRUCT = F.EXT_STRUCT
-cdef int EXT_PYDANTIC = F.EXT_PYDANTIC
-cdef int EXT_OBJECT = F.EXT_OBJECT
-cdef int EXT_EXCEPTION = F.EXT_EXCEPTION
-cdef int EXT_NDARRAY = F.EXT_NDARRAY
-cdef int HEADER_SIZE = F.HEADER_SIZE
-cdef int FLAG_LZ4 = F.FLAG_LZ4
-cdef int KNOWN_FLAGS = F.KNOWN_FLAGS
-cdef int FORMAT_VERSION = F.FORMAT_VERSION
-cdef Py_ssize_t MAX_RATIO = F.MAX_RATIO
+cdef int EXT_TUPLE = _F.EXT_TUPLE
+cdef int EXT_SET = _F.EXT_SET
+cdef int EXT_FROZENSET = _F.EXT_FROZENSET
+cdef int EXT_BYTEARRAY = _F.EXT_BYTEARRAY
+cdef int EXT_BIGINT = _F.EXT_BIGINT
+cdef int EXT_STR = _F.EXT_STR
+cdef int EXT_DATETIME = _F.EXT_DATETIME
+cdef int EXT_DATE = _F.EXT_DATE
+cdef int EXT_TIME = _F.EXT_TIME
+cdef int EXT_TIMEDELTA = _F.EXT_TIMEDELTA
+cdef int EXT_TIMEZONE = _F.EXT_TIMEZONE
+cdef int EXT_ZONEINFO = _F.EXT_ZONEINFO
+cdef int EXT_UUID = _F.EXT_UUID
+cdef int EXT_DECIMAL = _F.EXT_DECIMAL
+cdef int EXT_PATH = _F.EXT_PATH
+cdef int EXT_DEQUE = _F.EXT_DEQUE
+cdef int EXT_ENUM = _F.EXT_ENUM
+cdef int EXT_DATACLASS = _F.EXT_DATACLASS
+cdef int EXT_NAMEDTUPLE = _F.EXT_NAMEDTUPLE
+cdef int EXT_STRUCT = _F.EXT_STRUCT
+cdef int EXT_PYDANTIC = _F.EXT_PYDANTIC
+cdef int EXT_OBJECT = _F.EXT_OBJECT
+cdef int EXT_EXCEPTION = _F.EXT_EXCEPTION
+cdef int EXT_NDARRAY = _F.EXT_NDARRAY
+cdef int HEADER_SIZE = _F.HEADER_SIZE
+cdef int FLAG_LZ4 = _F.FLAG_LZ4
+cdef int KNOWN_FLAGS = _F.KNOWN_FLAGS
+cdef int FORMAT_VERSION = _F.FORMAT_VERSION
+cdef Py_ssize_t MAX_RATIO = _F.MAX_RATIO
 cdef Py_ssize_t MAXSIZE = _sys.maxsize
 
-cdef object EncodeFailure = F.EncodeFailure
-cdef object BadData = F.BadData
-cdef object Unregistered = F.Unregistered
-cdef object UnknownVersion = F.UnknownVersion
-cdef object EXT_NAMES = F.EXT_NAMES
-cdef object KNOWN_VERSIONS = F.KNOWN_VERSIONS
-cdef object too_deep = F.too_deep
-cdef object safe_repr = F.safe_repr
+cdef object EncodeFailure = _F.EncodeFailure
+cdef object BadData = _F.BadData
+cdef object Unregistered = _F.Unregistered
+cdef object UnknownVersion = _F.UnknownVersion
+cdef object EXT_NAMES = _F.EXT_NAMES
+cdef object KNOWN_VERSIONS = _F.KNOWN_VERSIONS
+cdef object too_deep = _F.too_deep
+cdef object safe_repr = _F.safe_repr
 cdef object xxh3_64 = _xxhash.xxh3_64_intdigest
 
 
@@ -145,9 +145,9 @@ cdef type T_zoneinfo = _zoneinfo.ZoneInfo
 cdef type T_uuid = _uuid.UUID
 cdef type T_decimal = _decimal.Decimal
 cdef type T_deque = _collections.deque
-cdef tuple PATH_TYPES = tuple(getattr(_pathlib, name) for name in F.PATH_KINDS)
+cdef tuple PATH_TYPES = tuple(getattr(_pathlib, name) for name in _F.PATH_KINDS)
 
-cdef object INT_MAX = F.INT_MAX
+cdef object INT_MAX = _F.INT_MAX
 cdef object S_DICT = "__dict__"
 cdef object S_FIELDS_SET = "__pydantic_fields_set__"
 cdef object S_EXTRA = "__pydantic_extra__"
@@ -696,7 +696,7 @@ cdef class _Encoder:
         elif kind == EXT_NDARRAY:
             self.n = start
             try:
-                parts = F.ndarray_parts(v)
+                parts = _F.ndarray_parts(v)
             except EncodeFailure as f:
                 raise self.fail(f.problem, f.hint, depth - 1)
             start = self.begin_ext()
@@ -746,7 +746,7 @@ cdef class _Encoder:
                 else:
                     if big is None:
                         big = mask
-                    big |= 1 << i
+                    big |= 1 << <object>i  # a Python int: more than 63 fields
                 found += 1
             i += 1
         extra = getattr(v, S_EXTRA, None)
@@ -797,7 +797,7 @@ cdef class _Encoder:
     cdef int w_exception(self, object v, object info, int depth) except -1:
         # Arguments and attributes that cannot be encoded are stored as their repr: an
         # exception is a diagnostic, and storing it must not fail the write that carries it.
-        cdef tuple args = v.args
+        cdef tuple args = _F.exception_args(v)
         cdef Py_ssize_t i, mark
         attrs = getattr(v, "__dict__", None)
         self.w_array(3 if attrs else 2)
@@ -822,7 +822,7 @@ cdef class _Encoder:
         if threshold is not None and body > threshold:
             packed = lz4_compress(PyMemoryView_FromMemory(self.buf + HEADER_SIZE, body, PyBUF_READ))
             if len(packed) < body:
-                head = F.header(FLAG_LZ4, packed)
+                head = _F.header(FLAG_LZ4, packed)
                 return head + packed
         cdef uint32_t crc = checksum(self.buf + HEADER_SIZE, self.n - HEADER_SIZE)
         p = self.buf
@@ -1065,15 +1065,15 @@ cdef class Core:
                 # The keys are right but not the class's own objects: the cache lost them.
                 self.seed_keys(info.fields)
             else:
-                fields = F.repair(info.info, fields)
+                fields = _F.repair(info.info, fields)
         # Trusted types load without validation, as model_construct() would, but restoring
         # the stored fields set, extra and private attributes as they were.
         obj = new_instance(info.cls)
         PyObject_GenericSetAttr(obj, S_DICT, fields)
         PyObject_GenericSetAttr(obj, S_FIELDS_SET, fields_set)
-        if not info.flag:
+        if not info.flag:  # RootModel keeps neither (as in model_construct)
             PyObject_GenericSetAttr(obj, S_EXTRA, extra)
-        PyObject_GenericSetAttr(obj, S_PRIVATE, private)
+            PyObject_GenericSetAttr(obj, S_PRIVATE, private)
         return obj
 
     cdef object _pydantic_list(self, list p):
@@ -1097,7 +1097,7 @@ cdef class Core:
                 PyObject_GenericSetAttr(obj, k, <object>xp)
                 count += 1
         if count != len(known):
-            F.fill_defaults(obj, info.info, fields)
+            _F.fill_defaults(obj, info.info, fields)
         return obj
 
     cdef object _object(self, list p):
@@ -1108,7 +1108,7 @@ cdef class Core:
         obj = object_new(info.cls)
         for k, x in (<dict>attrs).items():
             if type(k) is not str or (k.startswith("__") and k.endswith("__")):
-                raise BadData(f"malformed object: attribute {F._key_repr(k)}")
+                raise BadData(f"malformed object: attribute {_F._key_repr(k)}")
             PyObject_GenericSetAttr(obj, k, x)
         return obj
 
@@ -1119,20 +1119,20 @@ cdef class Core:
             raise BadData("malformed exception")
         cdef _Info info = self._typed(p[0], EXT_EXCEPTION)
         if info is None:
-            return StoredException(F.display_name(p[0]), tuple(args), attrs)
+            return StoredException(_F.display_name(p[0]), tuple(args), attrs)
         if attrs:
             for k in attrs:
                 if type(k) is not str or (
                     k.startswith("__") and k.endswith("__") and k != "__notes__"
                 ):
-                    raise BadData(f"malformed exception: attribute {F._key_repr(k)}")
+                    raise BadData(f"malformed exception: attribute {_F._key_repr(k)}")
         base = info.info.base
         # Built through the nearest built-in base class, so no __new__ or __init__ of the
         # stored class runs. One that cannot be built that way comes back as StoredException.
         try:
             exc = base.__new__(info.cls, *args)
         except Exception:
-            return StoredException(F.display_name(p[0]), tuple(args), attrs)
+            return StoredException(_F.display_name(p[0]), tuple(args), attrs)
         try:
             base.__init__(exc, *args)
         except Exception:
@@ -1509,7 +1509,7 @@ cdef class _Reader:
         if code == EXT_EXCEPTION:
             return core._exception(self.sub(start, size, code, 2, 3))
         p = self.sub(start, size, code, 3, 3)
-        return F.build_ndarray(p)
+        return _F.build_ndarray(p)
 
 
 cdef bint _same_keys(dict d, tuple order, object names) except -1:

@@ -130,6 +130,19 @@ class Codec:
         self._registry.add(cls)
         return cls
 
+    def with_allow(self, extra: Iterable[Any]) -> Codec:
+        """A codec like this one that also loads ``extra`` (classes or ``(module, qualname)``
+        pairs), for a saver's allowlist. This codec is left unchanged."""
+        local = Registry() if self._registry is GLOBAL else self._registry.copy()
+        for item in extra:
+            local.add(item)
+        return Codec(
+            strict=self.strict,
+            compress_threshold=self.compress_threshold,
+            impl=self.impl,
+            _registry=local,
+        )
+
     def encode(self, value: Any, *, where: str = "") -> bytes:
         """``value`` as bytes.
 

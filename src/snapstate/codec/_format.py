@@ -216,14 +216,15 @@ def format_path(segments: list[tuple[int, Any]]) -> str:
     """Render path segments collected innermost-first as ``$.messages[3].content``.
 
     A segment is ``(0, index)`` for a list or tuple position, ``(1, name)`` for an attribute or
-    field, ``(2, key)`` for a dict key, and ``(3, None)`` marks a failure inside a dict key
-    (it adds nothing to the path; see :func:`describe_failure`).
+    field, ``(2, key)`` for a dict key, and ``(3, None)`` for the inside of a dict key (shown
+    as ``{key}``: ``$.index{key}[1]`` is the second item of a tuple used as a key in
+    ``$.index``).
     """
     parts = ["$"]
     for kind, item in reversed(segments):
         if kind == 3:
-            continue
-        if kind == 0:
+            parts.append("{key}")
+        elif kind == 0:
             parts.append(f"[{item}]")
         elif kind == 1:
             parts.append(f".{item}")
@@ -302,10 +303,19 @@ def safe_repr(value: Any) -> str:
         return f"<unrepresentable {type_name(type(value))}>"
 
 
+def exception_args(exc: BaseException) -> tuple[Any, ...]:
+    """The arguments an exception is stored with: its ``args``, except that an OSError with a
+    file name keeps the constructor arguments that carry it (``args`` drops the file name)."""
+    args = exc.args
+    if isinstance(exc, OSError) and len(args) == 2:
+        if exc.filename is not None or exc.filename2 is not None:
+            return (*args, exc.filename, None, exc.filename2)
+    return args
+
+
 def describe_failure(failure: EncodeFailure) -> str:
     """``problem - at `$.path```, as encode errors show a failure."""
-    in_key = " (in a dict key)" if any(k == 3 for k, _ in failure.path) else ""
-    return f"{failure.problem}{in_key} - at `{format_path(failure.path)}`"
+    return f"{failure.problem} - at `{format_path(failure.path)}`"
 
 
 # -- cold paths shared by both implementations ------------------------------------------------

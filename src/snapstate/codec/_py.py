@@ -236,7 +236,7 @@ class Core:
         # Arguments and attributes that cannot be encoded are stored as their repr: an
         # exception is a diagnostic, and storing it must not fail the write that carries it.
         args = []
-        for a in v.args:
+        for a in F.exception_args(v):
             try:
                 args.append(self._walk(a, depth))
             except F.EncodeFailure:
@@ -485,9 +485,9 @@ class Core:
         obj = _new(info.cls)
         _setattr(obj, "__dict__", fields)
         _setattr(obj, "__pydantic_fields_set__", fields_set)
-        if not info.flag:
+        if not info.flag:  # RootModel keeps neither (as in model_construct)
             _setattr(obj, "__pydantic_extra__", extra)
-        _setattr(obj, "__pydantic_private__", private)
+            _setattr(obj, "__pydantic_private__", private)
         return obj
 
     def _b_object(self, data: memoryview) -> Any:

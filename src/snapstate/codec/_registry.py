@@ -77,6 +77,7 @@ BUILTIN_NAMES = frozenset(
         "langgraph.types:Overwrite",
         "langgraph.store.base:Item",
         "langgraph.store.base:GetOp",
+        "langgraph.checkpoint.serde.types:_DeltaSnapshot",
     ]
 )
 
@@ -254,6 +255,12 @@ class Registry:
             cls = check_registrable(item)
             self._by_name[stored_name(cls)] = cls
         _bump()
+
+    def copy(self) -> Registry:
+        out = Registry()
+        out._by_name = dict(self._by_name)
+        out._names = set(self._names)
+        return out
 
     def get(self, name: str) -> type | None:
         cls = self._by_name.get(name)

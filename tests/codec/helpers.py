@@ -1,0 +1,55 @@
+"""Assertions shared by the codec tests."""
+
+from __future__ import annotations
+
+import dataclasses
+import decimal
+import math
+from typing import Any
+
+import msgspec
+import pydantic
+
+
+def assert_same(a: Any, b: Any, path: str = "$") -> None:
+    """``b`` equals ``a`` and has the same type at every level (tuples stay tuples, ...)."""
+    assert type(a) is type(b), f"{path}: {type(a).__name__} != {type(b).__name__}"
+    if isinstance(a, dict):
+        assert list(a) == list(b), f"{path}: keys {list(a)} != {list(b)}"
+        for (ka, va), kb in zip(a.items(), b):
+            assert_same(ka, kb, f"{path}{{key}}")
+            assert_same(va, b[kb], f"{path}[{ka!r}]")
+    elif isinstance(a, (list, tuple)) and not hasattr(a, "_fields"):
+        assert len(a) == len(b), f"{path}: length {len(a)} != {len(b)}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{path}[{i}]")
+    elif isinstance(a, decimal.Decimal):
+        assert str(a) == str(b), f"{path}: {a!r} != {b!r}"
+    elif isinstance(a, float):
+        assert (math.isnan(a) and math.isnan(b)) or a == b, f"{path}: {a!r} != {b!r}"
+        assert math.copysign(1, a) == math.copysign(1, b), f"{path}: sign of {a!r}"
+    elif isinstance(a, pydantic.BaseModel):
+        assert a == b, f"{path}: {a!r} != {b!r}"
+        assert a.model_fields_set == b.model_fields_set, f"{path}: fields set"
+        assert a.__pydantic_extra__ == b.__pydantic_extra__, f"{path}: extra"
+        assert a.__pydantic_private__ == b.__pydantic_private__, f"{path}: private"
+        assert_same(a.__dict__, b.__dict__, f"{path}.__dict__")
+    elif dataclasses.is_dataclass(a):
+        for f in dataclasses.fields(a):
+            assert_same(getattr(a, f.name), getattr(b, f.name), f"{path}.{f.name}")
+    elif isinstance(a, msgspec.Struct):
+        for name in a.__struct_fields__:
+            assert_same(getattr(a, name), getattr(b, name), f"{path}.{name}")
+    elif isinstance(a, BaseException):
+        assert_same(a.args, b.args, f"{path}.args")
+        assert_same(getattr(a, "__dict__", {}), getattr(b, "__dict__", {}), f"{path}.__dict__")
+    elif type(a).__module__ == "numpy":
+        import numpy as np
+
+        assert a.dtype == b.dtype and np.shape(a) == np.shape(b), f"{path}: {a!r} != {b!r}"
+        assert a.tobytes() == b.tobytes(), f"{path}: {a!r} != {b!r}"
+    else:
+        if hasattr(a, "_fields"):
+            for name in a._fields:
+                assert_same(getattr(a, name), getattr(b, name), f"{path}.{name}")
+        assert a == b, f"{path}: {a!r} != {b!r}"

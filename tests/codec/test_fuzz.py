@@ -1,0 +1,195 @@
+"""Corrupt input raises the decode error: never a crash, a hang, another exception or a wrong
+value. Both implementations reach the same outcome for the same bytes."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import lz4.block
+import msgspec
+import pytest
+from benchmarks import datagen
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from snapstate.codec import Codec
+from snapstate.codec import _format as F
+from snapstate.codec._api import IMPLEMENTATIONS
+from snapstate.errors import DecodeError
+
+from . import samples as S
+
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+CODECS = [Codec(impl=name) for name in sorted(IMPLEMENTATIONS)]
+REFERENCE = Codec(impl="python", compress_threshold=None)
+
+
+def outcome(codec: Codec, data: bytes) -> tuple[str, Any]:
+    """What decoding ``data`` gives: the value (as bytes the reference writes), or the error
+    class. Any exception that is not a DecodeError fails the test."""
+    try:
+        value = codec.decode(data)
+    except DecodeError as exc:
+        return ("error", type(exc).__name__)
+    try:
+        return ("value", REFERENCE.encode(value))
+    except Exception as exc:  # a decoded value that cannot be stored again
+        return ("unstorable", type(exc).__name__)
+
+
+def agree(data: bytes) -> tuple[str, Any]:
+    results = {codec.impl: outcome(codec, data) for codec in CODECS}
+    first = next(iter(results.values()))
+    assert all(r == first for r in results.values()), results
+    return first
+
+
+def seal(body: bytes, compress: bool = False) -> bytes:
+    flags = 0
+    if compress:
+        body = lz4.block.compress(body)
+        flags = F.FLAG_LZ4
+    return F.header(flags, body) + body
+
+
+def real_blobs() -> list[bytes]:
+    values = [
+        datagen.langchain_messages(6, seed=1, min_chars=20, max_chars=80),
+        datagen.wide_state(30),
+        datagen.agent_state(2, n_channels=4),
+        S.GOLDEN,
+    ]
+    return [Codec(compress_threshold=None).encode(v) for v in values]
+
+
+BLOBS = real_blobs()
+
+
+@FUZZ
+@given(st.binary(max_size=300))
+def test_random_bytes(data: bytes) -> None:
+    agree(data)
+
+
+@FUZZ
+@given(st.binary(max_size=300), st.booleans())
+def test_random_bodies_with_a_valid_header(body: bytes, compress: bool) -> None:
+    agree(seal(body, compress))
+
+
+def msgpack_trees() -> st.SearchStrategy[Any]:
+    """MessagePack documents built of values and of extension values with random codes and
+    payloads, random or themselves MessagePack: they pass the checksum and reach the
+    extension decoders."""
+    codes = st.one_of(st.integers(1, 24), st.integers(-128, 127))
+    names = st.sampled_from(
+        [
+            "tests.codec.samples:Point",
+            "tests.codec.samples:Model",
+            "tests.codec.samples:Color",
+            "tests.codec.samples:Pair",
+            "tests.codec.samples:Item",
+            "builtins:ValueError",
+            "os:system",
+            "x",
+            ":",
+            "a:b:c",
+            "langchain_core.messages.ai:AIMessage",
+        ]
+    )
+    leaves = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**63), 2**64 - 1),
+        st.floats(),
+        st.text(),
+        st.binary(max_size=20),
+        names,
+    )
+
+    def extend(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+        payload = st.one_of(
+            st.binary(max_size=20),
+            inner.map(msgspec.msgpack.encode),
+            st.tuples(names, inner).map(lambda t: msgspec.msgpack.encode(list(t))),
+            st.tuples(
+                names, st.dictionaries(st.text(max_size=5), inner, max_size=3), st.integers(0, 7)
+            ).map(lambda t: msgspec.msgpack.encode(list(t))),
+        )
+        return st.one_of(
+            st.lists(inner, max_size=4),
+            st.dictionaries(
+                st.one_of(st.text(max_size=8), st.integers(-(2**63), 2**64 - 1)), inner, max_size=4
+            ),
+            st.builds(msgspec.msgpack.Ext, codes, payload),
+        )
+
+    return st.recursive(leaves, extend, max_leaves=15)
+
+
+@FUZZ
+@given(msgpack_trees())
+def test_crafted_documents(tree: Any) -> None:
+    agree(seal(msgspec.msgpack.encode(tree)))
+
+
+def mutate(data: bytes, rng: random.Random) -> bytes:
+    buf = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        kind = rng.randrange(5)
+        i = rng.randrange(len(buf)) if buf else 0
+        if kind == 0 and buf:
+            buf[i] ^= 1 << rng.randrange(8)
+        elif kind == 1 and buf:
+            buf[i] = rng.randrange(256)
+        elif kind == 2:
+            del buf[i : i + rng.randint(1, 8)]
+        elif kind == 3:
+            buf[i:i] = rng.randbytes(rng.randint(1, 8))
+        else:
+            j = rng.randrange(len(buf) + 1)
+            buf[i:i] = buf[j : j + rng.randint(1, 16)]
+    return bytes(buf)
+
+
+@FUZZ
+@given(st.sampled_from(BLOBS), st.integers(0, 2**32))
+def test_mutated_blobs_fail_their_checksum(blob: bytes, seed: int) -> None:
+    data = mutate(blob, random.Random(seed))
+    kind, _ = agree(data)
+    if data != blob:
+        assert kind == "error"
+
+
+@FUZZ
+@given(st.sampled_from(BLOBS), st.integers(0, 2**32), st.booleans())
+def test_mutated_bodies_with_a_fixed_checksum(blob: bytes, seed: int, compress: bool) -> None:
+    """Past the checksum (as a forged or unluckily corrupted row would be)."""
+    body = mutate(blob[F.HEADER_SIZE :], random.Random(seed))
+    agree(seal(body, compress))
+
+
+@pytest.mark.parametrize("depth", [10, 5_000, 200_000])
+def test_deep_nesting_is_an_error_not_a_crash(depth: int) -> None:
+    for opener in (b"\x91", b"\x81\x00", b"\xd5\x01\x91"):
+        kind, _ = agree(seal(opener * depth + b"\xc0"))
+        assert kind == ("value" if depth == 10 and opener != b"\xd5\x01\x91" else "error")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\xdd\xff\xff\xff\xff",  # an array claiming 4 billion items
+        b"\xdf\xff\xff\xff\xff",  # a map claiming 4 billion entries
+        b"\xdb\xff\xff\xff\xff",  # a str claiming 4 GiB
+        b"\xc9\xff\xff\xff\xff\x01",  # an extension claiming 4 GiB
+    ],
+)
+def test_huge_claims_are_errors(body: bytes) -> None:
+    assert agree(seal(body))[0] == "error"
+
+
+def test_huge_uncompressed_size_claim_is_refused() -> None:
+    payload = (2**32 - 1).to_bytes(4, "little") + b"\x00"
+    assert agree(F.header(F.FLAG_LZ4, payload) + payload) == ("error", "DecodeError")

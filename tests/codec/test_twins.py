@@ -1,0 +1,196 @@
+"""The pure-Python codec and its compiled twin: same bytes, same values, same failures."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import os
+import pathlib
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from benchmarks import datagen
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from snapstate.codec import Codec, _py
+from snapstate.codec._api import IMPLEMENTATIONS
+from snapstate.codec._registry import Registry, Resolver
+from snapstate.errors import EncodeError
+
+from . import samples as S
+from .helpers import assert_same
+from .strategies import VALUES
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def assert_twins_agree(twins: tuple[Codec, Codec], value: Any) -> bytes:
+    py, native = twins
+    a = py.encode(value)
+    b = native.encode(value)
+    assert a == b
+    assert_same(value, py.decode(b))
+    assert_same(value, native.decode(a))
+    return a
+
+
+DATASETS = {
+    "chat": lambda: datagen.langchain_messages(100),
+    "chat dicts": lambda: datagen.chat_messages(50),
+    "wide": lambda: datagen.wide_state(300),
+    "plain": lambda: datagen.plain_data(300),
+    "blob": lambda: datagen.semi_compressible_blob(200_000),
+    "agent": lambda: datagen.agent_state(7),
+    "golden": lambda: S.GOLDEN,
+}
+
+
+@pytest.mark.parametrize("make", DATASETS.values(), ids=DATASETS.keys())
+def test_datasets(twins: tuple[Codec, Codec], make: Any) -> None:
+    assert_twins_agree(twins, make())
+
+
+@pytest.mark.parametrize("threshold", [None, 0, 64])
+def test_compression_settings(threshold: int | None) -> None:
+    if "native" not in IMPLEMENTATIONS:
+        pytest.skip("the compiled codec is not built")
+    value = datagen.chat_messages(5)
+    twins = (
+        Codec(impl="python", compress_threshold=threshold),
+        Codec(impl="native", compress_threshold=threshold),
+    )
+    assert_twins_agree(twins, value)
+
+
+@FUZZ
+@given(VALUES)
+def test_any_value(value: Any) -> None:
+    if "native" not in IMPLEMENTATIONS:
+        pytest.skip("the compiled codec is not built")
+    assert_twins_agree((Codec(impl="python"), Codec(impl="native")), value)
+
+
+class Opaque:
+    """Not storable: the twins must refuse it at the same place, with the same words."""
+
+
+@FUZZ
+@given(VALUES, st.data())
+def test_same_failures(value: Any, data: st.DataObject) -> None:
+    if "native" not in IMPLEMENTATIONS:
+        pytest.skip("the compiled codec is not built")
+    # Put an unstorable object somewhere inside the value.
+    spot = data.draw(st.sampled_from(["list", "dict", "key", "tuple", "model"]))
+    bad: Any = Opaque()
+    wrapped = {
+        "list": [value, bad],
+        "dict": {"v": value, "x y": {"z": bad}},
+        "key": {(1, bad): value},
+        "tuple": (value, [bad]),
+        "model": S.Loose(a=1, extra=[value, bad]),
+    }[spot]
+    messages = []
+    for impl in ("python", "native"):
+        with pytest.raises(EncodeError) as info:
+            Codec(impl=impl).encode(wrapped, where="channel 'c'")
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+    assert messages[0].startswith("cannot encode channel 'c': unsupported type ")
+
+
+def test_failures_leave_the_codec_usable(twins: tuple[Codec, Codec]) -> None:
+    for codec in twins:
+        with pytest.raises(EncodeError):
+            codec.encode([1, "x" * 10_000, Opaque()])
+        assert codec.decode(codec.encode([1, 2])) == [1, 2]
+
+
+def test_every_native_symbol_has_a_python_twin() -> None:
+    if "native" not in IMPLEMENTATIONS:
+        pytest.skip("the compiled codec is not built")
+    native = IMPLEMENTATIONS["native"]
+    public = sorted(n for n in dir(native) if not n.startswith("_"))
+    assert public == sorted(native.__all__) == sorted(_py.__all__)
+    for name in public:
+        ours, theirs = getattr(native, name), getattr(_py, name)
+        assert inspect.isclass(ours) == inspect.isclass(theirs), name
+    # Core instances: every public attribute of the native one exists on the Python one.
+    resolver = Resolver(Registry(), strict=False)
+    ours, theirs = native.Core(resolver, None), _py.Core(resolver, None)
+    members = {m for m in dir(ours) if not m.startswith("_")}
+    assert members == {"encode", "decode", "resolver", "compress_threshold"}
+    assert members <= {m for m in dir(theirs) if not m.startswith("_")}
+
+
+def test_the_stub_describes_the_native_module() -> None:
+    if "native" not in IMPLEMENTATIONS:
+        pytest.skip("the compiled codec is not built")
+    native = IMPLEMENTATIONS["native"]
+    tree = ast.parse((ROOT / "src/snapstate/codec/_native.pyi").read_text())
+    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+    assert set(classes) == set(native.__all__)
+    for name, node in classes.items():
+        stubbed = {f.name for f in node.body if isinstance(f, ast.FunctionDef)}
+        instance = getattr(native, name)(Resolver(Registry(), strict=False), None)
+        actual = {m for m in dir(instance) if not m.startswith("_")}
+        assert actual == stubbed - {"__init__"}
+
+
+def run(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SNAPSTATE_")}
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env={**environ, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+class TestChoice:
+    """The implementation is chosen once, at import; SNAPSTATE_IMPL forces one."""
+
+    def test_forced(self) -> None:
+        for impl in ("python", "native"):
+            if impl not in IMPLEMENTATIONS:
+                continue
+            out = run("import snapstate.codec as c; print(c.IMPL)", SNAPSTATE_IMPL=impl)
+            assert out.stdout.strip() == impl, out.stderr
+
+    def test_best_available_by_default(self) -> None:
+        out = run("import snapstate.codec as c; print(c.IMPL)")
+        assert out.stdout.strip() == ("native" if "native" in IMPLEMENTATIONS else "python")
+
+    def test_unknown_name_fails_loudly(self) -> None:
+        out = run("import snapstate.codec", SNAPSTATE_IMPL="cython")
+        assert out.returncode != 0
+        assert (
+            "ImportError: SNAPSTATE_IMPL='cython' is not an implementation of snapstate.codec: "
+            "use 'python', 'native', or leave it empty for the best available"
+        ) in out.stderr
+
+    HIDE_NATIVE = "import sys; sys.modules['snapstate.codec._native'] = None; "
+
+    def test_missing_native_fails_loudly_when_forced(self) -> None:
+        out = run(self.HIDE_NATIVE + "import snapstate.codec", SNAPSTATE_IMPL="native")
+        assert out.returncode != 0
+        assert (
+            "ImportError: SNAPSTATE_IMPL=native, but the compiled codec snapstate.codec._native "
+            "cannot be imported (import of snapstate.codec._native halted; None in sys.modules). "
+            "Build it with `python setup.py build_ext --inplace` (or install a wheel), or unset "
+            "SNAPSTATE_IMPL to use the pure-Python codec."
+        ) in out.stderr
+
+    def test_missing_native_falls_back_to_python(self) -> None:
+        out = run(self.HIDE_NATIVE + "import snapstate.codec as c; print(c.IMPL)")
+        assert out.stdout.strip() == "python", out.stderr
+
+    def test_strict_default_codec_from_the_environment(self) -> None:
+        code = "import snapstate.codec as c; print(c.default_codec.strict)"
+        assert run(code, SNAPSTATE_STRICT="1").stdout.strip() == "True"
+        assert run(code).stdout.strip() == "False"
