@@ -1,0 +1,550 @@
+"""PostgreSQL: snapstate's backend and savers against langgraph-checkpoint-postgres.
+
+Three workloads, each run on the same server with the same data:
+
+* the chat graph of ``bench_langgraph`` (50 turns, 100 steps per thread), per step: the
+  saver's *share* is its overhead over no checkpointer minus the floor (``RefSaver``, which
+  only keeps references), as in ``bench_langgraph``;
+* a graph whose state holds a 1 MB value (bytes that compress about 2x) rewritten every step;
+* 8 processes writing chat checkpoints at once (``put`` + ``put_writes``): checkpoints/s.
+
+Every saver gets a fresh schema, dropped afterwards. LangGraph's saver is opened as its
+documentation shows (``PostgresSaver.from_conn_string``). The server comes from
+``SNAPSTATE_TEST_PG_DSN`` (default ``postgresql://postgres@127.0.0.1:5432/test``); without it
+the ASV classes skip.
+
+``python -m benchmarks.bench_postgres`` prints the three comparisons.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import statistics
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+
+from . import datagen
+from .bench_langgraph import Comparison, RefSaver, chat_graph, conversation, run_thread
+
+DSN = os.environ.get("SNAPSTATE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+#: name -> description. Ours in both durability modes, LangGraph's, and the two limits.
+SAVERS: dict[str, str] = {
+    "none": "no checkpointer",
+    "floor": "RefSaver: references, no encoding",
+    "snapstate-postgres": "snapstate.langgraph.PostgresSaver (durability='sync')",
+    "snapstate-postgres-batched": "snapstate.langgraph.PostgresSaver (durability='batched')",
+    "langgraph-postgres": "langgraph.checkpoint.postgres.PostgresSaver",
+}
+
+#: (ratio name, ours, LangGraph's)
+PAIRS = (
+    ("postgres", "snapstate-postgres", "langgraph-postgres"),
+    ("postgres_batched", "snapstate-postgres-batched", "langgraph-postgres"),
+)
+
+BIG_STEPS = 20
+BIG_BYTES = 1 << 20
+
+
+def server_available(dsn: str = DSN) -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(dsn, connect_timeout=3):
+            return True
+    except Exception:
+        return False
+
+
+@contextlib.contextmanager
+def fresh_schema(dsn: str = DSN) -> Iterator[str]:
+    import psycopg
+
+    name = "bench_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{name}"')
+    try:
+        yield name
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+
+def _in_schema(dsn: str, schema: str) -> str:
+    """The DSN with ``search_path`` set, for LangGraph's saver (it has no schema option)."""
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo(dsn, options=f"-c search_path={schema}")
+
+
+@contextlib.contextmanager
+def open_saver(name: str, dsn: str = DSN) -> Iterator[Any]:
+    """A fresh saver by name on its own schema (None for "none")."""
+    if name == "none":
+        yield None
+        return
+    if name == "floor":
+        yield RefSaver()
+        return
+    with fresh_schema(dsn) as schema, contextlib.ExitStack() as stack:
+        if name.startswith("snapstate-postgres"):
+            from snapstate.langgraph import PostgresSaver
+
+            durability = "batched" if name.endswith("batched") else "sync"
+            saver: Any = stack.enter_context(
+                PostgresSaver.from_conn_string(dsn, schema=schema, durability=durability)
+            )
+        elif name == "langgraph-postgres":
+            from langgraph.checkpoint.postgres import PostgresSaver as Upstream
+
+            saver = stack.enter_context(Upstream.from_conn_string(_in_schema(dsn, schema)))
+        else:
+            raise ValueError(f"unknown saver {name!r}")
+        saver.setup()
+        yield saver
+
+
+# -- the graphs ------------------------------------------------------------------------------
+
+
+class BigState(TypedDict):
+    value: bytes
+    step: int
+
+
+_BIG: list[bytes] = []
+
+
+def big_values() -> list[bytes]:
+    """Four different 1 MB values the big graph rotates through (cached per process)."""
+    if not _BIG:
+        _BIG.extend(datagen.semi_compressible_blob(BIG_BYTES, seed=s) for s in range(4))
+    return _BIG
+
+
+def big_graph(steps: int = BIG_STEPS) -> StateGraph:
+    """One node that rewrites a 1 MB value at every step, ``steps`` times."""
+    values = big_values()
+
+    def rewrite(state: BigState) -> dict[str, Any]:
+        n = state["step"] + 1
+        return {"value": values[n % len(values)], "step": n}
+
+    b = StateGraph(BigState)
+    b.add_node("rewrite", rewrite)
+    b.add_edge(START, "rewrite")
+    b.add_conditional_edges("rewrite", lambda s: END if s["step"] >= steps else "rewrite")
+    return b
+
+
+def run_big(graph: Any) -> float:
+    cfg: dict[str, Any] = {"configurable": {"thread_id": str(uuid.uuid4())}}
+    kwargs = {} if graph.checkpointer is None else {"durability": "sync"}
+    start = time.perf_counter()
+    graph.invoke({"value": b"", "step": 0}, cfg, **kwargs)
+    return time.perf_counter() - start
+
+
+# -- interleaved comparisons -------------------------------------------------------------------
+
+
+def _interleaved(
+    names: Sequence[str],
+    graph_builder: StateGraph,
+    run: Callable[[Any], float],
+    rounds: int,
+    dsn: str,
+    progress: Callable[[str], None] | None,
+) -> dict[str, float]:
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds + 1):  # round 0 warms up (imports, caches) and is dropped
+        for name in names:
+            with open_saver(name, dsn) as saver:
+                t = run(graph_builder.compile(checkpointer=saver))
+            if r:
+                times[name].append(t)
+        if progress is not None:
+            progress(f"round {r}/{rounds}")
+    return {n: statistics.median(v) for n, v in times.items()}
+
+
+def ratios(comparison: Comparison) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for label, ours, theirs in PAIRS:
+        if ours in comparison.seconds and theirs in comparison.seconds:
+            out[f"{label}_share_ratio"] = comparison.share_ms(theirs) / comparison.share_ms(ours)
+            out[f"{label}_overhead_ratio"] = comparison.overhead_ms(
+                theirs
+            ) / comparison.overhead_ms(ours)
+    return out
+
+
+def compare_chat(
+    names: Sequence[str] = tuple(SAVERS),
+    *,
+    rounds: int = 5,
+    durability: str = os.environ.get("SNAPSTATE_BENCH_DURABILITY", "async"),
+    dsn: str = DSN,
+    progress: Callable[[str], None] | None = None,
+) -> Comparison:
+    """The chat graph on each saver, interleaved (LangGraph's ``durability`` for every saver;
+    ``"async"`` as in ``bench_langgraph``)."""
+    seconds = _interleaved(
+        names, chat_graph(), lambda g: run_thread(g, durability=durability), rounds, dsn, progress
+    )
+    return Comparison(50, durability, seconds)
+
+
+def compare_big(
+    names: Sequence[str] = ("none", "floor", "snapstate-postgres", "langgraph-postgres"),
+    *,
+    rounds: int = 5,
+    dsn: str = DSN,
+    progress: Callable[[str], None] | None = None,
+) -> Comparison:
+    """The 1 MB graph on each saver; ``turns`` is half the steps so ``per_step_ms`` holds."""
+    seconds = _interleaved(names, big_graph(), run_big, rounds, dsn, progress)
+    return Comparison(BIG_STEPS // 2, "sync", seconds)
+
+
+# -- many processes ------------------------------------------------------------------------------
+
+PROCESSES = 8
+#: Checkpoints each process writes (its own graph threads of 20 steps each).
+PER_PROCESS = 200
+
+
+def _chat_checkpoints(steps: int) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+    """(checkpoint, metadata, new_versions) of a chat thread growing one message per step."""
+    from langgraph.checkpoint.base import create_checkpoint, empty_checkpoint
+
+    messages = conversation(steps)
+    out = []
+    cp = empty_checkpoint()
+    for i in range(steps):
+        version = f"{i + 1:032}.0"
+        cp = create_checkpoint(cp, None, i)
+        cp["channel_values"] = {"messages": messages[: i + 1], "step": i}
+        cp["channel_versions"] = {"messages": version, "step": version}
+        cp["versions_seen"] = {"node": {"messages": version}}
+        out.append((cp, {"source": "loop", "step": i}, {"messages": version, "step": version}))
+    return out
+
+
+def _writer_process(
+    name: str, dsn: str, schema: str, start_at: float, count: int, queue: Any
+) -> None:
+    steps = 20
+    checkpoints = _chat_checkpoints(steps)
+    if name.startswith("snapstate"):
+        from snapstate.langgraph import PostgresSaver
+
+        durability = "batched" if name.endswith("batched") else "sync"
+        ctx: Any = PostgresSaver.from_conn_string(
+            dsn, schema=schema, durability=durability, max_connections=2
+        )
+    else:
+        from langgraph.checkpoint.postgres import PostgresSaver as Upstream
+
+        ctx = Upstream.from_conn_string(_in_schema(dsn, schema))
+    with ctx as saver:
+        while time.time() < start_at:
+            time.sleep(0.0005)
+        t0 = time.perf_counter()
+        done = 0
+        while done < count:
+            thread = str(uuid.uuid4())
+            config: dict[str, Any] = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+            for cp, meta, versions in checkpoints[: min(steps, count - done)]:
+                config = saver.put(config, cp, meta, versions)
+                saver.put_writes(config, [("messages", cp["channel_values"]["step"])], "task")
+                done += 1
+        if hasattr(saver, "flush"):
+            saver.flush()
+        queue.put((t0, time.perf_counter(), done))
+
+
+def throughput(
+    name: str, *, processes: int = PROCESSES, per_process: int = PER_PROCESS, dsn: str = DSN
+) -> float:
+    """Checkpoints per second of ``processes`` processes writing at once on one schema."""
+    ctx = multiprocessing.get_context("spawn")
+    with fresh_schema(dsn) as schema:
+        with open_saver_on(name, dsn, schema) as saver:
+            saver.setup()
+        queue = ctx.Queue()
+        start_at = time.time() + 3.0  # every process connected and warm before the start
+        procs = [
+            ctx.Process(
+                target=_writer_process, args=(name, dsn, schema, start_at, per_process, queue)
+            )
+            for _ in range(processes)
+        ]
+        for p in procs:
+            p.start()
+        results = [queue.get(timeout=600) for _ in procs]
+        for p in procs:
+            p.join(60)
+    # Wall time from the first start to the last finish (perf_counter is system-wide).
+    begin = min(r[0] for r in results)
+    end = max(r[1] for r in results)
+    return sum(r[2] for r in results) / (end - begin)
+
+
+@contextlib.contextmanager
+def open_saver_on(name: str, dsn: str, schema: str) -> Iterator[Any]:
+    if name.startswith("snapstate"):
+        from snapstate.langgraph import PostgresSaver
+
+        with PostgresSaver.from_conn_string(dsn, schema=schema) as saver:
+            yield saver
+    else:
+        from langgraph.checkpoint.postgres import PostgresSaver as Upstream
+
+        with Upstream.from_conn_string(_in_schema(dsn, schema)) as saver:
+            yield saver
+
+
+# -- backend level: snapstate against the raw floor -------------------------------------------
+
+
+def chat_batches(steps: int = 100) -> list[Any]:
+    """The write batches snapstate's engine makes for a chat thread (one per put)."""
+    from snapstate import Checkpoint
+    from snapstate.backends import MemoryBackend
+    from snapstate.writer import SyncWriter
+
+    captured: list[Any] = []
+
+    class Capture(MemoryBackend):
+        def write(self, batch: Any) -> None:
+            captured.append(batch)
+            super().write(batch)
+
+    from snapstate import Checkpointer
+
+    messages = datagen.chat_messages(steps)
+    with Checkpointer(Capture()) as cp:
+        cp._writer = SyncWriter(cp.backend)  # type: ignore[attr-defined]
+        for i in range(steps):
+            cp.put(
+                Checkpoint(
+                    id=f"{i:08d}",
+                    channel_values={"messages": messages[: i + 1], "step": i},
+                    channel_versions={"messages": i + 1, "step": i + 1},
+                ),
+                thread_id="chat",
+                metadata={"source": "loop", "step": i},
+            )
+    return captured
+
+
+class _PgBase:
+    timeout = 300
+
+    def setup(self, *args: Any) -> None:
+        if not server_available():
+            raise NotImplementedError("no PostgreSQL server")  # ASV skips the benchmark
+        self._stack = contextlib.ExitStack()
+        self.schema = self._stack.enter_context(fresh_schema())
+
+    def teardown(self, *args: Any) -> None:
+        self._stack.close()
+
+
+class BackendPut(_PgBase):
+    """One chat thread's 100 puts: snapstate's backend against raw statements of the same rows.
+
+    ``raw_insert``: one INSERT per row (executemany), the checkpoint and its blobs in one
+    transaction. ``raw_copy``: COPY of the same rows in one transaction (no conflict handling:
+    a floor, not an alternative).
+    """
+
+    params = (["snapstate", "raw_insert", "raw_copy"],)
+    param_names = ["impl"]
+    number = 1
+    repeat = (3, 10, 60.0)
+
+    def setup(self, impl: str) -> None:
+        super().setup()
+        import psycopg
+
+        from snapstate.backends.postgres import PostgresBackend
+
+        self.batches = chat_batches()
+        self.backend = PostgresBackend(DSN, schema=self.schema)
+        self.backend.setup()
+        self._stack.callback(self.backend.close)
+        self.conn = self._stack.enter_context(psycopg.connect(DSN, autocommit=True))
+        self.n = 0
+
+    def time_thread(self, impl: str) -> None:
+        self.n += 1
+        tid = f"t{self.n}"
+        if impl == "snapstate":
+            for b in self.batches:
+                self.backend.write(_retarget(b, tid))
+            return
+        s = f'"{self.schema}"'
+        for b in self.batches:
+            b = _retarget(b, tid)
+            with self.conn.transaction(), self.conn.cursor() as cur:
+                blobs = [
+                    (r.thread_id, r.namespace, r.channel, r.version, r.kind, r.base, r.data)
+                    for r in b.blobs
+                ]
+                cps = [
+                    (
+                        c.thread_id,
+                        c.namespace,
+                        c.checkpoint_id,
+                        c.parent_id,
+                        c.run_id,
+                        c.created_at,
+                        c.metadata.decode(),
+                        c.skeleton,
+                    )
+                    for c in b.checkpoints
+                ]
+                if impl == "raw_insert":
+                    cur.executemany(f"INSERT INTO {s}.blobs VALUES (%s,%s,%s,%s,%s,%s,%b)", blobs)
+                    cur.executemany(
+                        f"INSERT INTO {s}.checkpoints VALUES (%s,%s,%s,%s,%s,%s,%s::jsonb,%b)", cps
+                    )
+                else:
+                    with cur.copy(f"COPY {s}.blobs FROM STDIN") as copy:
+                        for r in blobs:
+                            copy.write_row(r)
+                    with cur.copy(f"COPY {s}.checkpoints FROM STDIN") as copy:
+                        for r in cps:
+                            copy.write_row(r)
+
+
+def _retarget(batch: Any, thread_id: str) -> Any:
+    import msgspec
+
+    from snapstate.backends import WriteBatch
+
+    return WriteBatch(
+        checkpoints=[msgspec.structs.replace(c, thread_id=thread_id) for c in batch.checkpoints],
+        blobs=[msgspec.structs.replace(b, thread_id=thread_id) for b in batch.blobs],
+        writes=[msgspec.structs.replace(w, thread_id=thread_id) for w in batch.writes],
+    )
+
+
+class SaverOps(_PgBase):
+    """put, get and list of LangGraph savers on the same chat checkpoints (100 steps)."""
+
+    params = (["snapstate-postgres", "snapstate-postgres-batched", "langgraph-postgres"],)
+    param_names = ["saver"]
+    number = 1
+    repeat = (3, 10, 60.0)
+
+    def setup(self, saver: str) -> None:
+        super().setup()
+        self.saver = self._stack.enter_context(open_saver_schema(saver, self.schema))
+        self.checkpoints = _chat_checkpoints(100)
+        self.thread = self._write_thread()
+
+    def _write_thread(self) -> str:
+        thread = str(uuid.uuid4())
+        config: dict[str, Any] = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+        for cp, meta, versions in self.checkpoints:
+            config = self.saver.put(config, cp, meta, versions)
+        if hasattr(self.saver, "flush"):
+            self.saver.flush()
+        return thread
+
+    def time_put_thread(self, saver: str) -> None:
+        self._write_thread()
+
+    def time_get_latest(self, saver: str) -> None:
+        for _ in range(20):
+            self.saver.get_tuple({"configurable": {"thread_id": self.thread, "checkpoint_ns": ""}})
+
+    def time_list_history(self, saver: str) -> None:
+        list(self.saver.list({"configurable": {"thread_id": self.thread}}))
+
+
+@contextlib.contextmanager
+def open_saver_schema(name: str, schema: str) -> Iterator[Any]:
+    if name.startswith("snapstate"):
+        from snapstate.langgraph import PostgresSaver
+
+        durability = "batched" if name.endswith("batched") else "sync"
+        with PostgresSaver.from_conn_string(DSN, schema=schema, durability=durability) as s:
+            s.setup()
+            yield s
+    else:
+        from langgraph.checkpoint.postgres import PostgresSaver as Upstream
+
+        with Upstream.from_conn_string(_in_schema(DSN, schema)) as s:
+            s.setup()
+            yield s
+
+
+class PostgresRatios(_PgBase):
+    """How many times less snapstate's Postgres saver costs than LangGraph's (higher is better)."""
+
+    timeout = 1800
+    unit = "x"
+
+    def setup_cache(self) -> dict[str, float]:
+        if not server_available():
+            raise NotImplementedError("no PostgreSQL server")
+        out = ratios(compare_chat(rounds=3))
+        big = compare_big(rounds=3)
+        out["big_overhead_ratio"] = big.overhead_ms("langgraph-postgres") / big.overhead_ms(
+            "snapstate-postgres"
+        )
+        out["processes_throughput_ratio"] = throughput("snapstate-postgres") / throughput(
+            "langgraph-postgres"
+        )
+        return out
+
+    def setup(self, ratios: dict[str, float]) -> None:  # type: ignore[override]
+        pass
+
+    def teardown(self, ratios: dict[str, float]) -> None:  # type: ignore[override]
+        pass
+
+    def track_chat_share_ratio_sync(self, ratios: dict[str, float]) -> float:
+        return ratios["postgres_share_ratio"]
+
+    def track_chat_share_ratio_batched(self, ratios: dict[str, float]) -> float:
+        return ratios["postgres_batched_share_ratio"]
+
+    def track_big_value_overhead_ratio(self, ratios: dict[str, float]) -> float:
+        return ratios["big_overhead_ratio"]
+
+    def track_eight_processes_throughput_ratio(self, ratios: dict[str, float]) -> float:
+        return ratios["processes_throughput_ratio"]
+
+
+def main() -> None:
+    chat = compare_chat(progress=print)
+    print(chat.table())
+    for k, v in ratios(chat).items():
+        print(f"{k}: {v:.1f}x")
+    big = compare_big(progress=print)
+    print(big.table())
+    print(
+        "big value overhead ratio: "
+        f"{big.overhead_ms('langgraph-postgres') / big.overhead_ms('snapstate-postgres'):.1f}x"
+    )
+    ours = throughput("snapstate-postgres")
+    batched = throughput("snapstate-postgres-batched")
+    theirs = throughput("langgraph-postgres")
+    print(f"8 processes: ours {ours:.0f}/s, ours batched {batched:.0f}/s, LangGraph {theirs:.0f}/s")
+    print(f"throughput ratio: {ours / theirs:.1f}x (batched {batched / theirs:.1f}x)")
+
+
+if __name__ == "__main__":
+    main()
