@@ -89,10 +89,11 @@ FLAG_LZ4 = 0x01
 KNOWN_FLAGS = FLAG_LZ4
 
 #: Payloads larger than this many bytes are lz4-compressed (and kept compressed only when that
-#: makes them smaller). Measured with benchmarks/bench_threshold.py on chat messages, wide dict
-#: states and plain records (datagen): below about 1 KiB, lz4 saves under 20% on such values
-#: while its fixed cost per call (about 1 us) is as large as the whole encode; from 1 KiB up it
-#: saves 35-55% of the bytes at 0.5-2.5 us/KiB, which the smaller rows repay in storage I/O.
+#: makes them smaller). Measured by ``python -m benchmarks.bench_codec`` (the ASV class
+#: CompressThreshold) on chat messages, wide dicts and plain records from benchmarks/datagen.py:
+#: below 1 KiB lz4 saved 0-24% of the bytes (often nothing) for a fixed 0.5-2.5 us per value;
+#: at 1 KiB it saved 16-29%, at 4 KiB 30-36%, at 16 KiB about 40%, for about 2 us per KiB of
+#: encode + decode, which smaller rows repay in storage and network I/O.
 COMPRESS_THRESHOLD = 1024
 
 #: Containers nested deeper than this are refused when encoding: real states are shallow, and
