@@ -517,3 +517,24 @@ def test_other_server_errors_are_storage_errors(pg_dsn: str, pg_schema: str) -> 
     with pytest.raises(StorageError, match=r"error while writing a batch.*check constraint"):
         backend.write(WriteBatch(checkpoints=[row("t", "1")]))
     backend.close()
+
+
+@pytest.mark.parametrize("n", [3, 200], ids=["values", "arrays"])
+async def test_small_and_large_batches_store_alike(pg: Any, n: int) -> None:
+    # Small batches bind one parameter per value, large ones one array per column.
+    batch = WriteBatch(
+        checkpoints=[row("t", f"{i:04d}", parent=f"{i - 1:04d}" if i else None) for i in range(n)],
+        blobs=[blob("t", "a", str(i)) for i in range(n)],
+        writes=[write("t", f"{i:04d}", 0) for i in range(n)],
+        replace_writes=[write("t", f"{i:04d}", 1, b"r") for i in range(n)],
+    )
+    await pg.write(batch)
+    rows = await pg.list_checkpoints(ListQuery(thread_id="t"))
+    assert rows == sorted(batch.checkpoints, key=lambda r: r.checkpoint_id, reverse=True)
+    got = await pg.get_blobs("t", "", [("a", str(i)) for i in range(n)])
+    assert sorted(got, key=lambda b: int(b.version)) == batch.blobs
+    writes = await pg.get_writes("t", "", [f"{i:04d}" for i in range(n)])
+    assert len(writes) == 2 * n
+    await pg.delete_threads(["t"])
+    with pytest.raises(ThreadDeletedError):
+        await pg.write(batch)
