@@ -149,11 +149,18 @@ def test_module_getattr_never_runs(each_impl: Codec, monkeypatch: pytest.MonkeyP
     assert seen == []
 
 
-def test_names_must_match_where_the_class_lives(each_impl: Codec) -> None:
+def test_names_must_match_where_the_class_lives(
+    each_impl: Codec, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An alias (a class imported into another module) does not load under the alias."""
-    data = ext_blob(F.EXT_DATACLASS, ["tests.codec.test_security:S.Point", {"x": 1}])
-    with pytest.raises(UnregisteredTypeError):
-        each_impl.decode(data)
+    monkeypatch.setattr(sys.modules[__name__], "Alias", S.Point, raising=False)
+    for name in ["tests.codec.test_security:Alias", "tests.codec.test_security:S.Point"]:
+        with pytest.raises(UnregisteredTypeError, match="has no such class"):
+            each_impl.decode(ext_blob(F.EXT_DATACLASS, [name, {"x": 1}]))
+    with pytest.raises(UnregisteredTypeError, match="has no such class"):
+        Codec(allow=[("tests.codec.test_security", "Alias")], impl=each_impl.impl).decode(
+            ext_blob(F.EXT_DATACLASS, ["tests.codec.test_security:Alias", {"x": 1}])
+        )
 
 
 def test_strict_codec_loads_only_registered_and_builtin_types(each_impl: Codec) -> None:

@@ -313,6 +313,11 @@ def find_loaded(name: str) -> Any:
         if not isinstance(obj, type):
             return None
         obj = _class_dict(obj).get(part)
+    if isinstance(obj, type):
+        # Only where the class lives: an alias (a class imported into another module) is not it.
+        attr = type.__getattribute__
+        if f"{attr(obj, '__module__')}:{attr(obj, '__qualname__')}" != name:
+            return None
     return obj
 
 
