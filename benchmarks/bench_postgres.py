@@ -6,7 +6,8 @@ Three workloads, each run on the same server with the same data:
   saver's *share* is its overhead over no checkpointer minus the floor (``RefSaver``, which
   only keeps references), as in ``bench_langgraph``;
 * a graph whose state holds a 1 MB value (bytes that compress about 2x) rewritten every step;
-* 8 processes writing chat checkpoints at once (``put`` + ``put_writes``): checkpoints/s.
+* 8 processes of 4 threads each writing chat checkpoints at once (``put`` + ``put_writes``,
+  one saver per process): checkpoints per second.
 
 Every saver gets a fresh schema, dropped afterwards. LangGraph's saver is opened as its
 documentation shows (``PostgresSaver.from_conn_string``). The server comes from
@@ -217,8 +218,10 @@ def compare_big(
 # -- many processes ------------------------------------------------------------------------------
 
 PROCESSES = 8
-#: Checkpoints each process writes (its own graph threads of 20 steps each).
-PER_PROCESS = 200
+#: Threads per process sharing one saver, as a worker process serving many graph runs does.
+THREADS = 4
+#: Checkpoints each thread writes (its own graph threads of 20 steps each).
+PER_THREAD = 60
 
 
 def _chat_checkpoints(steps: int) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
@@ -238,43 +241,63 @@ def _chat_checkpoints(steps: int) -> list[tuple[dict[str, Any], dict[str, Any], 
     return out
 
 
+def _write_chats(saver: Any, checkpoints: list[Any], count: int) -> int:
+    """Chat steps (``put`` then ``put_writes``) on fresh graph threads; returns how many."""
+    done = 0
+    while done < count:
+        config: dict[str, Any] = {
+            "configurable": {"thread_id": str(uuid.uuid4()), "checkpoint_ns": ""}
+        }
+        for cp, meta, versions in checkpoints[: count - done]:
+            config = saver.put(config, cp, meta, versions)
+            saver.put_writes(config, [("messages", cp["channel_values"]["step"])], "task")
+            done += 1
+    return done
+
+
 def _writer_process(
-    name: str, dsn: str, schema: str, start_at: float, count: int, queue: Any
+    name: str, dsn: str, schema: str, start_at: float, threads: int, count: int, queue: Any
 ) -> None:
-    steps = 20
-    checkpoints = _chat_checkpoints(steps)
+    import threading
+
+    checkpoints = _chat_checkpoints(20)
     if name.startswith("snapstate"):
         from snapstate.langgraph import PostgresSaver
 
         durability = "batched" if name.endswith("batched") else "sync"
-        ctx: Any = PostgresSaver.from_conn_string(
-            dsn, schema=schema, durability=durability, max_connections=2
-        )
+        ctx: Any = PostgresSaver.from_conn_string(dsn, schema=schema, durability=durability)
     else:
         from langgraph.checkpoint.postgres import PostgresSaver as Upstream
 
         ctx = Upstream.from_conn_string(_in_schema(dsn, schema))
     with ctx as saver:
+        done: list[int] = []
+        workers = [
+            threading.Thread(target=lambda: done.append(_write_chats(saver, checkpoints, count)))
+            for _ in range(threads)
+        ]
         while time.time() < start_at:
             time.sleep(0.0005)
         t0 = time.perf_counter()
-        done = 0
-        while done < count:
-            thread = str(uuid.uuid4())
-            config: dict[str, Any] = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
-            for cp, meta, versions in checkpoints[: min(steps, count - done)]:
-                config = saver.put(config, cp, meta, versions)
-                saver.put_writes(config, [("messages", cp["channel_values"]["step"])], "task")
-                done += 1
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
         if hasattr(saver, "flush"):
             saver.flush()
-        queue.put((t0, time.perf_counter(), done))
+        queue.put((t0, time.perf_counter(), sum(done)))
 
 
 def throughput(
-    name: str, *, processes: int = PROCESSES, per_process: int = PER_PROCESS, dsn: str = DSN
+    name: str,
+    *,
+    processes: int = PROCESSES,
+    threads: int = THREADS,
+    per_thread: int = PER_THREAD,
+    dsn: str = DSN,
 ) -> float:
-    """Checkpoints per second of ``processes`` processes writing at once on one schema."""
+    """Checkpoints per second of ``processes`` processes of ``threads`` threads writing at once
+    on one schema, each process sharing one saver between its threads."""
     ctx = multiprocessing.get_context("spawn")
     with fresh_schema(dsn) as schema:
         with open_saver_on(name, dsn, schema) as saver:
@@ -283,7 +306,8 @@ def throughput(
         start_at = time.time() + 3.0  # every process connected and warm before the start
         procs = [
             ctx.Process(
-                target=_writer_process, args=(name, dsn, schema, start_at, per_process, queue)
+                target=_writer_process,
+                args=(name, dsn, schema, start_at, threads, per_thread, queue),
             )
             for _ in range(processes)
         ]
