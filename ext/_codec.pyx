@@ -982,23 +982,28 @@ cdef class Core:
             return <object>slot
         x = PyUnicode_DecodeUTF8(s, n, NULL)
         if PyUnicode_IS_COMPACT_ASCII(x):
-            Py_XDECREF(slot)
+            # Read the slot again: making ``x`` may have run a collection, and with it code
+            # in another thread that replaced the slot.
+            slot = self.keys[h]
             Py_INCREF(x)
             self.keys[h] = <PyObject*>x
+            Py_XDECREF(slot)
         return x
 
     cdef int seed_keys(self, tuple names) except -1:
         """Put a class's field names in the key cache, so stored keys decode to the very
         objects the class uses (see _same_keys)."""
         cdef Py_ssize_t h
+        cdef PyObject* slot
         for name in names:
             if type(name) is str and PyUnicode_IS_COMPACT_ASCII(name):
                 n = PyUnicode_GET_LENGTH(name)
                 if n <= KEY_MAX:
                     h = key_slot(<const char*>PyUnicode_DATA(name), n)
-                    Py_XDECREF(self.keys[h])
+                    slot = self.keys[h]
                     Py_INCREF(name)
                     self.keys[h] = <PyObject*>name
+                    Py_XDECREF(slot)
         return 0
 
     def __dealloc__(self):

@@ -467,3 +467,27 @@ def test_module_level_api_uses_the_default_codec() -> None:
 
     assert IMPL in ("python", "native") and default_codec.impl == IMPL
     assert decode(encode({"a": (1,)})) == {"a": (1,)}
+
+
+def test_one_codec_shared_by_threads(codec: Codec) -> None:
+    """A codec (and its caches) serves many threads at once."""
+    import threading
+
+    values = [datagen.langchain_messages(20, seed=s, max_chars=600) for s in range(4)]
+    blobs = [codec.encode(v) for v in values]
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            for _ in range(30):
+                assert codec.encode(values[i]) == blobs[i]
+                assert codec.decode(blobs[i]) == values[i]
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
