@@ -105,7 +105,10 @@ def _child(db: str, thread: str, turns: int, kill_at: int, marker: str) -> None:
 
     with SqliteSaver.from_conn_string(db) as saver:
         graph = build_graph(turns, on_node=on_node).compile(checkpointer=saver)
-        graph.invoke({"messages": []}, {"configurable": {"thread_id": thread}})
+        # durability="sync": each step's checkpoint commits before the next step starts, so the
+        # kill always lands right after the last finished step. (LangGraph's default, "async",
+        # saves in the background and may lose the steps still in flight when a process dies.)
+        graph.invoke({"messages": []}, {"configurable": {"thread_id": thread}}, durability="sync")
 
 
 # -- the steps of the demo -----------------------------------------------------------------------
