@@ -56,7 +56,7 @@ def test_round_trip(benchmark: Any, impl: str, name: str) -> None:
     benchmark.extra_info.update(role=IMPLS[impl], bytes=size(enc(value)))
 
 
-def _medians(ops: dict[str, Callable[[], Any]], rounds: int = 15) -> dict[str, float]:
+def _medians(ops: dict[str, Callable[[], Any]], rounds: int = 31) -> dict[str, float]:
     """Median seconds per call of each op, the ops alternating round by round."""
     loops = {}
     for name, op in ops.items():
