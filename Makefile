@@ -5,11 +5,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test lint typecheck test-python test-native bench bench-check asv clean
+.PHONY: venv demo test lint typecheck test-python test-native bench bench-check asv build-ext clean
 
 $(STAMP): pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --upgrade pip "setuptools>=77"
 	$(PY) -m pip install --quiet -e '.[dev,postgres,langgraph]'
 	touch $(STAMP)
 
@@ -46,6 +46,10 @@ bench-check: venv
 asv: venv
 	$(PY) -m asv machine --yes >/dev/null
 	$(PY) -m asv run --python=same --quick --set-commit-hash=$$(git rev-parse HEAD) $(ASV_ARGS)
+
+# Rebuild the Cython twin in place after editing ext/ (make venv does it on install).
+build-ext: venv
+	$(PY) ext/build_inplace.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info src/snapstate/codec/_native*.so ext/*.c

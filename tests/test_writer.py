@@ -284,19 +284,24 @@ def test_batched_queue_is_bounded_and_holds_back_submitters(backend: GatedBacken
             cp.put(ck(i), thread_id="t")
             done.append(i)
 
-    producer = threading.Thread(target=produce)
+    producer = threading.Thread(target=produce, daemon=True)
     producer.start()
-    backend.entered.acquire()  # the first four are in a commit that cannot finish
-    while True:  # until the producer is held back by a full queue
-        with writer._cv:
-            if writer._w.waiting and len(writer._w.queue) == 4:
-                break
-        threading.Event().wait(0.001)
-    assert len(done) == 8  # four committing and four queued: the bound
-    assert len(writer._w.queue) == 4
-    assert producer.is_alive()
-    backend.gate.set()
-    producer.join()
+    try:
+        backend.entered.acquire()  # the first items are in a commit that cannot finish
+        while True:  # until the producer is held back by a full queue
+            with writer._cv:
+                if writer._w.waiting and len(writer._w.queue) == 4:
+                    break
+            threading.Event().wait(0.001)
+        # The stuck commit took up to max_batch items; exactly four more wait in the queue.
+        committing = len(backend.calls[0].checkpoints)
+        assert 1 <= committing <= 4
+        assert len(done) == committing + 4
+        assert len(writer._w.queue) == 4
+        assert producer.is_alive()
+    finally:
+        backend.gate.set()  # never leave the producer blocked, even when an assert fails
+    producer.join(30)
     writer.close()
     assert backend.stored("t") == [f"{i:08d}" for i in range(11, -1, -1)]
     assert all(len(b.checkpoints) <= 4 for b in backend.calls)
