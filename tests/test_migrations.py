@@ -187,3 +187,63 @@ def test_migrate_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         conn.execute("INSERT INTO schema_migrations VALUES (999, 'future', 0)")
     code, _ = run("migrate", str(path))
     assert code == 2 and "[999]" in capsys.readouterr().err
+
+
+def test_langgraph_sqlite_file_gets_a_clear_error(tmp_path: Path) -> None:
+    from langgraph.checkpoint.sqlite import SqliteSaver as LangGraphSqliteSaver
+
+    from snapstate.errors import ConfigurationError
+
+    path = tmp_path / "langgraph.db"
+    conn = sqlite3.connect(path, check_same_thread=False)
+    LangGraphSqliteSaver(conn).setup()
+    conn.close()
+    with pytest.raises(ConfigurationError, match="holds LangGraph's own checkpoint tables") as err:
+        SqliteBackend(path).setup()
+    assert "new database file" in str(err.value)
+
+
+def test_postgres_migration_status_and_newer_schema(pg_dsn: str, pg_schema: str) -> None:
+    import psycopg
+
+    from snapstate.backends.postgres import MIGRATIONS as PG_MIGRATIONS
+    from snapstate.backends.postgres import PostgresBackend
+
+    backend = PostgresBackend(pg_dsn, schema=pg_schema)
+    try:
+        assert [m.applied_at for m in backend.migration_status()] == [None] * len(PG_MIGRATIONS)
+        backend.setup()
+        status = backend.migration_status()
+        assert [(m.id, m.name) for m in status] == [(m[0], m[1]) for m in PG_MIGRATIONS]
+        assert all(m.applied_at is not None for m in status)
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(
+                f"INSERT INTO \"{pg_schema}\".schema_migrations (id, name) VALUES (999, 'future')"
+            )
+        with pytest.raises(SchemaVersionError, match=r"\[999\]"):
+            backend.migration_status()
+        with pytest.raises(SchemaVersionError, match=r"\[999\]"):
+            backend.setup()
+    finally:
+        backend.close()
+
+
+def test_langgraph_postgres_schema_gets_a_clear_error(pg_dsn: str, pg_schema: str) -> None:
+    import psycopg
+    from langgraph.checkpoint.postgres import PostgresSaver as LangGraphPostgresSaver
+    from psycopg.rows import dict_row
+
+    from snapstate.backends.postgres import PostgresBackend
+    from snapstate.errors import ConfigurationError
+
+    with psycopg.connect(
+        pg_dsn, autocommit=True, row_factory=dict_row, options=f"-c search_path={pg_schema}"
+    ) as conn:
+        LangGraphPostgresSaver(conn).setup()  # type: ignore[arg-type]
+    backend = PostgresBackend(pg_dsn, schema=pg_schema)
+    try:
+        with pytest.raises(ConfigurationError, match="holds LangGraph's own") as err:
+            backend.setup()
+        assert "schema='snapstate'" in str(err.value)
+    finally:
+        backend.close()

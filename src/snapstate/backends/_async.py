@@ -12,7 +12,16 @@ import asyncio
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from ._base import Backend, BlobRef, BlobRow, CheckpointRow, ListQuery, WriteBatch, WriteRow
+from ._base import (
+    Backend,
+    BlobRef,
+    BlobRow,
+    CheckpointRow,
+    ListQuery,
+    MigrationStatus,
+    WriteBatch,
+    WriteRow,
+)
 
 __all__ = ["AsyncBackend", "ThreadedAsyncBackend", "as_async_backend"]
 
@@ -65,6 +74,10 @@ class AsyncBackend(abc.ABC):
 
     @abc.abstractmethod
     async def purge_tombstones(self, deleted_before: float) -> int: ...
+
+    async def migration_status(self) -> list[MigrationStatus]:
+        """See ``Backend.migration_status``; none by default."""
+        return []
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. The default does nothing."""
@@ -134,6 +147,9 @@ class ThreadedAsyncBackend(AsyncBackend):
 
     async def purge_tombstones(self, deleted_before: float) -> int:
         return await self._call(self.sync.purge_tombstones, deleted_before)  # type: ignore[no-any-return]
+
+    async def migration_status(self) -> list[MigrationStatus]:
+        return await self._call(self.sync.migration_status)  # type: ignore[no-any-return]
 
     async def close(self) -> None:
         await self._call(self.sync.close)

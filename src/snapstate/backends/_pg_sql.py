@@ -32,6 +32,7 @@ from ._base import (
     BlobRow,
     CheckpointRow,
     ListQuery,
+    MigrationStatus,
     TableStats,
     ThreadInfo,
     WriteBatch,
@@ -583,13 +584,19 @@ def op_setup(q: Statements) -> Op[None]:
         yield Stmt(f"CREATE SCHEMA {q.quoted}", fetch=False)
     yield Stmt(q.create_migrations_table, fetch=False)
     applied = {r[0] for r in (yield Stmt(f"SELECT id FROM {q.quoted}.schema_migrations"))}
-    known = {m[0] for m in MIGRATIONS}
-    newer = sorted(applied - known)
-    if newer:
-        raise SchemaVersionError(
-            f"PostgreSQL schema {q.schema!r} has schema migrations {newer} that this version "
-            f"of snapstate does not know (it knows up to {max(known)})",
-            hint="upgrade snapstate, or use a schema written by this version",
+    _refuse_newer(q, applied)
+    if 1 not in applied and (
+        yield Stmt(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = %s::text "
+            "AND table_name = 'checkpoints' AND column_name = 'checkpoint_ns'",
+            [q.schema],
+        )
+    ):
+        raise ConfigurationError(
+            f"PostgreSQL schema {q.schema!r} holds LangGraph's own checkpoint tables; "
+            "snapstate keeps its checkpoints in tables of its own with the same names",
+            hint="give snapstate another schema, e.g. PostgresSaver(conn, schema='snapstate'); "
+            "LangGraph's saver still reads the old tables",
         )
     for mid, name, statements in MIGRATIONS:
         if mid in applied:
@@ -608,6 +615,33 @@ def op_setup(q: Statements) -> Op[None]:
             [mid, name],
             fetch=False,
         )
+
+
+def _refuse_newer(q: Statements, applied: set[int]) -> None:
+    known = {m[0] for m in MIGRATIONS}
+    newer = sorted(applied - known)
+    if newer:
+        raise SchemaVersionError(
+            f"PostgreSQL schema {q.schema!r} has schema migrations {newer} that this version "
+            f"of snapstate does not know (it knows up to {max(known)})",
+            hint="upgrade snapstate, or use a schema written by this version",
+        )
+
+
+def op_migration_status(q: Statements) -> Op[list[MigrationStatus]]:
+    """The known migrations with when each was applied; reads only."""
+    exists = yield Stmt(
+        "SELECT 1 FROM pg_tables WHERE schemaname = %s::text AND tablename = 'schema_migrations'",
+        [q.schema],
+    )
+    applied: dict[int, float] = {}
+    if exists:
+        rows = yield Stmt(
+            f"SELECT id, extract(epoch FROM applied_at)::float8 FROM {q.quoted}.schema_migrations"
+        )
+        applied = {r[0]: r[1] for r in rows}
+    _refuse_newer(q, set(applied))
+    return [MigrationStatus(mid, name, applied.get(mid)) for mid, name, _ in MIGRATIONS]
 
 
 def op_write(q: Statements, batch: WriteBatch) -> Op[None]:

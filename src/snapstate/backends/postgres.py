@@ -51,6 +51,7 @@ from ._base import (
     BlobRow,
     CheckpointRow,
     ListQuery,
+    MigrationStatus,
     TableStats,
     ThreadInfo,
     WriteBatch,
@@ -448,6 +449,9 @@ class PostgresBackend(Backend):
     def setup(self) -> None:
         self._run("applying schema migrations", lambda: sql.op_setup(self._q), transaction=True)
 
+    def migration_status(self) -> list[MigrationStatus]:
+        return self._run("reading applied migrations", lambda: sql.op_migration_status(self._q))
+
     def write(self, batch: WriteBatch) -> None:
         self._run("writing a batch", lambda: sql.op_write(self._q, batch))
 
@@ -761,6 +765,11 @@ class AsyncPostgresBackend(AsyncBackend):
     async def setup(self) -> None:
         await self._run(
             "applying schema migrations", lambda: sql.op_setup(self._q), transaction=True
+        )
+
+    async def migration_status(self) -> list[MigrationStatus]:
+        return await self._run(
+            "reading applied migrations", lambda: sql.op_migration_status(self._q)
         )
 
     async def write(self, batch: WriteBatch) -> None:

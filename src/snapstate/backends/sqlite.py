@@ -282,6 +282,13 @@ class SqliteBackend(Backend):
             conn.execute(_CREATE_MIGRATIONS_TABLE)
             applied = {r[0] for r in conn.execute("SELECT id FROM schema_migrations")}
             _refuse_newer(self.path, applied)
+            if 1 not in applied and _has_langgraph_tables(conn):
+                raise ConfigurationError(
+                    f"SQLite database {self.path!r} holds LangGraph's own checkpoint tables; "
+                    "snapstate keeps its checkpoints in tables of its own with the same names",
+                    hint="give snapstate a new database file; LangGraph's saver still reads "
+                    "the old one",
+                )
             for mid, name, sql in MIGRATIONS:
                 if mid in applied:
                     continue
@@ -632,6 +639,12 @@ class SqliteBackend(Backend):
 
     def __repr__(self) -> str:
         return f"SqliteBackend({self.path!r}, synchronous={self.synchronous!r})"
+
+
+def _has_langgraph_tables(conn: sqlite3.Connection) -> bool:
+    """Whether LangGraph's SqliteSaver made this file (its tables have ``checkpoint_ns``)."""
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(checkpoints)")}
+    return "checkpoint_ns" in cols
 
 
 def _refuse_newer(path: str, applied: set[int]) -> None:
