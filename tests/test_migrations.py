@@ -6,6 +6,7 @@ import io
 import multiprocessing as mp
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -247,3 +248,97 @@ def test_langgraph_postgres_schema_gets_a_clear_error(pg_dsn: str, pg_schema: st
         assert "schema='snapstate'" in str(err.value)
     finally:
         backend.close()
+
+
+def _pg_setup_in_process(dsn: str, schema: str, barrier: Any, q: Any) -> None:
+    try:
+        from snapstate.backends.postgres import PostgresBackend
+
+        barrier.wait(60)
+        backend = PostgresBackend(dsn, schema=schema)
+        backend.setup()
+        backend.close()
+        q.put("ok")
+    except BaseException as exc:  # reported to the parent
+        q.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_postgres_first_schema_upgrades_concurrently_with_checkpoints_intact(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """A schema made by the first migration, with checkpoints, upgraded by four processes."""
+    import psycopg
+
+    from snapstate.backends import _pg_sql
+    from snapstate.backends.postgres import PostgresBackend
+
+    mem = Checkpointer(MemoryBackend())
+    expected = {}
+    msgs: list[str] = []
+    for i in range(6):
+        msgs = [*msgs, f"message {i}"]
+        mem.put(
+            Checkpoint(
+                id=f"{i:04d}",
+                channel_values={"messages": msgs},
+                channel_versions={"messages": i + 1},
+            ),
+            thread_id="old",
+            metadata={"step": i},
+        )
+        expected[f"{i:04d}"] = list(msgs)
+    quoted = f'"{pg_schema}"'
+    with psycopg.connect(pg_dsn, autocommit=True) as conn, conn.transaction():
+        conn.execute(
+            f"CREATE TABLE {quoted}.schema_migrations (id int PRIMARY KEY, name text NOT NULL, "
+            "applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        mid, name, statements = _pg_sql.MIGRATIONS[0]
+        for statement in statements:
+            conn.execute(statement.format(s=quoted, lock_prefix=f"'{pg_schema}:'"))
+        conn.execute(
+            f"INSERT INTO {quoted}.schema_migrations (id, name) VALUES (%s, %s)", (mid, name)
+        )
+        backend = mem.backend
+        for r in backend.list_checkpoints(ListQuery(thread_id="old")):
+            conn.execute(
+                f"INSERT INTO {quoted}.checkpoints VALUES (%s,%s,%s,%s,%s,%s,%s::jsonb,%s)",
+                (
+                    r.thread_id,
+                    r.namespace,
+                    r.checkpoint_id,
+                    r.parent_id,
+                    r.run_id,
+                    r.created_at,
+                    r.metadata.decode(),
+                    r.skeleton,
+                ),
+            )
+        keys = [(b.channel, b.version) for b in backend.blob_index("old")]
+        for b in backend.get_blobs("old", "", keys):
+            conn.execute(
+                f"INSERT INTO {quoted}.blobs VALUES (%s,%s,%s,%s,%s,%s,%s)",
+                (b.thread_id, b.namespace, b.channel, b.version, b.kind, b.base, b.data),
+            )
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(4)
+    q = ctx.Queue()
+    procs = [
+        ctx.Process(target=_pg_setup_in_process, args=(pg_dsn, pg_schema, barrier, q))
+        for _ in range(4)
+    ]
+    for p in procs:
+        p.start()
+    results = [q.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(60)
+    assert results == ["ok"] * 4
+    with psycopg.connect(pg_dsn) as conn:
+        ids = sorted(r[0] for r in conn.execute(f"SELECT id FROM {quoted}.schema_migrations"))
+    assert ids == [m[0] for m in _pg_sql.MIGRATIONS]
+    with Checkpointer(PostgresBackend(pg_dsn, schema=pg_schema)) as cp:
+        for cid, want in expected.items():
+            snap = cp.get("old", checkpoint_id=cid)
+            assert snap is not None and snap.checkpoint.channel_values == {"messages": want}
+        cp.delete_thread("old")  # the new migration's tombstones work on the upgraded schema
+        assert cp.get("old") is None
