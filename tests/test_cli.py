@@ -134,3 +134,33 @@ def test_diff_function() -> None:
         a, b = cp.get("t", checkpoint_id="1"), cp.get("t", checkpoint_id="2")
         assert a is not None and b is not None
         assert [(c.channel, c.kind) for c in diff(a, b)] == [("a", "changed"), ("new", "added")]
+
+
+def test_upgrade_command_rewrites_in_place(
+    store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "myhooks.py").write_text(
+        "from snapstate.upgrades import StateUpgrades, rename_channel\n"
+        "upgrades = StateUpgrades(version=1)\n"
+        "upgrades.add(0, lambda snap: rename_channel(snap, 'messages', 'chat'))\n"
+        "not_hooks = 42\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, text = run("upgrade", store, "--hooks", "myhooks:upgrades", "--chunk", "3")
+    assert code == 0 and "rewrote 11 checkpoint(s) to state version 1" in text
+    assert "upgrade: 2/2 threads" in capsys.readouterr().err
+    code, text = run("upgrade", store, "--hooks", "myhooks:upgrades")
+    assert code == 0 and "rewrote 0 checkpoint(s)" in text  # resumable: nothing left
+    import myhooks  # type: ignore[import-not-found]
+
+    with Checkpointer(store, upgrades=myhooks.upgrades) as cp:
+        snap = cp.get("chat")
+        assert snap is not None and "chat" in snap.checkpoint.channel_values
+    for spec, message in [
+        ("myhooks", "must be MODULE:ATTRIBUTE"),
+        ("nosuchmodule:x", "cannot load upgrade hooks"),
+        ("myhooks:not_hooks", "is a int, not a snapstate.upgrades.StateUpgrades"),
+    ]:
+        code, _ = run("upgrade", store, "--hooks", spec)
+        assert code == 2
+        assert message in capsys.readouterr().err

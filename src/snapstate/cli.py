@@ -6,6 +6,7 @@
     snapstate inspect URL THREAD [--namespace NS] [--limit N] [--diff OLD NEW]
     snapstate prune URL [--keep-last N] [--idle DURATION] [--thread T ...] [--dry-run]
     snapstate migrate URL [--dry-run]
+    snapstate upgrade URL --hooks MODULE:ATTRIBUTE [--thread T ...] [--chunk N]
 
 URL is ``memory://``, ``sqlite:///path.db`` (or a plain path) or ``postgresql://...``. Every
 command is a thin layer over importable functions: :meth:`snapstate.Checkpointer.stats`,
@@ -24,8 +25,9 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from ._engine import Checkpointer, Progress
-from .errors import SnapstateError
+from .errors import ConfigurationError, SnapstateError
 from .history import diff
+from .upgrades import StateUpgrades
 
 __all__ = ["main", "parse_duration"]
 
@@ -169,6 +171,46 @@ def _migrate(cp: Checkpointer, dry_run: bool, out: TextIO) -> None:
         out.write(f"applied {len(pending)} migration(s)\n")
 
 
+def _load_hooks(spec: str) -> StateUpgrades:
+    """The application's StateUpgrades named on the command line as ``module:attribute``.
+
+    The module is imported because the person running the command named it; stored bytes
+    never choose what is imported.
+    """
+    import importlib
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigurationError(
+            f"--hooks must be MODULE:ATTRIBUTE, got {spec!r}", hint="e.g. myapp.state:upgrades"
+        )
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"cannot load upgrade hooks {spec!r}: {exc}") from None
+    if not isinstance(obj, StateUpgrades):
+        raise ConfigurationError(
+            f"{spec!r} is a {type(obj).__name__}, not a snapstate.upgrades.StateUpgrades"
+        )
+    return obj
+
+
+def _upgrade(
+    url: str, hooks: str, threads: list[str] | None, chunk: int, out: TextIO, err: TextIO
+) -> None:
+    upgrades = _load_hooks(hooks)
+
+    def progress(p: Progress) -> None:
+        err.write(f"\r{p.phase}: {p.done}/{p.total} threads")
+        if p.done == p.total:
+            err.write("\n")
+        err.flush()
+
+    with Checkpointer(url, upgrades=upgrades) as cp:
+        n = cp.upgrade_stored(thread_ids=threads, chunk=chunk, progress=progress)
+    out.write(f"rewrote {n} checkpoint(s) to state version {upgrades.version}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="snapstate", description="See and manage stored state.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -191,6 +233,11 @@ def _parser() -> argparse.ArgumentParser:
     m = sub.add_parser("migrate", help="apply pending schema migrations")
     m.add_argument("url")
     m.add_argument("--dry-run", action="store_true", help="list what would be applied")
+    u = sub.add_parser("upgrade", help="rewrite old checkpoints to the current state version")
+    u.add_argument("url")
+    u.add_argument("--hooks", required=True, help="your StateUpgrades, as MODULE:ATTRIBUTE")
+    u.add_argument("--thread", action="append", default=None, help="only this thread (repeat)")
+    u.add_argument("--chunk", type=int, default=100, help="checkpoints per transaction")
     return p
 
 
@@ -221,6 +268,9 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         err.write(f"snapstate: error: no database at {path!r}\n")
         return 2
     try:
+        if args.command == "upgrade":
+            _upgrade(args.url, args.hooks, args.thread, args.chunk, out, err)
+            return 0
         # Only `migrate` changes the schema; the other commands need it current.
         with Checkpointer(args.url, auto_setup=args.command != "migrate") as cp:
             if args.command == "migrate":
