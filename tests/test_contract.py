@@ -623,3 +623,28 @@ def test_tombstones_are_purged(saver: Checkpointer) -> None:
     assert saver.backend.purge_tombstones(float("inf")) == 1
     saver.put(cp(1, {"x": 1}), thread_id="t")  # accepted again
     assert saver.get("t") is not None
+
+
+def test_large_immutable_values_are_encoded_once(saver: Checkpointer, monkeypatch: Any) -> None:
+    # A node's write and the next checkpoint's channel value are often the same object.
+    doc = bytes(range(256)) * 1024  # 256 KiB
+    calls: list[int] = []
+    real = saver.codec.encode
+
+    def counting(value: Any, *, where: str = "") -> bytes:
+        calls.append(len(value) if isinstance(value, (bytes, str)) else 0)
+        return real(value, where=where)
+
+    monkeypatch.setattr(
+        saver._plan.encoder, "codec", type("C", (), {"encode": staticmethod(counting)})
+    )
+    saver.put_writes([("doc", doc)], thread_id="t", checkpoint_id="00000001", task_id="k")
+    saver.put(cp(2, {"doc": doc, "n": 1}), thread_id="t")
+    other = bytes(bytearray(doc))  # equal, but another object
+    assert other is not doc
+    saver.put(cp(3, {"doc": other, "n": 2}), thread_id="t")
+    assert calls.count(len(doc)) == 2
+    got = saver.get("t")
+    assert got is not None and got.checkpoint.channel_values["doc"] == doc
+    first = saver.get("t", checkpoint_id="00000002")
+    assert first is not None and first.checkpoint.channel_values["doc"] == doc

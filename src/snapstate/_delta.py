@@ -21,11 +21,17 @@ from __future__ import annotations
 import operator
 import threading
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Protocol
 
 from .backends._base import BLOB_DELTA, BLOB_FULL
-from .codec import Codec
 from .errors import DecodeError
+
+
+class Encoder(Protocol):
+    """What the policy needs of a codec."""
+
+    def encode(self, value: Any, *, where: str = "") -> bytes: ...
+
 
 __all__ = ["DEFAULT_KEYFRAME_EVERY", "DeltaPolicy", "apply"]
 
@@ -58,7 +64,7 @@ class DeltaPolicy:
 
     def encode(
         self,
-        codec: Codec,
+        codec: Encoder,
         thread_id: str,
         namespace: str,
         channel: str,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import (
@@ -127,6 +128,44 @@ def _check_id(name: str, value: Any) -> str:
     return value
 
 
+#: Large immutable values whose encoding is kept for reuse, and the size from which a value
+#: counts as large. LangGraph hands the same object to ``put_writes`` (the node's write) and to
+#: the next ``put`` (the channel's new value); a 1 MB value was encoded and compressed twice per
+#: step before this (benchmarks/bench_agent.py, BigValue).
+REUSE_ENTRIES = 8
+REUSE_MIN_BYTES = 64 * 1024
+
+
+class _ReusingEncoder:
+    """Encodes through a codec, reusing the bytes of recently encoded large immutable values.
+
+    Only ``bytes`` and ``str`` qualify: they cannot change after being encoded, so the same
+    object always encodes to the same bytes. Entries hold the object itself, so its id cannot
+    be reused by another object while cached.
+    """
+
+    def __init__(self, codec: Codec) -> None:
+        self.codec = codec
+        self._lock = threading.Lock()
+        self._recent: OrderedDict[int, tuple[Any, bytes]] = OrderedDict()
+
+    def encode(self, value: Any, *, where: str = "") -> bytes:
+        if type(value) not in (bytes, str) or len(value) < REUSE_MIN_BYTES:
+            return self.codec.encode(value, where=where)
+        key = id(value)
+        with self._lock:
+            hit = self._recent.get(key)
+            if hit is not None and hit[0] is value:
+                self._recent.move_to_end(key)
+                return hit[1]
+        data = self.codec.encode(value, where=where)
+        with self._lock:
+            self._recent[key] = (value, data)
+            while len(self._recent) > REUSE_ENTRIES:
+                self._recent.popitem(last=False)
+        return data
+
+
 class _Planner:
     """The decisions both engines share: rows out of checkpoints, snapshots out of rows."""
 
@@ -139,6 +178,7 @@ class _Planner:
                 f"got {type(upgrades).__name__}"
             )
         self.codec = codec
+        self.encoder = _ReusingEncoder(codec)
         self.delta = delta
         self.upgrades = upgrades
         self.state = upgrades.version if upgrades is not None else 0
@@ -212,7 +252,7 @@ class _Planner:
             vkey = version_key(version)
             if channel in values:
                 kind, base, data = self.delta.encode(
-                    self.codec,
+                    self.encoder,
                     thread_id,
                     namespace,
                     channel,
@@ -267,7 +307,7 @@ class _Planner:
                     f"write {i} of task {task_id!r} on {where} is not a (channel, value) pair"
                 ) from None
             _check_id("channel", channel)
-            data = self.codec.encode(
+            data = self.encoder.encode(
                 value, where=f"write {i} to channel {channel!r} by task {task_id!r} on {where}"
             )
             idx = i if indices is None else indices[i]
