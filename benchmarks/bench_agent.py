@@ -150,47 +150,43 @@ def overhead_ratios(ms: dict[str, float]) -> dict[str, float]:
 # -- ASV -----------------------------------------------------------------------------------------
 
 
-class Agent:
-    """The agent workload: one thread per saver."""
+class _GraphThread:
+    """One thread of ``build()`` per saver: time and peak memory."""
 
     params = list(SAVER_NAMES)
     param_names = ["saver"]
     timeout = 600
 
+    def build(self) -> StateGraph:
+        raise NotImplementedError
+
     def setup(self, name: str) -> None:
         self.dir = tempfile.TemporaryDirectory()
-        self.builder = agent_graph()
+        self.builder = self.build()
 
     def teardown(self, name: str) -> None:
         self.dir.cleanup()
 
-    def time_thread(self, name: str) -> None:
+    def _thread(self, name: str) -> None:
         with open_saver(name, tempfile.mkdtemp(dir=self.dir.name)) as saver:
             run(self.builder.compile(checkpointer=saver), {"step": 0})
-
-    def peakmem_thread(self, name: str) -> None:
-        with open_saver(name, tempfile.mkdtemp(dir=self.dir.name)) as saver:
-            run(self.builder.compile(checkpointer=saver), {"step": 0})
-
-
-class BigValue:
-    """A 1 MB value rewritten every step: one thread per saver."""
-
-    params = list(SAVER_NAMES)
-    param_names = ["saver"]
-    timeout = 600
-
-    def setup(self, name: str) -> None:
-        self.dir = tempfile.TemporaryDirectory()
-        self.builder = big_value_graph()
-
-    def teardown(self, name: str) -> None:
-        self.dir.cleanup()
 
     def time_thread(self, name: str) -> None:
-        with open_saver(name, tempfile.mkdtemp(dir=self.dir.name)) as saver:
-            run(self.builder.compile(checkpointer=saver), {"step": 0})
+        self._thread(name)
 
     def peakmem_thread(self, name: str) -> None:
-        with open_saver(name, tempfile.mkdtemp(dir=self.dir.name)) as saver:
-            run(self.builder.compile(checkpointer=saver), {"step": 0})
+        self._thread(name)
+
+
+class Agent(_GraphThread):
+    """The agent workload."""
+
+    def build(self) -> StateGraph:
+        return agent_graph()
+
+
+class BigValue(_GraphThread):
+    """A 1 MB value rewritten every step."""
+
+    def build(self) -> StateGraph:
+        return big_value_graph()
