@@ -197,3 +197,38 @@ def test_retention_alongside_a_live_writer(backend_factory: BackendFactory) -> N
     assert (
         latest is not None and latest.checkpoint.channel_values["messages"] == expected["00000149"]
     )
+
+
+def test_postgres_retention_skips_rows_a_writer_holds(pg_dsn: str, pg_schema: str) -> None:
+    """Retention never waits on a live writer: locked rows stay, and their blobs with them."""
+    import psycopg
+
+    from snapstate.backends.postgres import PostgresBackend
+
+    saver = Checkpointer(PostgresBackend(pg_dsn, schema=pg_schema), delta_keyframe_every=4)
+    try:
+        msgs = grow(saver, "t", 10)
+        with psycopg.connect(pg_dsn) as other:
+            # A writer's open transaction holds checkpoint 00000002's row.
+            other.execute(
+                f'SELECT 1 FROM "{pg_schema}".checkpoints WHERE thread_id = %s '
+                "AND checkpoint_id = %s FOR UPDATE",
+                ("t", "00000002"),
+            )
+            start = time.monotonic()
+            report = saver.retain(keep_last=2, thread_ids=["t"])
+            assert time.monotonic() - start < 30  # did not wait for the writer
+            assert report.checkpoints_deleted == 7 and report.blobs_deleted == 0
+            ids = [s.checkpoint.id for s in saver.list("t")]
+            assert ids == ["00000009", "00000008", "00000002"]
+            # The skipped checkpoint still reads whole: its blobs were kept.
+            kept = saver.get("t", checkpoint_id="00000002")
+            assert kept is not None and kept.checkpoint.channel_values["messages"] == msgs[:3]
+            other.rollback()
+        report = saver.retain(keep_last=2, thread_ids=["t"])
+        assert report.checkpoints_deleted == 1 and report.blobs_deleted > 0
+        assert [s.checkpoint.id for s in saver.list("t")] == ["00000009", "00000008"]
+        latest = saver.get("t")
+        assert latest is not None and latest.checkpoint.channel_values["messages"] == msgs
+    finally:
+        saver.close()

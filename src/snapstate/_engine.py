@@ -1142,14 +1142,19 @@ class Checkpointer:
         index = self.backend.blob_index(thread_id)  # before the rows: see _Planner.doomed
         rows = list(self.backend.list_checkpoints(ListQuery(thread_id=thread_id)))
         gone, blobs = self._plan.doomed(rows, index, _keeper(rows, keep))
-        if not dry_run:
-            # Checkpoints before the blobs they reach: between chunks, every checkpoint still
-            # present reads whole.
-            for i in range(0, len(gone), chunk):
-                self.backend.delete_rows(thread_id, gone[i : i + chunk], [])
-            for i in range(0, len(blobs), chunk):
-                self.backend.delete_rows(thread_id, [], blobs[i : i + chunk])
-        return len(gone), len(blobs)
+        if dry_run:
+            return len(gone), len(blobs)
+        # Checkpoints before the blobs they reach: between chunks, every checkpoint still
+        # present reads whole. A backend may skip checkpoints a live writer holds locked; then
+        # their blobs wait for the next run too.
+        deleted = 0
+        for i in range(0, len(gone), chunk):
+            deleted += self.backend.delete_rows(thread_id, gone[i : i + chunk], [])
+        if deleted < len(gone):
+            return deleted, 0
+        for i in range(0, len(blobs), chunk):
+            self.backend.delete_rows(thread_id, [], blobs[i : i + chunk])
+        return deleted, len(blobs)
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -1398,11 +1403,14 @@ class AsyncCheckpointer:
         index = await self.backend.blob_index(thread_id)
         rows = await self.backend.list_checkpoints(ListQuery(thread_id=thread_id))
         gone, blobs = self._plan.doomed(rows, index, _keeper(rows, keep))
+        deleted = 0
         for i in range(0, len(gone), RETENTION_CHUNK):
-            await self.backend.delete_rows(thread_id, gone[i : i + RETENTION_CHUNK], [])
+            deleted += await self.backend.delete_rows(thread_id, gone[i : i + RETENTION_CHUNK], [])
+        if deleted < len(gone):
+            return deleted, 0  # see Checkpointer._retain
         for i in range(0, len(blobs), RETENTION_CHUNK):
             await self.backend.delete_rows(thread_id, [], blobs[i : i + RETENTION_CHUNK])
-        return len(gone), len(blobs)
+        return deleted, len(blobs)
 
     async def aclose(self) -> None:
         """Drain queued writes and release the backend."""

@@ -67,7 +67,7 @@ class AsyncBackend(abc.ABC):
         thread_id: str,
         checkpoints: Collection[tuple[str, str]],
         blobs: Collection[tuple[str, str, str]],
-    ) -> None: ...
+    ) -> int: ...
 
     @abc.abstractmethod
     async def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None: ...
@@ -139,8 +139,8 @@ class ThreadedAsyncBackend(AsyncBackend):
         thread_id: str,
         checkpoints: Collection[tuple[str, str]],
         blobs: Collection[tuple[str, str, str]],
-    ) -> None:
-        await self._call(self.sync.delete_rows, thread_id, checkpoints, blobs)
+    ) -> int:
+        return await self._call(self.sync.delete_rows, thread_id, checkpoints, blobs)  # type: ignore[no-any-return]
 
     async def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         await self._call(self.sync.copy_thread, source_thread_id, target_thread_id)

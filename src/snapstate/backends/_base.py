@@ -304,13 +304,18 @@ class Backend(abc.ABC):
         thread_id: str,
         checkpoints: Collection[tuple[str, str]],
         blobs: Collection[tuple[str, str, str]],
-    ) -> None:
-        """Delete some rows of one thread in one transaction.
+    ) -> int:
+        """Delete some rows of one thread in one transaction; return how many of the named
+        checkpoints are gone.
 
         ``checkpoints`` are (namespace, checkpoint_id): each goes with its pending writes, and
         checkpoints of the thread left behind whose ``parent_id`` named one of them get
         ``parent_id`` NULL. ``blobs`` are (namespace, channel, version). The engine only names
-        blobs that no kept checkpoint reaches.
+        blobs that no kept checkpoint reaches, and only once every doomed checkpoint is gone.
+
+        A backend may skip rows another transaction holds locked, so that retention never
+        waits on a live writer (PostgreSQL uses ``SKIP LOCKED``); skipped rows stay for the next
+        run, and the count says so.
         """
 
     @abc.abstractmethod

@@ -321,20 +321,38 @@ class Statements:
         )
         # One statement: the parent_id update skips rows being deleted, since a statement must
         # not change a row twice.
+        # Retention never waits on a live writer: rows another transaction holds locked are
+        # skipped (SKIP LOCKED) and stay for the next run. Writes and the parent links follow
+        # only the checkpoints actually deleted; the count goes back to the engine, which
+        # deletes blobs only once every doomed checkpoint is gone.
         self.delete_rows = (
             "WITH d AS (SELECT * FROM unnest(%(ns)s::text[], %(ids)s::text[]) "
             " AS d(namespace, checkpoint_id)), "
-            f"w AS (DELETE FROM {s}.writes x USING d WHERE x.thread_id = %(t)s::text "
-            " AND x.namespace = d.namespace AND x.checkpoint_id = d.checkpoint_id), "
-            f"c AS (DELETE FROM {s}.checkpoints x USING d WHERE x.thread_id = %(t)s::text "
-            " AND x.namespace = d.namespace AND x.checkpoint_id = d.checkpoint_id), "
-            f"p AS (UPDATE {s}.checkpoints x SET parent_id = NULL FROM d "
-            " WHERE x.thread_id = %(t)s::text AND x.namespace = d.namespace"
-            " AND x.parent_id = d.checkpoint_id AND NOT EXISTS (SELECT 1 FROM d k"
-            "  WHERE k.namespace = x.namespace AND k.checkpoint_id = x.checkpoint_id)) "
-            f"DELETE FROM {s}.blobs x USING unnest(%(bns)s::text[], %(bch)s::text[], "
-            " %(bv)s::text[]) AS b(namespace, channel, version) WHERE x.thread_id = %(t)s::text"
-            " AND x.namespace = b.namespace AND x.channel = b.channel AND x.version = b.version"
+            f"lc AS (SELECT x.ctid FROM {s}.checkpoints x JOIN d"
+            " ON x.namespace = d.namespace AND x.checkpoint_id = d.checkpoint_id"
+            " WHERE x.thread_id = %(t)s::text FOR UPDATE OF x SKIP LOCKED), "
+            f"c AS (DELETE FROM {s}.checkpoints x USING lc WHERE x.ctid = lc.ctid"
+            " RETURNING x.namespace, x.checkpoint_id), "
+            f"lw AS (SELECT y.ctid FROM {s}.writes y JOIN c"
+            " ON y.namespace = c.namespace AND y.checkpoint_id = c.checkpoint_id"
+            " WHERE y.thread_id = %(t)s::text FOR UPDATE OF y SKIP LOCKED), "
+            f"w AS (DELETE FROM {s}.writes x USING lw WHERE x.ctid = lw.ctid), "
+            # Never the rows c deletes (one statement must not modify a row twice), and never
+            # wait for a row a writer holds: it keeps a parent id naming a deleted checkpoint,
+            # which reads as no parent.
+            f"lp AS (SELECT x.ctid FROM {s}.checkpoints x JOIN c"
+            " ON x.namespace = c.namespace AND x.parent_id = c.checkpoint_id"
+            " WHERE x.thread_id = %(t)s::text AND NOT EXISTS (SELECT 1 FROM c k"
+            "  WHERE k.namespace = x.namespace AND k.checkpoint_id = x.checkpoint_id)"
+            " FOR UPDATE OF x SKIP LOCKED), "
+            f"p AS (UPDATE {s}.checkpoints x SET parent_id = NULL FROM lp"
+            " WHERE x.ctid = lp.ctid), "
+            f"lb AS (SELECT x.ctid FROM {s}.blobs x JOIN unnest(%(bns)s::text[],"
+            " %(bch)s::text[], %(bv)s::text[]) AS b(namespace, channel, version)"
+            " ON x.namespace = b.namespace AND x.channel = b.channel AND x.version = b.version"
+            " WHERE x.thread_id = %(t)s::text FOR UPDATE OF x SKIP LOCKED), "
+            f"b AS (DELETE FROM {s}.blobs x USING lb WHERE x.ctid = lb.ctid) "
+            "SELECT count(*) FROM c"
         )
         # Copying into a thread id is a deliberate new history for it: its tombstone goes.
         self.copy_thread = (
@@ -765,13 +783,14 @@ def op_delete_rows(
     thread_id: str,
     checkpoints: Collection[tuple[str, str]],
     blobs: Collection[tuple[str, str, str]],
-) -> Op[None]:
+) -> Op[int]:
     if not checkpoints and not blobs:
-        return
+        return 0
     ns, ids = _columns(list(checkpoints), 2)
     bns, bch, bv = _columns(list(blobs), 3)
     params = {"t": thread_id, "ns": ns, "ids": ids, "bns": bns, "bch": bch, "bv": bv}
-    yield Stmt(q.delete_rows, params, fetch=False)
+    rows = yield Stmt(q.delete_rows, params)
+    return int(rows[0][0])
 
 
 def op_copy_thread(q: Statements, source: str, target: str) -> Op[None]:

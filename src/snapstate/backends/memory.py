@@ -154,7 +154,7 @@ class MemoryBackend(Backend):
         thread_id: str,
         checkpoints: Collection[tuple[str, str]],
         blobs: Collection[tuple[str, str, str]],
-    ) -> None:
+    ) -> int:
         with self._lock:
             doomed: dict[str, set[str]] = {}
             for ns, cid in checkpoints:
@@ -170,6 +170,7 @@ class MemoryBackend(Backend):
                         rows[cid] = msgspec.structs.replace(row, parent_id=None)
             for ns, channel, version in blobs:
                 self._blobs.get((thread_id, ns), {}).pop((channel, version), None)
+            return len(checkpoints)
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         with self._lock:

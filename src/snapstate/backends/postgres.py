@@ -513,8 +513,8 @@ class PostgresBackend(Backend):
         thread_id: str,
         checkpoints: Collection[tuple[str, str]],
         blobs: Collection[tuple[str, str, str]],
-    ) -> None:
-        self._run(
+    ) -> int:
+        return self._run(
             "deleting checkpoints and blobs",
             lambda: sql.op_delete_rows(self._q, thread_id, checkpoints, blobs),
         )
@@ -831,8 +831,8 @@ class AsyncPostgresBackend(AsyncBackend):
         thread_id: str,
         checkpoints: Collection[tuple[str, str]],
         blobs: Collection[tuple[str, str, str]],
-    ) -> None:
-        await self._run(
+    ) -> int:
+        return await self._run(
             "deleting checkpoints and blobs",
             lambda: sql.op_delete_rows(self._q, thread_id, checkpoints, blobs),
         )

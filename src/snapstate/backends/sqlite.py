@@ -408,7 +408,8 @@ class SqliteBackend(Backend):
         thread_id: str,
         checkpoints: Collection[tuple[str, str]],
         blobs: Collection[tuple[str, str, str]],
-    ) -> None:
+    ) -> int:
+        # BEGIN IMMEDIATE waits for the write lock: nothing is ever skipped here.
         cps = list(checkpoints)
         with self._transaction("deleting checkpoints and blobs") as conn:
             conn.executemany(
@@ -430,6 +431,7 @@ class SqliteBackend(Backend):
                 "AND version = ?",
                 [(thread_id, ns, ch, v) for ns, ch, v in blobs],
             )
+        return len(cps)
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         with self._transaction("copying a thread") as conn:
