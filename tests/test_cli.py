@@ -50,6 +50,7 @@ def test_stats(store: str) -> None:
     assert "threads      2" in text
     assert "checkpoints          11" in text
     assert "messages" in text and "step" in text
+    assert "compression" in text and "of values in" in text
 
 
 def test_inspect_history_and_diff(store: str) -> None:

@@ -232,3 +232,17 @@ def test_postgres_retention_skips_rows_a_writer_holds(pg_dsn: str, pg_schema: st
         assert latest is not None and latest.checkpoint.channel_values["messages"] == msgs
     finally:
         saver.close()
+
+
+def test_stats_report_compression(saver: Checkpointer) -> None:
+    text = "the same words again and again " * 400  # about 12 KB, compresses well
+    saver.put(
+        Checkpoint(id="00000001", channel_values={"doc": text}, channel_versions={"doc": 1}),
+        thread_id="t",
+    )
+    st = saver.stats()
+    if saver.backend.name == "postgres":
+        pytest.skip("the PostgreSQL backend does not gather raw sizes for stats yet")
+    assert st.raw_blob_bytes is not None
+    assert st.raw_blob_bytes > 5 * st.blob_bytes
+    assert st.raw_blob_bytes >= len(text)

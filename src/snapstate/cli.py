@@ -61,6 +61,11 @@ def _stats(cp: Checkpointer, out: TextIO) -> None:
     out.write(f"checkpoints  {st.checkpoints:>10}  {_size(st.checkpoint_bytes):>12}\n")
     out.write(f"blobs        {st.blobs:>10}  {_size(st.blob_bytes):>12}\n")
     out.write(f"writes       {st.writes:>10}  {_size(st.write_bytes):>12}\n")
+    if st.raw_blob_bytes and st.blob_bytes:
+        out.write(
+            f"compression  {st.raw_blob_bytes / st.blob_bytes:10.2f}x  "
+            f"({_size(st.raw_blob_bytes)} of values in {_size(st.blob_bytes)} of blobs)\n"
+        )
     if st.file_bytes is not None:
         out.write(f"file         {_size(st.file_bytes):>23}  ({_size(st.free_bytes)} free)\n")
     if st.checkpoints:

@@ -28,6 +28,7 @@ from typing import Any
 
 import msgspec
 
+from ..codec._format import raw_size
 from ..errors import InvalidArgumentError, ThreadDeletedError
 
 __all__ = [
@@ -154,6 +155,8 @@ class TableStats(msgspec.Struct):
     channels: dict[str, tuple[int, int]] = msgspec.field(default_factory=dict)
     file_bytes: int | None = None
     free_bytes: int | None = None
+    raw_blob_bytes: int | None = None
+    """What the blobs' payloads would take uncompressed (None where not gathered)."""
 
 
 class MigrationStatus(msgspec.Struct, frozen=True):
@@ -426,6 +429,9 @@ class Backend(abc.ABC):
                         continue
                     out.blobs += 1
                     out.blob_bytes += len(b.data)
+                    out.raw_blob_bytes = (out.raw_blob_bytes or 0) + raw_size(
+                        b.data[:10], len(b.data)
+                    )
                     n, size = out.channels.get(b.channel, (0, 0))
                     out.channels[b.channel] = (n + 1, size + len(b.data))
             for ns, cids in by_ns.items():

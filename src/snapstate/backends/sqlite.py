@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from ..codec._format import raw_size
 from ..errors import (
     ConfigurationError,
     MigrationError,
@@ -595,6 +596,12 @@ class SqliteBackend(Backend):
                         "GROUP BY channel ORDER BY channel"
                     )
                 }
+                raw = sum(
+                    raw_size(bytes(head), size)
+                    for head, size in q(
+                        "SELECT substr(data, 1, 10), length(data) FROM blobs WHERE kind != 2"
+                    )
+                )
                 page_size = q("PRAGMA page_size").fetchone()[0]
                 pages = q("PRAGMA page_count").fetchone()[0]
                 free = q("PRAGMA freelist_count").fetchone()[0]
@@ -611,6 +618,7 @@ class SqliteBackend(Backend):
             channels=channels,
             file_bytes=page_size * pages,
             free_bytes=page_size * free,
+            raw_blob_bytes=raw,
         )
 
     def reclaim(self) -> int:

@@ -180,6 +180,18 @@ def checksum(payload: Any) -> int:
     return _xxh3_64(payload) & 0xFFFFFFFF
 
 
+def raw_size(head: bytes, stored: int) -> int:
+    """The payload's uncompressed size, from a stored value's first 10 bytes and its length.
+
+    For statistics (``snapstate stats``): nothing is checked or decoded.
+    """
+    if len(head) < HEADER_SIZE:
+        return stored
+    if head[1] & FLAG_LZ4 and len(head) >= HEADER_SIZE + 4:
+        return int.from_bytes(head[HEADER_SIZE : HEADER_SIZE + 4], "little")
+    return stored - HEADER_SIZE
+
+
 def header(flags: int, payload: Any) -> bytes:
     """The 6-byte header for ``payload`` (bytes-like)."""
     return bytes((FORMAT_VERSION, flags)) + checksum(payload).to_bytes(4, "little")
