@@ -241,8 +241,6 @@ def test_stats_report_compression(saver: Checkpointer) -> None:
         thread_id="t",
     )
     st = saver.stats()
-    if saver.backend.name == "postgres":
-        pytest.skip("the PostgreSQL backend does not gather raw sizes for stats yet")
     assert st.raw_blob_bytes is not None
     assert st.raw_blob_bytes > 5 * st.blob_bytes
     assert st.raw_blob_bytes >= len(text)

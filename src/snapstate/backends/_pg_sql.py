@@ -391,6 +391,17 @@ class Statements:
             f"SELECT channel, count(*), coalesce(sum(octet_length(data)), 0)::int8 FROM {s}.blobs "
             "GROUP BY channel ORDER BY channel"
         )
+        # The payloads' uncompressed size, from each value's header alone (the same reading
+        # as snapstate.codec._format.raw_size): flag bit 0 of byte 1 marks an lz4 payload whose
+        # little-endian uncompressed size is bytes 6-9. Blob data is stored uncompressed out of
+        # line, so the server reads only those first bytes of each value.
+        self.raw_blob_bytes = (
+            "SELECT coalesce(sum(CASE WHEN octet_length(data) >= 10 AND get_byte(data, 1) & 1 = 1"
+            " THEN get_byte(data, 6)::int8 + get_byte(data, 7)::int8 * 256"
+            " + get_byte(data, 8)::int8 * 65536 + get_byte(data, 9)::int8 * 16777216"
+            " ELSE octet_length(data) - 6 END), 0)::int8"
+            f" FROM {s}.blobs WHERE kind != 2"
+        )
         self.create_migrations_table = (
             f"CREATE TABLE IF NOT EXISTS {s}.schema_migrations ("
             " id integer PRIMARY KEY, name text NOT NULL,"
@@ -810,6 +821,7 @@ def op_threads(q: Statements, idle_before: float | None) -> Op[list[ThreadInfo]]
 def op_stats(q: Statements) -> Op[TableStats]:
     (threads, checkpoints, cbytes, writes, wbytes, size), *_ = yield Stmt(q.stats, [q.schema])
     channels = {r[0]: (r[1], r[2]) for r in (yield Stmt(q.channel_stats))}
+    ((raw,),) = yield Stmt(q.raw_blob_bytes)
     return TableStats(
         threads=threads,
         checkpoints=checkpoints,
@@ -820,4 +832,5 @@ def op_stats(q: Statements) -> Op[TableStats]:
         write_bytes=wbytes,
         channels=channels,
         file_bytes=size,
+        raw_blob_bytes=raw,
     )
