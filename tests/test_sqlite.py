@@ -177,3 +177,33 @@ def test_forked_child_uses_its_own_connections(tmp_path: Path) -> None:
     got = saver.get("t")
     assert got is not None and got.checkpoint.channel_values == {"x": "child"}
     saver.close()
+
+
+def test_configuring_retries_a_locked_file_within_the_busy_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On a file another connection is switching to WAL or setting up, some lock waits fail at
+    # once instead of going through the busy handler; configuring is retried.
+    real = SqliteBackend._configure
+    failures = {"left": 3}
+
+    def flaky(self: SqliteBackend, conn: sqlite3.Connection) -> None:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise sqlite3.OperationalError("database is locked")
+        real(self, conn)
+
+    monkeypatch.setattr(SqliteBackend, "_configure", flaky)
+    with Checkpointer(SqliteBackend(tmp_path / "r.db", busy_timeout=5)) as saver:
+        saver.put(cp(1, {"x": 1}), thread_id="t")
+        assert saver.get("t") is not None
+    assert failures["left"] == 0
+
+    def always_locked(self: SqliteBackend, conn: sqlite3.Connection) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    from snapstate import StoreUnavailableError
+
+    monkeypatch.setattr(SqliteBackend, "_configure", always_locked)
+    with pytest.raises(StoreUnavailableError, match="locked while configuring"):
+        Checkpointer(SqliteBackend(tmp_path / "r2.db", busy_timeout=0.2)).get("t")

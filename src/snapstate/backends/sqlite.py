@@ -213,12 +213,24 @@ class SqliteBackend(Backend):
             raise StoreUnavailableError(
                 f"cannot open SQLite database {self.path!r}: {exc}"
             ) from None
-        try:
-            self._configure(conn)
-        except sqlite3.Error as exc:
-            conn.close()
-            raise _translate(exc, f"configuring SQLite database {self.path!r}") from None
-        return conn
+        # Configuring is idempotent, and on a file another connection is switching to WAL or
+        # setting up, some of its lock waits fail at once with "database is locked" instead of
+        # going through the busy handler: retry them within the busy timeout.
+        deadline = time.monotonic() + self.busy_timeout
+        pause = 0.005
+        while True:
+            try:
+                self._configure(conn)
+                return conn
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                    conn.close()
+                    raise _translate(exc, f"configuring SQLite database {self.path!r}") from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.2)
+            except sqlite3.Error as exc:
+                conn.close()
+                raise _translate(exc, f"configuring SQLite database {self.path!r}") from None
 
     @contextlib.contextmanager
     def _conn(self) -> Iterator[sqlite3.Connection]:
