@@ -46,6 +46,7 @@ __all__ = [
     "MigrationStatus",
     "Backend",
     "validate_filter",
+    "key_conditions",
 ]
 
 #: ``BlobRow.kind``: ``data`` is the whole encoded value.
@@ -180,6 +181,23 @@ class ListQuery(msgspec.Struct, frozen=True):
     before: str | None = None
     limit: int | None = None
     filter: Mapping[str, Any] = msgspec.field(default_factory=dict)
+
+
+def key_conditions(query: ListQuery) -> list[tuple[str, str, str]]:
+    """A query's conditions other than its metadata filter, as (column, operator, value).
+
+    SQL backends format them in their own dialect; the semantics live here once.
+    """
+    out: list[tuple[str, str, str]] = []
+    if query.thread_id is not None:
+        out.append(("thread_id", "=", query.thread_id))
+    if query.namespace is not None:
+        out.append(("namespace", "=", query.namespace))
+    if query.checkpoint_id is not None:
+        out.append(("checkpoint_id", "=", query.checkpoint_id))
+    if query.before is not None:
+        out.append(("checkpoint_id", "<", query.before))
+    return out
 
 
 _FILTER_KEY = re.compile(r"[A-Za-z0-9_.\-]{1,256}")

@@ -39,6 +39,7 @@ from ._base import (
     WriteRow,
     batch_threads,
     check_tombstones,
+    key_conditions,
 )
 
 __all__ = ["MIGRATIONS", "Stmt", "Op", "Statements"]
@@ -721,20 +722,9 @@ def op_load(
 
 
 def op_list(q: Statements, query: ListQuery) -> Op[list[CheckpointRow]]:
-    where: list[str] = []
-    params: list[Any] = []
-    if query.thread_id is not None:
-        where.append("c.thread_id = %s::text")
-        params.append(query.thread_id)
-    if query.namespace is not None:
-        where.append("c.namespace = %s::text")
-        params.append(query.namespace)
-    if query.checkpoint_id is not None:
-        where.append("c.checkpoint_id = %s::text")
-        params.append(query.checkpoint_id)
-    if query.before is not None:
-        where.append("c.checkpoint_id < %s::text")
-        params.append(query.before)
+    conditions = key_conditions(query)
+    where: list[str] = [f"c.{column} {op} %s::text" for column, op, _ in conditions]
+    params: list[Any] = [value for _, _, value in conditions]
     for key, value in query.filter.items():
         # JSONB equality: booleans only equal booleans, numbers compare by value, objects
         # ignore key order; a missing key yields NULL, which never matches.

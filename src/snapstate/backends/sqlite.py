@@ -40,6 +40,7 @@ from ._base import (
     WriteRow,
     batch_threads,
     check_tombstones,
+    key_conditions,
 )
 
 __all__ = ["SqliteBackend", "MIGRATIONS"]
@@ -500,20 +501,9 @@ class SqliteBackend(Backend):
         return row, [], self.get_writes(thread_id, namespace, [row.checkpoint_id])
 
     def list_checkpoints(self, query: ListQuery) -> Iterator[CheckpointRow]:
-        where: list[str] = []
-        params: list[Any] = []
-        if query.thread_id is not None:
-            where.append("thread_id = ?")
-            params.append(query.thread_id)
-        if query.namespace is not None:
-            where.append("namespace = ?")
-            params.append(query.namespace)
-        if query.checkpoint_id is not None:
-            where.append("checkpoint_id = ?")
-            params.append(query.checkpoint_id)
-        if query.before is not None:
-            where.append("checkpoint_id < ?")
-            params.append(query.before)
+        conditions = key_conditions(query)
+        where: list[str] = [f"{column} {op} ?" for column, op, _ in conditions]
+        params: list[Any] = [value for _, _, value in conditions]
         for key, value in query.filter.items():
             clause, args = _filter_clause(key, value)
             where.append(clause)
