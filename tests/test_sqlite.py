@@ -207,3 +207,130 @@ def test_configuring_retries_a_locked_file_within_the_busy_timeout(
     monkeypatch.setattr(SqliteBackend, "_configure", always_locked)
     with pytest.raises(StoreUnavailableError, match="locked while configuring"):
         Checkpointer(SqliteBackend(tmp_path / "r2.db", busy_timeout=0.2)).get("t")
+
+
+# -- WAL checkpoints in the background ---------------------------------------------------------
+
+
+def _wait_for(predicate: Any, timeout: float = 10.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_commits_leave_checkpoints_to_a_background_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import snapstate.backends.sqlite as mod
+
+    monkeypatch.setattr(mod, "_CHECKPOINT_EVERY", 20)
+    path = tmp_path / "w.db"
+    backend = SqliteBackend(path)
+    with Checkpointer(backend) as saver:
+        with backend._conn() as conn:
+            assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        db_size = os.path.getsize(path)
+        for i in range(60):
+            saver.put(cp(i, {"x": os.urandom(3000)}), thread_id="t")
+        assert backend._checkpointer is not None
+        thread = backend._checkpointer._thread
+        assert thread.name == "snapstate-wal-checkpoint:w.db" and thread.is_alive()
+        # The thread copies the WAL's pages into the database file, which grows with them.
+        assert _wait_for(lambda: os.path.getsize(path) > db_size + 60 * 3000 // 2)
+        assert saver.get("t") is not None
+    assert not thread.is_alive()
+
+
+def test_a_stuck_checkpointer_falls_back_to_checkpointing_inline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import snapstate.backends.sqlite as mod
+
+    monkeypatch.setattr(mod, "_CHECKPOINT_EVERY", 5)
+    monkeypatch.setattr(mod, "_CHECKPOINT_INLINE_AFTER", 30)
+    monkeypatch.setattr(mod._WalCheckpointer, "_run", lambda self: None)  # never checkpoints
+    path = tmp_path / "s.db"
+    with Checkpointer(SqliteBackend(path)) as saver:
+        saver.setup()
+        db_size = os.path.getsize(path)
+        for i in range(25):
+            saver.put(cp(i, {"x": os.urandom(3000)}), thread_id="t")
+        assert os.path.getsize(path) == db_size  # nothing copied yet: the WAL holds it all
+        for i in range(25, 40):
+            saver.put(cp(i, {"x": os.urandom(3000)}), thread_id="t")
+        assert os.path.getsize(path) > db_size + 30 * 3000 // 2
+        assert [c.checkpoint.id for c in saver.list("t", limit=2)] == [f"{39:08d}", f"{38:08d}"]
+
+
+def test_a_given_connection_gets_its_autocheckpoint_back(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "g.db", check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA wal_autocheckpoint = 321")
+    with Checkpointer(SqliteBackend(conn)) as saver:
+        saver.put(cp(1, {"x": 1}), thread_id="t")
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 321
+    conn.close()
+
+
+def test_fork_waits_while_the_checkpointer_is_inside_sqlite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fork while the background thread runs a checkpoint must not hang the child."""
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork on this platform")
+    import time
+
+    import snapstate.backends.sqlite as mod
+
+    monkeypatch.setattr(mod, "_CHECKPOINT_IDLE", 0.0)  # checkpoint without pause
+    monkeypatch.setattr(mod, "_CHECKPOINT_EVERY", 1)
+    saver = Checkpointer(tmp_path / "busy.db")
+    saver.put(cp(0, {"x": 0}), thread_id="t")
+    try:
+        for i in range(1, 201):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the child
+                code = 1
+                try:
+                    conn = sqlite3.connect(tmp_path / "busy.db")
+                    conn.execute("SELECT count(*) FROM checkpoints").fetchone()
+                    conn.close()
+                    code = 0
+                finally:
+                    os._exit(code)
+            deadline = time.monotonic() + 20
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+                if time.monotonic() > deadline:
+                    os.kill(pid, 9)
+                    os.waitpid(pid, 0)
+                    pytest.fail(f"fork {i}: the child hung opening the database")
+                time.sleep(0.005)
+            assert os.WEXITSTATUS(status) == 0
+    finally:
+        saver.close()
+
+
+def test_the_wal_starts_over_while_commits_keep_coming(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a background checkpoint, a commit copies what was committed meanwhile, so the
+    next one starts the WAL over instead of growing it without end."""
+    import snapstate.backends.sqlite as mod
+
+    monkeypatch.setattr(mod, "_CHECKPOINT_EVERY", 20)
+    path = tmp_path / "grow.db"
+    with Checkpointer(SqliteBackend(path)) as saver:
+        value = os.urandom(8000)  # about 3 pages a commit
+        for i in range(600):
+            saver.put(cp(i, {f"x{i % 7}": value}), thread_id="t")
+        # A WAL that never started over holds all 600 commits here: about 20 MB (measured).
+        assert os.path.getsize(f"{path}-wal") < 10_000_000
+        assert saver.get("t") is not None
