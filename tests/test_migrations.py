@@ -342,3 +342,24 @@ def test_postgres_first_schema_upgrades_concurrently_with_checkpoints_intact(
             assert snap is not None and snap.checkpoint.channel_values == {"messages": want}
         cp.delete_thread("old")  # the new migration's tombstones work on the upgraded schema
         assert cp.get("old") is None
+
+
+def test_postgres_stores_large_values_without_a_second_compression(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """blobs.data (migration 1) and writes.data (migration 3) are EXTERNAL: the server does
+    not pglz what the codec already lz4-compressed."""
+    import psycopg
+
+    from snapstate.backends.postgres import PostgresBackend
+
+    with Checkpointer(PostgresBackend(pg_dsn, schema=pg_schema)) as cp:
+        cp.setup()
+    with psycopg.connect(pg_dsn) as conn:
+        rows = conn.execute(
+            "SELECT c.relname, a.attstorage FROM pg_attribute a "
+            "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND a.attname = 'data' ORDER BY c.relname",
+            (pg_schema,),
+        ).fetchall()
+    assert rows == [("blobs", "e"), ("writes", "e")]

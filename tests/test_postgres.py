@@ -429,7 +429,7 @@ def test_unknown_migration_raises_schema_version_error(pg_dsn: str, pg_schema: s
         conn.execute(
             f"INSERT INTO \"{pg_schema}\".schema_migrations (id, name) VALUES (999, 'future')"
         )
-    with pytest.raises(SchemaVersionError, match=r"migrations \[999\].*knows up to 2"):
+    with pytest.raises(SchemaVersionError, match=r"migrations \[999\].*knows up to 3"):
         backend.setup()
     backend.close()
 
