@@ -66,6 +66,33 @@ def test_compression_settings(threshold: int | None) -> None:
     assert_twins_agree(twins, value)
 
 
+def test_native_calls_lz4_holding_the_gil() -> None:
+    """The compiled twin found lz4.block's own LZ4 functions (else it would fall back to
+    lz4.block, which gives up the GIL on every call: see ext/_codec.pyx)."""
+    if "native" not in IMPLEMENTATIONS:
+        pytest.skip("the compiled codec is not built")
+    assert IMPLEMENTATIONS["native"]._LZ4_DIRECT is True
+
+
+@FUZZ
+@given(
+    st.lists(
+        st.one_of(st.binary(max_size=300), st.sampled_from([b"abc", b" ", b"snapstate" * 40])),
+        max_size=400,
+    ),
+    st.sampled_from([0, 64, 1024]),
+)
+def test_lz4_bytes_match_lz4_block(parts: list[bytes], threshold: int) -> None:
+    """Compressed bodies of every size and shape are byte for byte lz4.block's."""
+    if "native" not in IMPLEMENTATIONS:
+        pytest.skip("the compiled codec is not built")
+    twins = (
+        Codec(impl="python", compress_threshold=threshold),
+        Codec(impl="native", compress_threshold=threshold),
+    )
+    assert_twins_agree(twins, b"".join(parts))
+
+
 @FUZZ
 @given(VALUES)
 def test_any_value(value: Any) -> None:
