@@ -334,3 +334,30 @@ def test_the_wal_starts_over_while_commits_keep_coming(
         # A WAL that never started over holds all 600 commits here: about 20 MB (measured).
         assert os.path.getsize(f"{path}-wal") < 10_000_000
         assert saver.get("t") is not None
+
+
+def test_an_occasional_commit_never_checkpoints_inline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Commits far apart leave every checkpoint (and its fsyncs) to the background thread."""
+    import time
+
+    import snapstate.backends.sqlite as mod
+
+    monkeypatch.setattr(mod, "_CHECKPOINT_IDLE", 0.01)
+    inline: list[int] = []
+    real = mod._WalCheckpointer.checkpoint
+
+    def spy(conn: sqlite3.Connection) -> bool:
+        if threading.current_thread() is threading.main_thread():
+            inline.append(1)
+        return real(conn)
+
+    monkeypatch.setattr(mod._WalCheckpointer, "checkpoint", staticmethod(spy))
+    path = tmp_path / "slow.db"
+    with Checkpointer(SqliteBackend(path)) as saver:
+        for i in range(8):
+            saver.put(cp(i, {"x": os.urandom(5000)}), thread_id="t")
+            time.sleep(0.05)  # the thread checkpoints the WAL between two commits
+        assert saver.get("t") is not None
+    assert inline == []

@@ -57,9 +57,9 @@ _CHUNK = 400
 #: checkpoint fsyncs the WAL and the database file. A chat step's two commits write about 10
 #: pages (measured: 1805 WAL frames for one 100-step LangGraph chat thread), so 200 commits is
 #: about SQLite's default interval. Measured on this project's CI machine type, replaying a
-#: LangGraph chat thread's puts (1000 steps): a commit's mean went from 58 us to 28 us (median
-#: 23 us both, max 4.7 ms to 0.4 ms); the commits that copy a tail took about 1 ms each, 14 of
-#: them per 1000 steps.
+#: LangGraph chat thread's puts (1000 steps, three runs): a commit's mean went from 55-58 us to
+#: 26-28 us (median 22 us and 23-24 us, slowest 4.2-4.6 ms and 0.3 ms); besides, 10 or 11
+#: commits per 1000 steps copied a tail, about 2.1 ms each.
 _CHECKPOINT_EVERY = 200
 #: The background checkpointer also wakes this often (seconds), so that a WAL grown by other
 #: writers of a shared connection is checkpointed too.
@@ -202,11 +202,12 @@ class _WalCheckpointer:
     def committed(self, conn: sqlite3.Connection) -> None:
         self.pending += 1
         if self.tail:
-            # The thread has just copied the bulk; the frames committed meanwhile are few.
-            # Copying them here leaves the WAL fully checkpointed, so the next commit starts
-            # it over from its first frame, overwriting blocks the file already has instead
-            # of growing it (measured: a commit that grows the WAL costs 1.6x one that
-            # overwrites it).
+            # The thread has just copied the bulk, and commits made meanwhile left a few
+            # frames behind it. Copying them here leaves the WAL fully checkpointed, so the
+            # next commit starts it over from its first frame, overwriting blocks the file
+            # already has instead of growing it (measured: a commit that grows the WAL costs
+            # 1.6x one that overwrites it). Only under a steady stream of commits: when none
+            # came during the thread's checkpoint, the next commit starts over by itself.
             self.tail = False
             self.checkpoint(conn)
         elif self.pending >= _CHECKPOINT_EVERY:
@@ -214,16 +215,16 @@ class _WalCheckpointer:
             if self.pending >= _CHECKPOINT_INLINE_AFTER:
                 # The thread is stuck or gone: checkpoint here, without waiting for anyone.
                 self.checkpoint(conn)
+                self.pending = 0
 
-    def checkpoint(self, conn: sqlite3.Connection) -> bool:
-        """One PASSIVE checkpoint; whether it copied frames (so commits made while it ran
-        may have left a tail behind it)."""
+    @staticmethod
+    def checkpoint(conn: sqlite3.Connection) -> bool:
+        """One PASSIVE checkpoint; whether the WAL held frames."""
         try:
             row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error:
             return False
-        self.pending = 0
-        return row is not None and row[2] > 0
+        return row is not None and row[1] > 0
 
     def _run(self) -> None:
         try:
@@ -241,8 +242,11 @@ class _WalCheckpointer:
                 self._wake.wait(_CHECKPOINT_IDLE)
                 self._wake.clear()
                 if not self._stop.is_set():
+                    self.pending = 0
                     with self.in_sqlite:
-                        self.tail = self.checkpoint(conn)
+                        copied = self.checkpoint(conn)
+                    # Commits made while it ran left frames behind it: the next one copies them.
+                    self.tail = copied and self.pending > 0
         finally:
             with self.in_sqlite:
                 conn.close()
