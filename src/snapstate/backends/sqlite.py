@@ -44,7 +44,7 @@ from ._base import (
     key_conditions,
 )
 
-__all__ = ["SqliteBackend", "MIGRATIONS"]
+__all__ = ["SqliteBackend", "MIGRATIONS", "file_of"]
 
 Synchronous = Literal["off", "normal", "full", "extra"]
 
@@ -186,7 +186,8 @@ class _WalCheckpointer:
         self.path = path
         self.busy_timeout = busy_timeout
         self.pid = os.getpid()
-        self.pending = 0  # commits since the last finished checkpoint (approximate)
+        #: Commits since the thread last started a checkpoint (approximate: not locked).
+        self.pending = 0
         #: Set by the thread when its checkpoint left frames behind for the next commit.
         self.tail = False
         self.in_sqlite = threading.Lock()
@@ -316,10 +317,7 @@ class SqliteBackend(Backend):
             self._shared = path
             self.path = "<connection>"
             self._shared_autocheckpoint = path.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
-            self._file = next(
-                (str(r[2] or "") for r in path.execute("PRAGMA database_list") if r[1] == "main"),
-                "",
-            )
+            self._file = file_of(path)
             self._configure(path)
         else:
             self.path = os.fspath(path)
@@ -824,6 +822,14 @@ class SqliteBackend(Backend):
 
     def __repr__(self) -> str:
         return f"SqliteBackend({self.path!r}, synchronous={self.synchronous!r})"
+
+
+def file_of(conn: sqlite3.Connection) -> str:
+    """The file behind a connection's main database; "" for an in-memory or temporary one."""
+    for _, name, file in conn.execute("PRAGMA database_list").fetchall():
+        if name == "main":
+            return str(file or "")
+    return ""
 
 
 def _has_langgraph_tables(conn: sqlite3.Connection) -> bool:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from ..backends import Backend, MemoryBackend
-from ..backends.sqlite import SqliteBackend, Synchronous
+from ..backends.sqlite import SqliteBackend, Synchronous, file_of
 from ..codec import Codec
 from ..errors import ConfigurationError, StoreUnavailableError
 from ._base import AsyncSaver, SyncSaver
@@ -28,14 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["SqliteSaver", "AsyncSqliteSaver"]
 
 _MEMORY_NAMES = ("", ":memory:")
-
-
-def _file_of(conn: sqlite3.Connection) -> str:
-    """The file behind a connection's main database; "" for an in-memory or temporary one."""
-    for _, name, file in conn.execute("PRAGMA database_list").fetchall():
-        if name == "main":
-            return str(file or "")
-    return ""
 
 
 def _open(path: str) -> sqlite3.Connection:
@@ -55,7 +47,7 @@ def _backend_for(
 ) -> tuple[Backend, sqlite3.Connection | None]:
     """The backend for a connection or path, and the connection opened for it (if any)."""
     if isinstance(target, sqlite3.Connection):
-        if _file_of(target) == "":
+        if file_of(target) == "":
             return MemoryBackend(), None
         return SqliteBackend(target, synchronous=synchronous, busy_timeout=busy_timeout), None
     path = os.fspath(target)
