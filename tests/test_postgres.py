@@ -294,6 +294,7 @@ def test_given_connection_is_configured_and_restored(
                 )
                 assert cp.get("t") is not None
             assert conn.autocommit is False  # switched for each call, then back
+            assert cp.backend.write_concurrency == 1  # one connection: one transaction at a time
             conn.rollback()
             # Without prepared statements nothing is left in the session for a PgBouncer in
             # transaction mode to lose.
@@ -318,6 +319,8 @@ def test_given_pool_is_used_without_a_lock(pg_dsn: str, pg_schema: str) -> None:
     ) as pool:
         backend = PostgresBackend(pool, schema=pg_schema)
         backend.setup()
+        # LangGraph's pending writes and checkpoint commit side by side, not one after the other.
+        assert backend.write_concurrency == 2
         # Two calls hold two connections at once: nothing serializes them.
         with backend._connection("a") as c1, backend._connection("b") as c2:
             assert c1 is not c2
@@ -350,6 +353,17 @@ async def test_async_connection_and_pool(pg_dsn: str, pg_schema: str) -> None:
         async with AsyncCheckpointer(AsyncPostgresBackend(p, schema=pg_schema)) as cp:
             snaps = await asyncio.gather(*(cp.get(f"t{i}") for i in range(8)))
             assert sorted(s.checkpoint.channel_values["x"] for s in snaps) == list(range(8))
+
+
+def test_write_concurrency_follows_the_pool_size(pg_dsn: str) -> None:
+    assert PostgresBackend(pg_dsn).write_concurrency == 2
+    assert PostgresBackend(pg_dsn, max_connections=1).write_concurrency == 1
+    assert (
+        PostgresBackend(
+            psycopg_pool.ConnectionPool(pg_dsn, min_size=1, max_size=1, open=False)
+        ).write_concurrency
+        == 1
+    )
 
 
 def test_wrong_connection_types_are_refused(pg_dsn: str) -> None:

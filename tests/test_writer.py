@@ -126,6 +126,101 @@ def test_sync_group_commit_merges_concurrent_puts(backend: GatedBackend) -> None
     assert all(backend.stored(f"t{i}") == ["00000000"] for i in range(6))
 
 
+class CallGatedBackend(MemoryBackend):
+    """Runs two transactions at once; each ``write`` waits for its own gate."""
+
+    write_concurrency = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+        self.gates: list[threading.Event] = []
+        self.sizes: list[int] = []
+        self.entered = threading.Semaphore(0)
+
+    def write(self, batch: WriteBatch) -> None:
+        gate = threading.Event()
+        with self.lock:
+            self.gates.append(gate)
+            self.sizes.append(len(batch.checkpoints))
+        self.entered.release()
+        gate.wait()
+        super().write(batch)
+
+    def stored(self, thread_id: str) -> list[str]:
+        from snapstate.backends import ListQuery
+
+        return [r.checkpoint_id for r in self.list_checkpoints(ListQuery(thread_id=thread_id))]
+
+
+def _queued(cp: Checkpointer, n: int) -> None:
+    while len(cp._writer._queue) < n:  # type: ignore[attr-defined]
+        threading.Event().wait(0.001)
+
+
+def test_sync_runs_up_to_write_concurrency_transactions_at_once() -> None:
+    backend = CallGatedBackend()
+    backend.setup()
+    cp = Checkpointer(backend)
+    first = [
+        threading.Thread(target=cp.put, args=(ck(0),), kwargs={"thread_id": f"t{i}"})
+        for i in range(2)
+    ]
+    for t in first:
+        t.start()
+    # Both commits run at once: neither waits for the other's gate.
+    assert backend.entered.acquire(timeout=30) and backend.entered.acquire(timeout=30)
+    later = [
+        threading.Thread(target=cp.put, args=(ck(0),), kwargs={"thread_id": f"t{i}"})
+        for i in (2, 3)
+    ]
+    for t in later:
+        t.start()
+    _queued(cp, 2)  # a third transaction does not start while two run
+    assert backend.sizes == [1, 1]
+    backend.gates[0].set()
+    assert backend.entered.acquire(timeout=30)
+    assert backend.sizes == [1, 1, 2]  # the next leader commits both waiting puts together
+    for gate in backend.gates[1:]:
+        gate.set()
+    for t in first + later:
+        t.join()
+    assert all(backend.stored(f"t{i}") == ["00000000"] for i in range(4))
+
+
+def test_sync_put_returns_only_after_the_commit_carrying_it() -> None:
+    # A put taken into another caller's commit must wait for that commit, even when a different
+    # transaction finishes first and frees a slot.
+    backend = CallGatedBackend()
+    backend.setup()
+    cp = Checkpointer(backend)
+    seen: dict[str, list[str]] = {}
+
+    def put(thread_id: str) -> None:
+        cp.put(ck(0), thread_id=thread_id)
+        seen[thread_id] = backend.stored(thread_id)  # what the store holds when put returns
+
+    threads = {name: threading.Thread(target=put, args=(name,)) for name in ("a", "b", "c", "d")}
+    threads["a"].start()
+    threads["b"].start()
+    assert backend.entered.acquire(timeout=30) and backend.entered.acquire(timeout=30)
+    threads["c"].start()
+    threads["d"].start()
+    _queued(cp, 2)
+    first = backend.gates[0]
+    first.set()  # one slot frees: c or d leads a commit of both, and waits at its gate
+    assert backend.entered.acquire(timeout=30)
+    assert backend.sizes[2] == 2
+    second = next(g for g in backend.gates[:2] if g is not first)
+    second.set()  # the other slot frees while the c+d commit is still running
+    for name in ("a", "b", "c", "d"):
+        threads[name].join(timeout=0.5 if name in ("c", "d") else 30)
+    backend.gates[2].set()
+    for t in threads.values():
+        t.join()
+    assert seen == {name: ["00000000"] for name in ("a", "b", "c", "d")}
+
+
 def test_sync_group_failure_isolates_the_bad_batch(backend: GatedBackend) -> None:
     failed: list[WriteBatch] = []
     writer = SyncWriter(backend, failed.append)

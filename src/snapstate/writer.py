@@ -181,17 +181,24 @@ def _interrupted() -> StorageError:
 
 
 class _Ticket:
-    __slots__ = ("batch", "done", "error", "future")
+    __slots__ = ("batch", "done", "error", "future", "taken")
 
     def __init__(self, batch: WriteBatch) -> None:
         self.batch = batch
+        #: A leader took it into a commit that is running (or has run).
+        self.taken = False
         self.done = False
         self.error: BaseException | None = None
         self.future: asyncio.Future[bool] | None = None
 
 
 class SyncWriter:
-    """Commit before returning; concurrent callers share one transaction (group commit)."""
+    """Commit before returning; concurrent callers share one transaction (group commit).
+
+    Up to the backend's ``write_concurrency`` transactions run at once, each led by one of the
+    callers; a caller who arrives while that many run waits, and the first of the waiters to
+    get a turn commits everything queued by then.
+    """
 
     durability: Durability = "sync"
 
@@ -200,26 +207,31 @@ class SyncWriter:
         self._on_failure = on_failure
         self._cv = threading.Condition()
         self._queue: list[_Ticket] = []
-        self._leader = False
+        self._limit = max(1, int(getattr(backend, "write_concurrency", 1)))
+        self._running = 0
 
     def submit(self, batch: WriteBatch) -> None:
         ticket = _Ticket(batch)
         with self._cv:
             self._queue.append(ticket)
-            while not ticket.done and self._leader:
+            # A taken ticket is in another leader's commit: wait for that one, whatever else
+            # finishes meanwhile.
+            while not ticket.done and (ticket.taken or self._running >= self._limit):
                 self._cv.wait()
             if ticket.done:
                 if ticket.error is not None:
                     raise ticket.error
                 return
-            # No transaction is running: this caller commits everything queued so far.
-            self._leader = True
+            # A transaction slot is free: this caller commits everything queued so far.
+            self._running += 1
             group, self._queue = self._queue, []
+            for t in group:
+                t.taken = True
         try:
             self._commit(group)
         finally:
             with self._cv:
-                self._leader = False
+                self._running -= 1
                 self._cv.notify_all()
         if ticket.error is not None:
             raise ticket.error

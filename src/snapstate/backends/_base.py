@@ -270,6 +270,12 @@ class Backend(abc.ABC):
     #: A short name for messages and reports ("memory", "sqlite", "postgres", ...).
     name: str = "backend"
 
+    #: How many ``write`` transactions the ``sync`` writer may run at once. Callers who submit
+    #: while that many run wait and share the next commit (group commit). 1 suits a store with
+    #: one writer at a time (SQLite) or a single connection; a server with a pool of
+    #: connections runs independent transactions side by side.
+    write_concurrency: int = 1
+
     # -- required ------------------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -82,6 +82,26 @@ _PROBE_EVERY = 0.25
 #: SQLSTATEs after which a call is retried once: its transaction was rolled back whole.
 _RETRY_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
 
+#: Write transactions a pooled backend runs side by side at most (``Backend.write_concurrency``).
+#: Two is what a LangGraph step needs: its pending writes and its checkpoint are saved from two
+#: threads, and on one transaction at a time the checkpoint waits for the writes' commit. More
+#: callers than that share group commits: with 8 per process (8 processes x 4 threads, sync
+#: mode, benchmarks/bench_postgres.py) the checkpoint rate came out lower in side-by-side runs.
+MAX_WRITE_CONCURRENCY = 2
+
+
+def _write_concurrency(shared: Any, pool: Any, max_connections: int) -> int:
+    """One transaction at a time on a single connection; up to two on a pool.
+
+    The 1 MB graph of benchmarks/bench_postgres.py went from 12.4 to 9.0 ms of overhead per
+    step in side-by-side runs: its 600 KB write and 600 KB blob are stored at the same time.
+    """
+    if shared is not None:
+        return 1
+    size = max_connections if pool is None else getattr(pool, "max_size", 1)
+    return max(1, min(int(size), MAX_WRITE_CONCURRENCY))
+
+
 # Connections of pools abandoned in a forked child. Never closed or collected there: closing
 # would end the parent's sessions, which share their sockets.
 _FORKED_AWAY: list[Any] = []
@@ -310,6 +330,7 @@ class PostgresBackend(Backend):
                 "PostgresBackend takes a conninfo string, a psycopg.Connection or a "
                 f"psycopg_pool.ConnectionPool, got {type(conninfo).__name__}"
             )
+        self.write_concurrency = _write_concurrency(self._shared, self._pool, max_connections)
 
     # -- connections ---------------------------------------------------------------------------
 
