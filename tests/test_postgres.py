@@ -351,12 +351,28 @@ async def test_async_connection_and_pool(pg_dsn: str, pg_schema: str) -> None:
         await conn.close()
     async with psycopg_pool.AsyncConnectionPool(pg_dsn, min_size=1, max_size=3, open=False) as p:
         async with AsyncCheckpointer(AsyncPostgresBackend(p, schema=pg_schema)) as cp:
+            assert cp.backend.write_concurrency == 2
             snaps = await asyncio.gather(*(cp.get(f"t{i}") for i in range(8)))
             assert sorted(s.checkpoint.channel_values["x"] for s in snaps) == list(range(8))
+            # Two commits at a time, the rest grouped: every concurrent put is stored.
+            await asyncio.gather(
+                *(
+                    cp.put(
+                        Checkpoint(id="2", channel_values={"x": -i}, channel_versions={"x": 2}),
+                        thread_id=f"t{i}",
+                    )
+                    for i in range(8)
+                )
+            )
+            snaps = await asyncio.gather(*(cp.get(f"t{i}") for i in range(8)))
+            assert sorted(s.checkpoint.channel_values["x"] for s in snaps) == [
+                -i for i in range(7, -1, -1)
+            ]
 
 
 def test_write_concurrency_follows_the_pool_size(pg_dsn: str) -> None:
     assert PostgresBackend(pg_dsn).write_concurrency == 2
+    assert AsyncPostgresBackend(pg_dsn, max_connections=1).write_concurrency == 1
     assert PostgresBackend(pg_dsn, max_connections=1).write_concurrency == 1
     assert (
         PostgresBackend(

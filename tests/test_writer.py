@@ -282,6 +282,67 @@ async def test_async_sync_group_commit_merges_concurrent_tasks() -> None:
         assert (await cp.get(f"t{i}")) is not None
 
 
+class AsyncCallGated(ThreadedAsyncBackend):
+    """Two asyncio commits at once; each ``write`` awaits its own gate."""
+
+    write_concurrency = 2
+
+    def __init__(self) -> None:
+        inner = MemoryBackend()
+        inner.setup()
+        super().__init__(inner, offload=False)
+        self.gates: list[asyncio.Event] = []
+        self.sizes: list[int] = []
+
+    async def write(self, batch: WriteBatch) -> None:
+        gate = asyncio.Event()
+        self.gates.append(gate)
+        self.sizes.append(len(batch.checkpoints))
+        await gate.wait()
+        self.sync.write(batch)
+
+    def stored(self, thread_id: str) -> list[str]:
+        from snapstate.backends import ListQuery
+
+        return [r.checkpoint_id for r in self.sync.list_checkpoints(ListQuery(thread_id=thread_id))]
+
+
+async def _until(condition: Any) -> None:
+    for _ in range(10_000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition never became true")
+
+
+async def test_async_sync_runs_up_to_write_concurrency_commits_at_once() -> None:
+    backend = AsyncCallGated()
+    cp = AsyncCheckpointer(backend)
+    seen: dict[str, list[str]] = {}
+
+    async def put(thread_id: str) -> None:
+        await cp.put(ck(0), thread_id=thread_id)
+        seen[thread_id] = backend.stored(thread_id)  # what the store holds when put returns
+
+    tasks = {name: asyncio.create_task(put(name)) for name in ("a", "b")}
+    await _until(lambda: len(backend.gates) == 2)  # both commits run; neither waits
+    tasks.update({name: asyncio.create_task(put(name)) for name in ("c", "d")})
+    await _until(lambda: len(cp._writer._queue) == 2)  # type: ignore[attr-defined]
+    # Both running commits finish at once: c and d are each handed a turn, and the first to
+    # run commits both batches. The other must still wait for that commit.
+    backend.gates[0].set()
+    backend.gates[1].set()
+    await _until(lambda: len(backend.gates) == 3)
+    assert backend.sizes == [1, 1, 2]
+    for _ in range(100):
+        await asyncio.sleep(0)
+    assert not tasks["c"].done() and not tasks["d"].done()
+    backend.gates[2].set()
+    await asyncio.gather(*tasks.values())
+    assert seen == {name: ["00000000"] for name in ("a", "b", "c", "d")}
+    assert cp._writer._running == 0  # type: ignore[attr-defined]
+
+
 async def test_async_sync_writer_reports_errors_to_their_task() -> None:
     inner = GatedBackend()
     inner.setup()

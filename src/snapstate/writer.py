@@ -260,8 +260,9 @@ class SyncWriter:
 
 
 class AsyncSyncWriter:
-    """The asyncio twin of :class:`SyncWriter`: each ``submit`` awaits its commit, and tasks
-    that submit while a commit runs share the next one."""
+    """The asyncio twin of :class:`SyncWriter`: each ``submit`` awaits its commit, up to the
+    backend's ``write_concurrency`` commits run at once, and tasks that submit while that many
+    run share the next one."""
 
     durability: Durability = "sync"
 
@@ -269,13 +270,15 @@ class AsyncSyncWriter:
         self._backend = backend
         self._on_failure = on_failure
         self._queue: list[_Ticket] = []
-        self._busy = False
+        self._limit = max(1, int(getattr(backend, "write_concurrency", 1)))
+        #: Commits running, plus leads handed to a waiter that has not started yet.
+        self._running = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, batch: WriteBatch) -> None:
         ticket = _Ticket(batch)
         self._queue.append(ticket)
-        if self._busy:
+        if self._running >= self._limit:
             future = ticket.future = asyncio.get_running_loop().create_future()
             try:
                 lead = await future
@@ -290,17 +293,25 @@ class AsyncSyncWriter:
                     raise ticket.error
                 return
         else:
-            self._busy = True
+            self._running += 1
         await self._lead()
+        if not ticket.done:
+            # Another leader took this batch into its commit before this task got to lead:
+            # wait for that commit.
+            ticket.future = asyncio.get_running_loop().create_future()
+            await ticket.future
         if ticket.error is not None:
             raise ticket.error
 
     async def _lead(self) -> None:
         """Commit everything queued as one group, then pass the lead on."""
         group, self._queue = self._queue, []
+        for t in group:
+            t.taken = True
         errors: list[BaseException | None] | None = None
         try:
-            errors = await _drive_async(self._backend, [t.batch for t in group])
+            if group:
+                errors = await _drive_async(self._backend, [t.batch for t in group])
         finally:
             for i, t in enumerate(group):
                 t.error = errors[i] if errors is not None else _interrupted()
@@ -312,18 +323,22 @@ class AsyncSyncWriter:
             self._hand_off()
 
     def _hand_off(self) -> None:
-        """Make the first live waiter the next leader, or go idle."""
+        """Make the first live waiter the next leader, or free the slot."""
+        handed = False
         for t in self._queue:
-            if t.future is not None and not t.future.done():
-                t.future.set_result(True)
+            f = t.future
+            if f is not None and not f.done():
+                f.set_result(True)
                 return
-        if self._queue:
+            if f is not None and not f.cancelled() and f.result():
+                handed = True  # its task will lead, and take the whole queue
+        if self._queue and not handed:
             # Only cancelled submitters are queued: commit their batches in a task of our own.
             task = asyncio.get_running_loop().create_task(self._lead())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return
-        self._busy = False
+        self._running -= 1
 
     async def sync_thread(self, thread_id: str | None) -> None:
         pass

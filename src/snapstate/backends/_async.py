@@ -31,6 +31,9 @@ class AsyncBackend(abc.ABC):
 
     name: str = "backend"
 
+    #: See :attr:`Backend.write_concurrency`.
+    write_concurrency: int = 1
+
     @abc.abstractmethod
     async def setup(self) -> None: ...
 

@@ -91,7 +91,7 @@ MAX_WRITE_CONCURRENCY = 2
 
 
 def _write_concurrency(shared: Any, pool: Any, max_connections: int) -> int:
-    """One transaction at a time on a single connection; up to two on a pool.
+    """One transaction at a time on a single connection; up to two on a pool (sync or asyncio).
 
     The 1 MB graph of benchmarks/bench_postgres.py went from 12.4 to 9.0 ms of overhead per
     step in side-by-side runs: its 600 KB write and 600 KB blob are stored at the same time.
@@ -644,6 +644,7 @@ class AsyncPostgresBackend(AsyncBackend):
                 "AsyncPostgresBackend takes a conninfo string, a psycopg.AsyncConnection or a "
                 f"psycopg_pool.AsyncConnectionPool, got {type(conninfo).__name__}"
             )
+        self.write_concurrency = _write_concurrency(self._shared, self._pool, max_connections)
 
     # -- connections ---------------------------------------------------------------------------
 
