@@ -32,7 +32,7 @@ from typing import Any, TypedDict
 from langgraph.graph import END, START, StateGraph
 
 from . import datagen
-from .bench_langgraph import Comparison, RefSaver, chat_graph, conversation, run_thread
+from .bench_langgraph import Comparison, RefSaver, chat_graph, conversation, drain, run_thread
 
 DSN = os.environ.get("SNAPSTATE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -42,6 +42,7 @@ SAVERS: dict[str, str] = {
     "floor": "RefSaver: references, no encoding",
     "snapstate-postgres": "snapstate.langgraph.PostgresSaver (durability='sync')",
     "snapstate-postgres-batched": "snapstate.langgraph.PostgresSaver (durability='batched')",
+    "snapstate-postgres-batched-drained": "the same, timed until its queue is committed",
     "langgraph-postgres": "langgraph.checkpoint.postgres.PostgresSaver",
 }
 
@@ -49,6 +50,7 @@ SAVERS: dict[str, str] = {
 PAIRS = (
     ("postgres", "snapstate-postgres", "langgraph-postgres"),
     ("postgres_batched", "snapstate-postgres-batched", "langgraph-postgres"),
+    ("postgres_batched_drained", "snapstate-postgres-batched-drained", "langgraph-postgres"),
 )
 
 BIG_STEPS = 20
@@ -99,7 +101,7 @@ def open_saver(name: str, dsn: str = DSN) -> Iterator[Any]:
         if name.startswith("snapstate-postgres"):
             from snapstate.langgraph import PostgresSaver
 
-            durability = "batched" if name.endswith("batched") else "sync"
+            durability = "batched" if "batched" in name else "sync"
             saver: Any = stack.enter_context(
                 PostgresSaver.from_conn_string(dsn, schema=schema, durability=durability)
             )
@@ -170,6 +172,8 @@ def _interleaved(
         for name in names:
             with open_saver(name, dsn) as saver:
                 t = run(graph_builder.compile(checkpointer=saver))
+                if name.endswith("-drained"):
+                    t += drain(saver)
             if r:
                 times[name].append(t)
         if progress is not None:
@@ -579,6 +583,9 @@ class PostgresRatios(_PgBase):
 
     def track_chat_share_ratio_batched(self, ratios: dict[str, float]) -> float:
         return ratios["postgres_batched_share_ratio"]
+
+    def track_chat_share_ratio_batched_drained(self, ratios: dict[str, float]) -> float:
+        return ratios["postgres_batched_drained_share_ratio"]
 
     def track_big_value_overhead_ratio(self, ratios: dict[str, float]) -> float:
         return ratios["big_overhead_ratio"]

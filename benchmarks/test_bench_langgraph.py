@@ -25,6 +25,7 @@ from .bench_langgraph import (
     delta_thread,
     open_saver,
     run_thread,
+    timed_runs,
 )
 
 ROUNDS = int(os.environ.get("SNAPSTATE_BENCH_ROUNDS", "5"))
@@ -34,7 +35,7 @@ COMPARE_ROUNDS = int(os.environ.get("SNAPSTATE_BENCH_COMPARE_ROUNDS", "11"))
 DURABILITY = os.environ.get("SNAPSTATE_BENCH_DURABILITY", "async")
 
 
-@pytest.mark.parametrize("name", list(SAVERS))
+@pytest.mark.parametrize("name", timed_runs(SAVERS))
 def test_chat_graph_thread(benchmark: Any, name: str, tmp_path: Any) -> None:
     """One thread of the chat graph per round, on a fresh store."""
     benchmark.group = f"LangGraph chat graph, {TURNS} turns per thread ({DURABILITY})"
