@@ -372,6 +372,16 @@ async def test_async_connection_and_pool(pg_dsn: str, pg_schema: str) -> None:
 
 def test_write_concurrency_follows_the_pool_size(pg_dsn: str) -> None:
     assert PostgresBackend(pg_dsn).write_concurrency == 2
+    assert PostgresBackend(pg_dsn, write_concurrency=1).write_concurrency == 1
+    assert PostgresBackend(pg_dsn, write_concurrency=4).write_concurrency == 4
+    assert PostgresBackend(pg_dsn, max_connections=3, write_concurrency=4).write_concurrency == 3
+    for bad in (0, 1.5, True, "2"):
+        with pytest.raises(ConfigurationError, match="write_concurrency must be an int >= 1"):
+            PostgresBackend(pg_dsn, write_concurrency=bad)  # type: ignore[arg-type]
+    with psycopg.connect(pg_dsn) as conn:
+        with pytest.raises(ConfigurationError, match="write_concurrency=2 needs a pool"):
+            PostgresBackend(conn, write_concurrency=2)
+        assert PostgresBackend(conn, write_concurrency=1).write_concurrency == 1
     assert AsyncPostgresBackend(pg_dsn, max_connections=1).write_concurrency == 1
     assert PostgresBackend(pg_dsn, max_connections=1).write_concurrency == 1
     assert (

@@ -46,6 +46,10 @@ def test_pipelines(pg_dsn: str, pg_schema: str) -> None:
 
     with PostgresSaver.from_conn_string(pg_dsn, pipeline=True, schema=pg_schema) as saver:
         assert roundtrip(saver).checkpoint["channel_values"] == {"x": [1, "two"]}
+    # A backend option, not an engine one: it reaches the backend.
+    with PostgresSaver.from_conn_string(pg_dsn, schema=pg_schema, write_concurrency=1) as saver:
+        assert saver._shared.backend.write_concurrency == 1
+        assert roundtrip(saver).checkpoint["channel_values"] == {"x": [1, "two"]}
     with psycopg.connect(pg_dsn, autocommit=True) as conn, conn.pipeline() as pipe:
         with pytest.raises(ConfigurationError, match="pipeline"):
             PostgresSaver(conn, pipe, schema=pg_schema)

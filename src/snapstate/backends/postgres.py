@@ -82,23 +82,38 @@ _PROBE_EVERY = 0.25
 #: SQLSTATEs after which a call is retried once: its transaction was rolled back whole.
 _RETRY_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
 
-#: Write transactions a pooled backend runs side by side at most (``Backend.write_concurrency``).
+#: Write transactions a pooled backend runs side by side by default (``write_concurrency``).
 #: Two is what a LangGraph step needs: its pending writes and its checkpoint are saved from two
 #: threads, and on one transaction at a time the checkpoint waits for the writes' commit. More
-#: callers than that share group commits: with 8 per process (8 processes x 4 threads, sync
-#: mode, benchmarks/bench_postgres.py) the checkpoint rate came out lower in side-by-side runs.
+#: callers than that share group commits. The price: 8 processes of 4 threads each, all in
+#: sync mode (benchmarks/bench_postgres.py), stored 1.10x and 0.89x LangGraph's rate with 2
+#: against 1.39x and 1.01x with 1 in alternating runs; pass write_concurrency=1 for that.
 MAX_WRITE_CONCURRENCY = 2
 
 
-def _write_concurrency(shared: Any, pool: Any, max_connections: int) -> int:
-    """One transaction at a time on a single connection; up to two on a pool (sync or asyncio).
+def _write_concurrency(
+    shared: Any, pool: Any, max_connections: int, wanted: int | None = None
+) -> int:
+    """One transaction at a time on a single connection; by default up to two on a pool.
 
     The 1 MB graph of benchmarks/bench_postgres.py went from 12.4 to 9.0 ms of overhead per
     step in side-by-side runs: its 600 KB write and 600 KB blob are stored at the same time.
     """
-    if shared is not None:
-        return 1
+    if wanted is not None and (
+        isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1
+    ):
+        raise ConfigurationError(f"write_concurrency must be an int >= 1, got {wanted!r}")
     size = max_connections if pool is None else getattr(pool, "max_size", 1)
+    if shared is not None:
+        if wanted is not None and wanted > 1:
+            raise ConfigurationError(
+                f"write_concurrency={wanted} needs a pool: a single connection runs one "
+                "transaction at a time",
+                hint="pass a conninfo string or a pool, or leave write_concurrency unset",
+            )
+        return 1
+    if wanted is not None:
+        return min(wanted, max(1, int(size)))
     return max(1, min(int(size), MAX_WRITE_CONCURRENCY))
 
 
@@ -276,6 +291,12 @@ class PostgresBackend(Backend):
         serialization failure), run the call once more on a fresh connection. Every call is
         safe to repeat: reads trivially, writes because a batch stored twice leaves the same
         rows. Does not apply to a single given connection.
+    write_concurrency:
+        How many write transactions the ``sync`` writer runs side by side; callers beyond that
+        share group commits. The default, None, means 2 on a pool (at most its size) and 1 on a
+        single connection (which cannot run more). 1 favours group commit when many threads
+        of a process write at once; 2 lets a LangGraph step's pending writes and checkpoint
+        commit together instead of one after the other.
     """
 
     name = "postgres"
@@ -290,6 +311,7 @@ class PostgresBackend(Backend):
         pool_timeout: float = 10.0,
         connect_timeout: float = 5.0,
         retry: bool = True,
+        write_concurrency: int | None = None,
     ) -> None:
         self._cfg = _Config(
             conninfo,
@@ -330,7 +352,9 @@ class PostgresBackend(Backend):
                 "PostgresBackend takes a conninfo string, a psycopg.Connection or a "
                 f"psycopg_pool.ConnectionPool, got {type(conninfo).__name__}"
             )
-        self.write_concurrency = _write_concurrency(self._shared, self._pool, max_connections)
+        self.write_concurrency = _write_concurrency(
+            self._shared, self._pool, max_connections, write_concurrency
+        )
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -605,6 +629,7 @@ class AsyncPostgresBackend(AsyncBackend):
         pool_timeout: float = 10.0,
         connect_timeout: float = 5.0,
         retry: bool = True,
+        write_concurrency: int | None = None,
     ) -> None:
         self._cfg = _Config(
             conninfo,
@@ -644,7 +669,9 @@ class AsyncPostgresBackend(AsyncBackend):
                 "AsyncPostgresBackend takes a conninfo string, a psycopg.AsyncConnection or a "
                 f"psycopg_pool.AsyncConnectionPool, got {type(conninfo).__name__}"
             )
-        self.write_concurrency = _write_concurrency(self._shared, self._pool, max_connections)
+        self.write_concurrency = _write_concurrency(
+            self._shared, self._pool, max_connections, write_concurrency
+        )
 
     # -- connections ---------------------------------------------------------------------------
 

@@ -23,7 +23,15 @@ __all__ = ["PostgresSaver", "AsyncPostgresSaver"]
 
 #: Keyword arguments that configure the backend; the others go to the engine.
 _BACKEND_OPTIONS = frozenset(
-    {"schema", "prepare", "max_connections", "pool_timeout", "connect_timeout", "retry"}
+    {
+        "schema",
+        "prepare",
+        "max_connections",
+        "pool_timeout",
+        "connect_timeout",
+        "retry",
+        "write_concurrency",
+    }
 )
 
 
@@ -63,7 +71,7 @@ class PostgresSaver(SyncSaver):
         A :class:`snapstate.codec.Codec` to encode values with.
     **options:
         Backend options (``schema``, ``prepare``, ``max_connections``, ``pool_timeout``,
-        ``connect_timeout``, ``retry``) and engine options (``durability``,
+        ``connect_timeout``, ``retry``, ``write_concurrency``) and engine options (``durability``,
         ``delta_keyframe_every``).
     """
 
