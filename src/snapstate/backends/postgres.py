@@ -85,9 +85,10 @@ _RETRY_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadl
 #: Write transactions a pooled backend runs side by side by default (``write_concurrency``).
 #: Two is what a LangGraph step needs: its pending writes and its checkpoint are saved from two
 #: threads, and on one transaction at a time the checkpoint waits for the writes' commit. More
-#: callers than that share group commits. The price: 8 processes of 4 threads each, all in
-#: sync mode (benchmarks/bench_postgres.py), stored 1.10x and 0.89x LangGraph's rate with 2
-#: against 1.39x and 1.01x with 1 in alternating runs; pass write_concurrency=1 for that.
+#: callers than that share group commits. With 8 processes of 4 threads each, all in sync
+#: mode (benchmarks/bench_postgres.py), alternating runs stored 1.10x and 0.89x LangGraph's
+#: rate with 2 against 1.39x and 1.01x with 1 (other pairs showed no difference); pass
+#: write_concurrency=1 to favour group commit.
 MAX_WRITE_CONCURRENCY = 2
 
 
