@@ -343,6 +343,50 @@ async def test_async_sync_runs_up_to_write_concurrency_commits_at_once() -> None
     assert cp._writer._running == 0  # type: ignore[attr-defined]
 
 
+async def test_async_sync_cancelled_waiter_is_still_committed() -> None:
+    backend = AsyncCallGated()
+    cp = AsyncCheckpointer(backend)
+    running = [asyncio.create_task(cp.put(ck(0), thread_id=t)) for t in ("a", "b")]
+    await _until(lambda: len(backend.gates) == 2)
+    waiter = asyncio.create_task(cp.put(ck(0), thread_id="c"))
+    await _until(lambda: len(cp._writer._queue) == 1)  # type: ignore[attr-defined]
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    for gate in backend.gates:
+        gate.set()
+    await asyncio.gather(*running)
+    # The cancelled caller's batch stays queued: a commit of the writer's own stores it.
+    await _until(lambda: len(backend.gates) == 3)
+    backend.gates[2].set()
+    await _until(lambda: backend.stored("c") == ["00000000"])
+    await _until(lambda: cp._writer._running == 0)  # type: ignore[attr-defined]
+
+
+async def test_async_sync_lead_handed_to_a_cancelled_task_passes_on() -> None:
+    backend = AsyncCallGated()
+    cp = AsyncCheckpointer(backend)
+    running = [asyncio.create_task(cp.put(ck(0), thread_id=t)) for t in ("a", "b")]
+    await _until(lambda: len(backend.gates) == 2)
+    third = asyncio.create_task(cp.put(ck(0), thread_id="c"))
+    fourth = asyncio.create_task(cp.put(ck(0), thread_id="d"))
+    await _until(lambda: len(cp._writer._queue) == 2)  # type: ignore[attr-defined]
+    backend.gates[0].set()
+    # The first commit ends and hands its turn to the first waiter; cancel that task before it
+    # runs: the turn must pass to the next waiter, which commits both queued batches.
+    await _until(lambda: cp._writer._queue[0].future.done())  # type: ignore[attr-defined]
+    third.cancel()
+    await _until(lambda: len(backend.gates) == 3)
+    assert backend.sizes[2] == 2
+    for gate in backend.gates:
+        gate.set()
+    await asyncio.gather(*running, fourth)
+    with pytest.raises(asyncio.CancelledError):
+        await third
+    assert backend.stored("c") == ["00000000"] and backend.stored("d") == ["00000000"]
+    assert cp._writer._running == 0  # type: ignore[attr-defined]
+
+
 async def test_async_sync_writer_reports_errors_to_their_task() -> None:
     inner = GatedBackend()
     inner.setup()
