@@ -343,11 +343,17 @@ async def test_async_sync_runs_up_to_write_concurrency_commits_at_once() -> None
     assert cp._writer._running == 0  # type: ignore[attr-defined]
 
 
-async def test_async_sync_cancelled_waiter_is_still_committed() -> None:
+async def _two_commits_running() -> tuple[AsyncCallGated, AsyncCheckpointer, list[Any]]:
+    """A writer with both its commit slots taken (threads "a" and "b", held at their gates)."""
     backend = AsyncCallGated()
     cp = AsyncCheckpointer(backend)
     running = [asyncio.create_task(cp.put(ck(0), thread_id=t)) for t in ("a", "b")]
     await _until(lambda: len(backend.gates) == 2)
+    return backend, cp, running
+
+
+async def test_async_sync_cancelled_waiter_is_still_committed() -> None:
+    backend, cp, running = await _two_commits_running()
     waiter = asyncio.create_task(cp.put(ck(0), thread_id="c"))
     await _until(lambda: len(cp._writer._queue) == 1)  # type: ignore[attr-defined]
     waiter.cancel()
@@ -364,10 +370,7 @@ async def test_async_sync_cancelled_waiter_is_still_committed() -> None:
 
 
 async def test_async_sync_lead_handed_to_a_cancelled_task_passes_on() -> None:
-    backend = AsyncCallGated()
-    cp = AsyncCheckpointer(backend)
-    running = [asyncio.create_task(cp.put(ck(0), thread_id=t)) for t in ("a", "b")]
-    await _until(lambda: len(backend.gates) == 2)
+    backend, cp, running = await _two_commits_running()
     third = asyncio.create_task(cp.put(ck(0), thread_id="c"))
     fourth = asyncio.create_task(cp.put(ck(0), thread_id="d"))
     await _until(lambda: len(cp._writer._queue) == 2)  # type: ignore[attr-defined]
