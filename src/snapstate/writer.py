@@ -180,12 +180,17 @@ def _interrupted() -> StorageError:
 # -- sync ----------------------------------------------------------------------------------------
 
 
+def _slots(backend: Backend | AsyncBackend) -> int:
+    """How many commits a sync writer may run at once (``Backend.write_concurrency``)."""
+    return max(1, int(getattr(backend, "write_concurrency", 1)))
+
+
 class _Ticket:
     __slots__ = ("batch", "done", "error", "future", "taken")
 
     def __init__(self, batch: WriteBatch) -> None:
         self.batch = batch
-        #: A leader took it into a commit that is running (or has run).
+        #: A leader took it into a commit that is running (or has run); sync writer only.
         self.taken = False
         self.done = False
         self.error: BaseException | None = None
@@ -207,7 +212,7 @@ class SyncWriter:
         self._on_failure = on_failure
         self._cv = threading.Condition()
         self._queue: list[_Ticket] = []
-        self._limit = max(1, int(getattr(backend, "write_concurrency", 1)))
+        self._limit = _slots(backend)
         self._running = 0
 
     def submit(self, batch: WriteBatch) -> None:
@@ -270,7 +275,7 @@ class AsyncSyncWriter:
         self._backend = backend
         self._on_failure = on_failure
         self._queue: list[_Ticket] = []
-        self._limit = max(1, int(getattr(backend, "write_concurrency", 1)))
+        self._limit = _slots(backend)
         #: Commits running, plus leads handed to a waiter that has not started yet.
         self._running = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -306,12 +311,9 @@ class AsyncSyncWriter:
     async def _lead(self) -> None:
         """Commit everything queued as one group, then pass the lead on."""
         group, self._queue = self._queue, []
-        for t in group:
-            t.taken = True
         errors: list[BaseException | None] | None = None
         try:
-            if group:
-                errors = await _drive_async(self._backend, [t.batch for t in group])
+            errors = await _drive_async(self._backend, [t.batch for t in group])
         finally:
             for i, t in enumerate(group):
                 t.error = errors[i] if errors is not None else _interrupted()

@@ -113,9 +113,7 @@ def _write_concurrency(
                 hint="pass a conninfo string or a pool, or leave write_concurrency unset",
             )
         return 1
-    if wanted is not None:
-        return min(wanted, max(1, int(size)))
-    return max(1, min(int(size), MAX_WRITE_CONCURRENCY))
+    return max(1, min(int(size), MAX_WRITE_CONCURRENCY if wanted is None else wanted))
 
 
 # Connections of pools abandoned in a forked child. Never closed or collected there: closing
