@@ -304,8 +304,15 @@ def run_thread(graph: Any, *, durability: str = "async") -> float:
     return time.perf_counter() - start
 
 
-def drain(saver: Any) -> float:
-    """Seconds a batched saver takes to commit what it still holds (its ``flush()``)."""
+#: Names of savers timed until their queue is committed.
+DRAINED = "-drained"
+
+
+def drain(name: str, saver: Any) -> float:
+    """Seconds a ``-drained`` saver takes to commit what it still holds after a thread (its
+    ``flush()``); 0 for any other saver."""
+    if not name.endswith(DRAINED):
+        return 0.0
     start = time.perf_counter()
     saver.flush()
     return time.perf_counter() - start
@@ -313,7 +320,7 @@ def drain(saver: Any) -> float:
 
 def timed_runs(names: Sequence[str]) -> list[str]:
     """The savers a run of their own can time (a ``-drained`` saver needs :func:`drain`)."""
-    return [n for n in names if not n.endswith("-drained")]
+    return [n for n in names if not n.endswith(DRAINED)]
 
 
 @dataclass
@@ -384,9 +391,7 @@ def compare(
             for name in names:
                 with open_saver(name, os.path.join(directory, f"{name}-{r}")) as saver:
                     graph = graph_builder.compile(checkpointer=saver)
-                    t = run_thread(graph, durability=durability)
-                    if name.endswith("-drained"):
-                        t += drain(saver)
+                    t = run_thread(graph, durability=durability) + drain(name, saver)
                 if r:
                     times[name].append(t)
             if progress is not None:

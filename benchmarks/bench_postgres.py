@@ -171,9 +171,7 @@ def _interleaved(
     for r in range(rounds + 1):  # round 0 warms up (imports, caches) and is dropped
         for name in names:
             with open_saver(name, dsn) as saver:
-                t = run(graph_builder.compile(checkpointer=saver))
-                if name.endswith("-drained"):
-                    t += drain(saver)
+                t = run(graph_builder.compile(checkpointer=saver)) + drain(name, saver)
             if r:
                 times[name].append(t)
         if progress is not None:
