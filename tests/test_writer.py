@@ -20,7 +20,13 @@ from typing import Any
 import pytest
 
 from snapstate import AsyncCheckpointer, Checkpoint, Checkpointer
-from snapstate.backends import MemoryBackend, ThreadedAsyncBackend, WriteBatch
+from snapstate.backends import (
+    Backend,
+    ListQuery,
+    MemoryBackend,
+    ThreadedAsyncBackend,
+    WriteBatch,
+)
 from snapstate.errors import ConfigurationError, StorageError, StoreUnavailableError
 from snapstate.writer import (
     AsyncBatchedWriter,
@@ -39,6 +45,11 @@ def ck(i: int, **values: Any) -> Checkpoint:
     return Checkpoint(
         id=f"{i:08d}", channel_values=values, channel_versions={k: i + 1 for k in values}
     )
+
+
+def checkpoint_ids(backend: Backend, thread_id: str) -> list[str]:
+    """The ids of a thread's stored checkpoints, newest first."""
+    return [r.checkpoint_id for r in backend.list_checkpoints(ListQuery(thread_id=thread_id))]
 
 
 class GatedBackend(MemoryBackend):
@@ -65,9 +76,7 @@ class GatedBackend(MemoryBackend):
         super().write(batch)
 
     def stored(self, thread_id: str) -> list[str]:
-        from snapstate.backends import ListQuery
-
-        return [r.checkpoint_id for r in self.list_checkpoints(ListQuery(thread_id=thread_id))]
+        return checkpoint_ids(self, thread_id)
 
 
 @pytest.fixture
@@ -148,9 +157,7 @@ class CallGatedBackend(MemoryBackend):
         super().write(batch)
 
     def stored(self, thread_id: str) -> list[str]:
-        from snapstate.backends import ListQuery
-
-        return [r.checkpoint_id for r in self.list_checkpoints(ListQuery(thread_id=thread_id))]
+        return checkpoint_ids(self, thread_id)
 
 
 def _queued(cp: Checkpointer, n: int) -> None:
@@ -302,9 +309,7 @@ class AsyncCallGated(ThreadedAsyncBackend):
         self.sync.write(batch)
 
     def stored(self, thread_id: str) -> list[str]:
-        from snapstate.backends import ListQuery
-
-        return [r.checkpoint_id for r in self.sync.list_checkpoints(ListQuery(thread_id=thread_id))]
+        return checkpoint_ids(self.sync, thread_id)
 
 
 async def _until(condition: Any) -> None:
