@@ -7,7 +7,9 @@ one ``invoke`` of 50 turns: 100 steps (supersteps), each saving a checkpoint.
 *Per-step overhead* is the time per step with a saver minus the time per step with no
 checkpointer. Part of it is LangGraph's own bookkeeping for any saver (building checkpoints,
 versions, pending writes); :class:`RefSaver` measures that floor: it keeps references and
-encodes nothing. A saver's *share* is its overhead minus the floor's.
+encodes nothing. A saver's *share* is its overhead minus the floor's. :class:`BlockingRefSaver`
+is the floor waiting once per call, as any saver that returns only once its data is stored
+must: its share bounds from below the share of every such saver (see :func:`ceilings`).
 
 Used by ASV (the classes below), by ``test_bench_langgraph.py`` (pytest-benchmark, ``make
 bench``) and by ``python -m snapstate.demo`` (a smaller version of the same comparison).
@@ -44,6 +46,7 @@ from . import datagen
 __all__ = [
     "TURNS",
     "RefSaver",
+    "BlockingRefSaver",
     "SAVERS",
     "PAIRS",
     "chat_graph",
@@ -51,6 +54,9 @@ __all__ = [
     "run_thread",
     "compare",
     "Comparison",
+    "BLOCKING_FLOOR",
+    "CEILING",
+    "ceilings",
     "drain",
     "timed_runs",
     "delta_thread",
@@ -190,6 +196,25 @@ class RefSaver(BaseCheckpointSaver[str]):
         self.put_writes(config, writes, task_id, task_path)
 
 
+class BlockingRefSaver(RefSaver):
+    """:class:`RefSaver` that waits once in every ``put`` and ``put_writes``.
+
+    A saver whose calls return only once their data is stored waits at least once per call
+    for its store (a database round trip, a file write, a lock), and every such wait gives up
+    the GIL, which the busy graph thread then holds. ``time.sleep(0)`` is the shortest wait
+    there is, so this saver's share is the least any such saver pays in the same graph, and an
+    anchor's share over it is the best share ratio such a saver could show against that anchor.
+    """
+
+    def put(self, *args: Any, **kwargs: Any) -> RunnableConfig:
+        time.sleep(0)
+        return super().put(*args, **kwargs)
+
+    def put_writes(self, *args: Any, **kwargs: Any) -> None:
+        time.sleep(0)
+        super().put_writes(*args, **kwargs)
+
+
 # -- the graph -----------------------------------------------------------------------------------
 
 
@@ -234,6 +259,7 @@ def chat_graph(turns: int = TURNS, seed: int = 0) -> StateGraph:
 SAVERS: dict[str, tuple[str, str]] = {
     "none": ("limit", "no checkpointer"),
     "floor": ("limit", "RefSaver: references, no encoding"),
+    "floor-blocking": ("limit", "BlockingRefSaver: the floor, waiting once per call"),
     "snapstate-memory": ("ours", "snapstate.langgraph.InMemorySaver"),
     "langgraph-memory": ("anchor", "langgraph.checkpoint.memory.InMemorySaver"),
     "snapstate-sqlite": ("ours", "snapstate.langgraph.SqliteSaver"),
@@ -244,6 +270,9 @@ SAVERS: dict[str, tuple[str, str]] = {
     "langgraph-sqlite": ("anchor", "langgraph.checkpoint.sqlite.SqliteSaver"),
 }
 
+#: The limit whose share no saver that waits for its store in every call can go below.
+BLOCKING_FLOOR = "floor-blocking"
+
 #: (name of the ratio, our saver, LangGraph's) for the ratios the targets are stated in.
 PAIRS = (
     ("sqlite", "snapstate-sqlite", "langgraph-sqlite"),
@@ -251,6 +280,9 @@ PAIRS = (
     ("sqlite_batched_drained", "snapstate-sqlite-batched-drained", "langgraph-sqlite"),
     ("memory", "snapstate-memory", "langgraph-memory"),
 )
+
+#: (name, LangGraph's saver) for the ceilings: an anchor's share over the blocking floor's.
+CEILINGS = (("sqlite", "langgraph-sqlite"),)
 
 
 @contextlib.contextmanager
@@ -264,6 +296,8 @@ def open_saver(name: str, directory: str | None = None) -> Iterator[Any]:
             yield None
         elif name == "floor":
             yield RefSaver()
+        elif name == BLOCKING_FLOOR:
+            yield BlockingRefSaver()
         elif name == "snapstate-memory":
             from snapstate.langgraph import InMemorySaver
 
@@ -352,6 +386,7 @@ class Comparison:
             if ours in self.seconds and theirs in self.seconds:
                 out[f"{label}_share_ratio"] = self.share_ms(theirs) / self.share_ms(ours)
                 out[f"{label}_overhead_ratio"] = self.overhead_ms(theirs) / self.overhead_ms(ours)
+        out.update(ceilings(self, CEILINGS))
         return out
 
     def table(self) -> str:
@@ -367,8 +402,27 @@ class Comparison:
             lines.append(f"{name:<34} {self.per_step_ms(name):9.3f} {overhead:>9} {share:>9}")
         lines.append("")
         for key, value in self.ratios().items():
-            lines.append(f"{key}: {value:.1f}x (LangGraph's / snapstate's)")
+            whose = "the blocking floor's" if key.endswith(CEILING) else "snapstate's"
+            lines.append(f"{key}: {value:.1f}x (LangGraph's / {whose})")
         return "\n".join(lines)
+
+
+#: Suffix of the ceiling ratios' names.
+CEILING = "_share_ceiling"
+
+
+def ceilings(comparison: Comparison, anchors: Sequence[tuple[str, str]]) -> dict[str, float]:
+    """Each anchor's share over :class:`BlockingRefSaver`'s: the best share ratio a saver that
+    waits for its store in every call could reach against it in this run (a sync-durability
+    saver is one; a batched or in-memory one is not)."""
+    out: dict[str, float] = {}
+    if BLOCKING_FLOOR in comparison.seconds:
+        for label, theirs in anchors:
+            if theirs in comparison.seconds:
+                out[f"{label}{CEILING}"] = comparison.share_ms(theirs) / comparison.share_ms(
+                    BLOCKING_FLOOR
+                )
+    return out
 
 
 def compare(
@@ -428,7 +482,9 @@ class ChatGraph:
 class ChatGraphRatios:
     """How many times less LangGraph's savers cost than snapstate's, per step (higher is better).
 
-    ``share``: the saver's own part (overhead minus the floor); ``overhead``: end to end.
+    ``share``: the saver's own part (overhead minus the floor); ``overhead``: end to end;
+    ``ceiling``: LangGraph's share over the blocking floor's, the best share ratio a saver that
+    waits for its store in every call could reach.
     """
 
     timeout = 600
@@ -454,6 +510,9 @@ class ChatGraphRatios:
 
     def track_memory_share_ratio(self, ratios: dict[str, float]) -> float:
         return ratios["memory_share_ratio"]
+
+    def track_sqlite_share_ceiling(self, ratios: dict[str, float]) -> float:
+        return ratios["sqlite_share_ceiling"]
 
 
 # -- DeltaChannel history ------------------------------------------------------------------------

@@ -4,7 +4,8 @@ Three workloads, each run on the same server with the same data:
 
 * the chat graph of ``bench_langgraph`` (50 turns, 100 steps per thread), per step: the
   saver's *share* is its overhead over no checkpointer minus the floor (``RefSaver``, which
-  only keeps references), as in ``bench_langgraph``;
+  only keeps references), as in ``bench_langgraph``, which also defines the blocking floor
+  (the floor waiting once per call) and the ceiling ratio it gives;
 * a graph whose state holds a 1 MB value (bytes that compress about 2x) rewritten every step;
 * 8 processes of 4 threads each writing chat checkpoints at once (``put`` + ``put_writes``,
   one saver per process): checkpoints per second.
@@ -32,7 +33,17 @@ from typing import Any, TypedDict
 from langgraph.graph import END, START, StateGraph
 
 from . import datagen
-from .bench_langgraph import Comparison, RefSaver, chat_graph, conversation, drain, run_thread
+from .bench_langgraph import (
+    BLOCKING_FLOOR,
+    BlockingRefSaver,
+    Comparison,
+    RefSaver,
+    ceilings,
+    chat_graph,
+    conversation,
+    drain,
+    run_thread,
+)
 
 DSN = os.environ.get("SNAPSTATE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -40,6 +51,7 @@ DSN = os.environ.get("SNAPSTATE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5
 SAVERS: dict[str, str] = {
     "none": "no checkpointer",
     "floor": "RefSaver: references, no encoding",
+    BLOCKING_FLOOR: "BlockingRefSaver: the floor, waiting once per call",
     "snapstate-postgres": "snapstate.langgraph.PostgresSaver (durability='sync')",
     "snapstate-postgres-batched": "snapstate.langgraph.PostgresSaver (durability='batched')",
     "snapstate-postgres-batched-drained": "the same, timed until its queue is committed",
@@ -96,6 +108,9 @@ def open_saver(name: str, dsn: str = DSN) -> Iterator[Any]:
         return
     if name == "floor":
         yield RefSaver()
+        return
+    if name == BLOCKING_FLOOR:
+        yield BlockingRefSaver()
         return
     with fresh_schema(dsn) as schema, contextlib.ExitStack() as stack:
         if name.startswith("snapstate-postgres"):
@@ -187,6 +202,7 @@ def ratios(comparison: Comparison) -> dict[str, float]:
             out[f"{label}_overhead_ratio"] = comparison.overhead_ms(
                 theirs
             ) / comparison.overhead_ms(ours)
+    out.update(ceilings(comparison, (("postgres", "langgraph-postgres"),)))
     return out
 
 
@@ -587,6 +603,9 @@ class PostgresRatios(_PgBase):
 
     def track_big_value_overhead_ratio(self, ratios: dict[str, float]) -> float:
         return ratios["big_overhead_ratio"]
+
+    def track_chat_share_ceiling_sync(self, ratios: dict[str, float]) -> float:
+        return ratios["postgres_share_ceiling"]
 
 
 def main() -> None:
