@@ -26,7 +26,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, TypedDict
 
 from langchain_core.runnables import RunnableConfig
@@ -54,6 +54,8 @@ __all__ = [
     "run_thread",
     "compare",
     "Comparison",
+    "cpu_and_seconds",
+    "medians",
     "BLOCKING_FLOOR",
     "CEILING",
     "ceilings",
@@ -364,6 +366,9 @@ class Comparison:
     turns: int
     durability: str
     seconds: dict[str, float]  # name -> median seconds per thread
+    #: name -> median CPU seconds per thread of the thread that ran the graph: what the saver
+    #: adds to it is work done on the graph's thread; the rest of its overhead is waiting.
+    graph_cpu: dict[str, float] = field(default_factory=dict)
 
     @property
     def steps(self) -> int:
@@ -371,6 +376,10 @@ class Comparison:
 
     def per_step_ms(self, name: str) -> float:
         return self.seconds[name] / self.steps * 1e3
+
+    def graph_cpu_ms(self, name: str) -> float:
+        """CPU time per step of the graph's own thread."""
+        return self.graph_cpu[name] / self.steps * 1e3
 
     def overhead_ms(self, name: str) -> float:
         """Per-step time with this saver minus per-step time with no checkpointer."""
@@ -394,12 +403,15 @@ class Comparison:
             f"chat graph: {self.turns} turns ({self.steps} steps) per thread, "
             f"durability={self.durability!r}; medians of interleaved runs",
             "",
-            f"{'saver':<34} {'ms/step':>9} {'overhead':>9} {'share':>9}",
+            f"{'saver':<34} {'ms/step':>9} {'overhead':>9} {'share':>9} {'graph CPU':>9}",
         ]
         for name in self.seconds:
             overhead = "" if name == "none" else f"{self.overhead_ms(name):9.3f}"
             share = "" if name in ("none", "floor") else f"{self.share_ms(name):9.3f}"
-            lines.append(f"{name:<34} {self.per_step_ms(name):9.3f} {overhead:>9} {share:>9}")
+            cpu = f"{self.graph_cpu_ms(name):9.3f}" if name in self.graph_cpu else ""
+            lines.append(
+                f"{name:<34} {self.per_step_ms(name):9.3f} {overhead:>9} {share:>9} {cpu:>9}"
+            )
         lines.append("")
         for key, value in self.ratios().items():
             whose = "the blocking floor's" if key.endswith(CEILING) else "snapstate's"
@@ -440,17 +452,31 @@ def compare(
     """
     graph_builder = chat_graph(turns)
     times: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
     with tempfile.TemporaryDirectory() as directory:
         for r in range(rounds + 1):
             for name in names:
                 with open_saver(name, os.path.join(directory, f"{name}-{r}")) as saver:
                     graph = graph_builder.compile(checkpointer=saver)
-                    t = run_thread(graph, durability=durability) + drain(name, saver)
+                    c, t = cpu_and_seconds(run_thread, graph, durability=durability)
+                    t += drain(name, saver)
                 if r:
                     times[name].append(t)
+                    cpu[name].append(c)
             if progress is not None:
                 progress(f"round {r}/{rounds}")
-    return Comparison(turns, durability, {n: statistics.median(v) for n, v in times.items()})
+    return Comparison(turns, durability, medians(times), medians(cpu))
+
+
+def cpu_and_seconds(run: Callable[..., float], *args: Any, **kwargs: Any) -> tuple[float, float]:
+    """The CPU time this thread spends in ``run(*args, **kwargs)``, and its result (seconds)."""
+    start = time.thread_time()
+    seconds = run(*args, **kwargs)
+    return time.thread_time() - start, seconds
+
+
+def medians(samples: dict[str, list[float]]) -> dict[str, float]:
+    return {n: statistics.median(v) for n, v in samples.items()}
 
 
 # -- ASV -----------------------------------------------------------------------------------------

@@ -41,7 +41,9 @@ from .bench_langgraph import (
     ceilings,
     chat_graph,
     conversation,
+    cpu_and_seconds,
     drain,
+    medians,
     run_thread,
 )
 
@@ -181,17 +183,22 @@ def _interleaved(
     rounds: int,
     dsn: str,
     progress: Callable[[str], None] | None,
-) -> dict[str, float]:
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Median seconds per run, and median CPU seconds of the graph's thread per run."""
     times: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds + 1):  # round 0 warms up (imports, caches) and is dropped
         for name in names:
             with open_saver(name, dsn) as saver:
-                t = run(graph_builder.compile(checkpointer=saver)) + drain(name, saver)
+                graph = graph_builder.compile(checkpointer=saver)
+                c, t = cpu_and_seconds(run, graph)
+                t += drain(name, saver)
             if r:
                 times[name].append(t)
+                cpu[name].append(c)
         if progress is not None:
             progress(f"round {r}/{rounds}")
-    return {n: statistics.median(v) for n, v in times.items()}
+    return medians(times), medians(cpu)
 
 
 def ratios(comparison: Comparison) -> dict[str, float]:
@@ -216,10 +223,10 @@ def compare_chat(
 ) -> Comparison:
     """The chat graph on each saver, interleaved (LangGraph's ``durability`` for every saver;
     ``"async"`` as in ``bench_langgraph``)."""
-    seconds = _interleaved(
+    seconds, cpu = _interleaved(
         names, chat_graph(), lambda g: run_thread(g, durability=durability), rounds, dsn, progress
     )
-    return Comparison(50, durability, seconds)
+    return Comparison(50, durability, seconds, cpu)
 
 
 def compare_big(
@@ -230,8 +237,8 @@ def compare_big(
     progress: Callable[[str], None] | None = None,
 ) -> Comparison:
     """The 1 MB graph on each saver; ``turns`` is half the steps so ``per_step_ms`` holds."""
-    seconds = _interleaved(names, big_graph(), run_big, rounds, dsn, progress)
-    return Comparison(BIG_STEPS // 2, "sync", seconds)
+    seconds, cpu = _interleaved(names, big_graph(), run_big, rounds, dsn, progress)
+    return Comparison(BIG_STEPS // 2, "sync", seconds, cpu)
 
 
 # -- many processes ------------------------------------------------------------------------------
