@@ -18,6 +18,7 @@ bench``) and by ``python -m snapstate.demo`` (a smaller version of the same comp
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 import sqlite3
@@ -426,14 +427,18 @@ CEILING = "_share_ceiling"
 def ceilings(comparison: Comparison, anchors: Sequence[tuple[str, str]]) -> dict[str, float]:
     """Each anchor's share over :class:`BlockingRefSaver`'s: the best share ratio a saver that
     waits for its store in every call could reach against it in this run (a sync-durability
-    saver is one; a batched or in-memory one is not)."""
+    saver is one; a batched or in-memory one is not).
+
+    The blocking floor's share is a difference of medians, so on a noisy machine it can come
+    out at or below zero; the run then bounds nothing and the ceiling is NaN.
+    """
     out: dict[str, float] = {}
     if BLOCKING_FLOOR in comparison.seconds:
+        floor = comparison.share_ms(BLOCKING_FLOOR)
         for label, theirs in anchors:
             if theirs in comparison.seconds:
-                out[f"{label}{CEILING}"] = comparison.share_ms(theirs) / comparison.share_ms(
-                    BLOCKING_FLOOR
-                )
+                ceiling = comparison.share_ms(theirs) / floor if floor > 0 else math.nan
+                out[f"{label}{CEILING}"] = ceiling
     return out
 
 

@@ -7,6 +7,7 @@ ceiling the ASV tracks read.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -54,6 +55,14 @@ def test_ratios_name_the_ceiling() -> None:
     table = c.table()
     assert "the blocking floor's" in table
     assert "graph CPU" in table
+
+
+def test_no_ceiling_when_the_blocking_floor_measured_nothing() -> None:
+    # Noise can put the blocking floor at or under the floor: that run bounds nothing.
+    c = bl.Comparison(
+        1, "async", {"none": 1.0, "floor": 1.2, bl.BLOCKING_FLOOR: 1.1, "langgraph-sqlite": 3.2}
+    )
+    assert math.isnan(c.ratios()["sqlite" + bl.CEILING])
 
 
 def test_no_ceiling_without_the_blocking_floor() -> None:
