@@ -55,6 +55,7 @@ __all__ = [
     "run_thread",
     "compare",
     "Comparison",
+    "interleaved",
     "cpu_and_seconds",
     "medians",
     "BLOCKING_FLOOR",
@@ -390,13 +391,19 @@ class Comparison:
         """The saver's own part: its overhead minus the floor's (LangGraph's bookkeeping)."""
         return self.overhead_ms(name) - self.overhead_ms("floor")
 
-    def ratios(self) -> dict[str, float]:
+    def ratios(
+        self,
+        pairs: Sequence[tuple[str, str, str]] = PAIRS,
+        anchors: Sequence[tuple[str, str]] = CEILINGS,
+    ) -> dict[str, float]:
+        """LangGraph's share and overhead over ours for each of ``pairs`` that ran, and the
+        ceilings (:func:`ceilings`) of ``anchors``."""
         out: dict[str, float] = {}
-        for label, ours, theirs in PAIRS:
+        for label, ours, theirs in pairs:
             if ours in self.seconds and theirs in self.seconds:
                 out[f"{label}_share_ratio"] = self.share_ms(theirs) / self.share_ms(ours)
                 out[f"{label}_overhead_ratio"] = self.overhead_ms(theirs) / self.overhead_ms(ours)
-        out.update(ceilings(self, CEILINGS))
+        out.update(ceilings(self, anchors))
         return out
 
     def table(self) -> str:
@@ -455,22 +462,43 @@ def compare(
     Interleaving spreads drifts of a shared machine over every saver alike. The first round
     is a warm-up (imports, caches) and is dropped.
     """
-    graph_builder = chat_graph(turns)
+    with tempfile.TemporaryDirectory() as directory:
+        seconds, cpu = interleaved(
+            names,
+            chat_graph(turns),
+            lambda graph: run_thread(graph, durability=durability),
+            lambda name, r: open_saver(name, os.path.join(directory, f"{name}-{r}")),
+            rounds,
+            progress,
+        )
+    return Comparison(turns, durability, seconds, cpu)
+
+
+def interleaved(
+    names: Sequence[str],
+    graph_builder: StateGraph,
+    run: Callable[[Any], float],
+    open_one: Callable[[str, int], contextlib.AbstractContextManager[Any]],
+    rounds: int,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Median seconds per ``run`` of the graph on each saver (``open_one(name, round)``), and
+    median CPU seconds of the graph's thread per run; a ``-drained`` saver's :func:`drain`
+    counts in its seconds. Round 0 warms up (imports, caches) and is dropped."""
     times: dict[str, list[float]] = {n: [] for n in names}
     cpu: dict[str, list[float]] = {n: [] for n in names}
-    with tempfile.TemporaryDirectory() as directory:
-        for r in range(rounds + 1):
-            for name in names:
-                with open_saver(name, os.path.join(directory, f"{name}-{r}")) as saver:
-                    graph = graph_builder.compile(checkpointer=saver)
-                    c, t = cpu_and_seconds(run_thread, graph, durability=durability)
-                    t += drain(name, saver)
-                if r:
-                    times[name].append(t)
-                    cpu[name].append(c)
-            if progress is not None:
-                progress(f"round {r}/{rounds}")
-    return Comparison(turns, durability, medians(times), medians(cpu))
+    for r in range(rounds + 1):
+        for name in names:
+            with open_one(name, r) as saver:
+                graph = graph_builder.compile(checkpointer=saver)
+                c, t = cpu_and_seconds(run, graph)
+                t += drain(name, saver)
+            if r:
+                times[name].append(t)
+                cpu[name].append(c)
+        if progress is not None:
+            progress(f"round {r}/{rounds}")
+    return medians(times), medians(cpu)
 
 
 def cpu_and_seconds(run: Callable[..., float], *args: Any, **kwargs: Any) -> tuple[float, float]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
-import statistics
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -38,11 +37,9 @@ from .bench_langgraph import (
     BlockingRefSaver,
     Comparison,
     RefSaver,
-    ceilings,
     chat_graph,
     conversation,
-    cpu_and_seconds,
-    drain,
+    interleaved,
     medians,
     run_thread,
 )
@@ -66,6 +63,9 @@ PAIRS = (
     ("postgres_batched", "snapstate-postgres-batched", "langgraph-postgres"),
     ("postgres_batched_drained", "snapstate-postgres-batched-drained", "langgraph-postgres"),
 )
+
+#: (name, LangGraph's saver) for the ceiling: its share over the blocking floor's.
+CEILINGS = (("postgres", "langgraph-postgres"),)
 
 BIG_STEPS = 20
 BIG_BYTES = 1 << 20
@@ -176,41 +176,8 @@ def run_big(graph: Any) -> float:
 # -- interleaved comparisons -------------------------------------------------------------------
 
 
-def _interleaved(
-    names: Sequence[str],
-    graph_builder: StateGraph,
-    run: Callable[[Any], float],
-    rounds: int,
-    dsn: str,
-    progress: Callable[[str], None] | None,
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Median seconds per run, and median CPU seconds of the graph's thread per run."""
-    times: dict[str, list[float]] = {n: [] for n in names}
-    cpu: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(rounds + 1):  # round 0 warms up (imports, caches) and is dropped
-        for name in names:
-            with open_saver(name, dsn) as saver:
-                graph = graph_builder.compile(checkpointer=saver)
-                c, t = cpu_and_seconds(run, graph)
-                t += drain(name, saver)
-            if r:
-                times[name].append(t)
-                cpu[name].append(c)
-        if progress is not None:
-            progress(f"round {r}/{rounds}")
-    return medians(times), medians(cpu)
-
-
 def ratios(comparison: Comparison) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for label, ours, theirs in PAIRS:
-        if ours in comparison.seconds and theirs in comparison.seconds:
-            out[f"{label}_share_ratio"] = comparison.share_ms(theirs) / comparison.share_ms(ours)
-            out[f"{label}_overhead_ratio"] = comparison.overhead_ms(
-                theirs
-            ) / comparison.overhead_ms(ours)
-    out.update(ceilings(comparison, (("postgres", "langgraph-postgres"),)))
-    return out
+    return comparison.ratios(PAIRS, CEILINGS)
 
 
 def compare_chat(
@@ -223,8 +190,13 @@ def compare_chat(
 ) -> Comparison:
     """The chat graph on each saver, interleaved (LangGraph's ``durability`` for every saver;
     ``"async"`` as in ``bench_langgraph``)."""
-    seconds, cpu = _interleaved(
-        names, chat_graph(), lambda g: run_thread(g, durability=durability), rounds, dsn, progress
+    seconds, cpu = interleaved(
+        names,
+        chat_graph(),
+        lambda g: run_thread(g, durability=durability),
+        lambda name, _round: open_saver(name, dsn),
+        rounds,
+        progress,
     )
     return Comparison(50, durability, seconds, cpu)
 
@@ -237,7 +209,9 @@ def compare_big(
     progress: Callable[[str], None] | None = None,
 ) -> Comparison:
     """The 1 MB graph on each saver; ``turns`` is half the steps so ``per_step_ms`` holds."""
-    seconds, cpu = _interleaved(names, big_graph(), run_big, rounds, dsn, progress)
+    seconds, cpu = interleaved(
+        names, big_graph(), run_big, lambda name, _round: open_saver(name, dsn), rounds, progress
+    )
     return Comparison(BIG_STEPS // 2, "sync", seconds, cpu)
 
 
@@ -380,7 +354,7 @@ def throughputs(names: Sequence[str], *, rounds: int = 3, dsn: str = DSN) -> dic
     for _ in range(rounds):
         for name in names:
             rates[name].append(throughput(name, dsn=dsn))
-    return {n: statistics.median(v) for n, v in rates.items()}
+    return medians(rates)
 
 
 @contextlib.contextmanager
