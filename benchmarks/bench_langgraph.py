@@ -10,6 +10,9 @@ versions, pending writes); :class:`RefSaver` measures that floor: it keeps refer
 encodes nothing. A saver's *share* is its overhead minus the floor's. :class:`BlockingRefSaver`
 is the floor waiting once per call, as any saver that returns only once its data is stored
 must: its share bounds from below the share of every such saver (see :func:`ceilings`).
+:class:`CommittingRefSaver` is the floor committing one 4-byte row per call in the store a
+saver writes to: its share bounds from below the share of every saver that commits each call
+there, and what a real saver pays above it is the cost of the rows it writes.
 
 Used by ASV (the classes below), by ``test_bench_langgraph.py`` (pytest-benchmark, ``make
 bench``) and by ``python -m snapstate.demo`` (a smaller version of the same comparison).
@@ -24,6 +27,7 @@ import random
 import sqlite3
 import statistics
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -48,6 +52,8 @@ __all__ = [
     "TURNS",
     "RefSaver",
     "BlockingRefSaver",
+    "CommittingRefSaver",
+    "SqliteCommittingSaver",
     "SAVERS",
     "PAIRS",
     "chat_graph",
@@ -59,7 +65,9 @@ __all__ = [
     "cpu_and_seconds",
     "medians",
     "BLOCKING_FLOOR",
+    "COMMITTING_FLOOR",
     "CEILING",
+    "COMMIT_CEILING",
     "ceilings",
     "drain",
     "timed_runs",
@@ -219,6 +227,61 @@ class BlockingRefSaver(RefSaver):
         super().put_writes(*args, **kwargs)
 
 
+class CommittingRefSaver(RefSaver):
+    """:class:`RefSaver` that commits one 4-byte row in every ``put`` and ``put_writes``.
+
+    A ``sync`` saver returns from each call only after its transaction commits, so it pays at
+    least one commit per call in its store (LangGraph chains each ``put`` after the previous
+    one, so puts cannot share a commit). This saver pays exactly that and stores nothing else:
+    its share bounds from below the share of every saver that commits each call in the same
+    store, and an anchor's share over it is the best share ratio such a saver could show. The
+    rest of a real saver's share is the cost of the rows it writes.
+    """
+
+    #: Rows committed so far: one per call.
+    commits: int
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.commits = 0
+
+    def _commit(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close the store."""
+
+    def put(self, *args: Any, **kwargs: Any) -> RunnableConfig:
+        self._commit()
+        return super().put(*args, **kwargs)
+
+    def put_writes(self, *args: Any, **kwargs: Any) -> None:
+        self._commit()
+        super().put_writes(*args, **kwargs)
+
+
+class SqliteCommittingSaver(CommittingRefSaver):
+    """:class:`CommittingRefSaver` on a SQLite file, set up as snapstate's SQLite backend sets
+    its own up (WAL, ``synchronous=NORMAL``): one autocommit ``INSERT`` per call, behind a lock
+    (SQLite runs one writer at a time)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = NORMAL")
+        self._conn.execute("CREATE TABLE IF NOT EXISTS floor_commits (x INTEGER NOT NULL)")
+
+    def _commit(self) -> None:
+        with self._lock:
+            self._conn.execute("INSERT INTO floor_commits VALUES (1)")
+            self.commits += 1
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 # -- the graph -----------------------------------------------------------------------------------
 
 
@@ -264,6 +327,7 @@ SAVERS: dict[str, tuple[str, str]] = {
     "none": ("limit", "no checkpointer"),
     "floor": ("limit", "RefSaver: references, no encoding"),
     "floor-blocking": ("limit", "BlockingRefSaver: the floor, waiting once per call"),
+    "floor-committing": ("limit", "SqliteCommittingSaver: the floor, one SQLite commit per call"),
     "snapstate-memory": ("ours", "snapstate.langgraph.InMemorySaver"),
     "langgraph-memory": ("anchor", "langgraph.checkpoint.memory.InMemorySaver"),
     "snapstate-sqlite": ("ours", "snapstate.langgraph.SqliteSaver"),
@@ -276,6 +340,8 @@ SAVERS: dict[str, tuple[str, str]] = {
 
 #: The limit whose share no saver that waits for its store in every call can go below.
 BLOCKING_FLOOR = "floor-blocking"
+#: The limit whose share no saver that commits every call in the same store can go below.
+COMMITTING_FLOOR = "floor-committing"
 
 #: (name of the ratio, our saver, LangGraph's) for the ratios the targets are stated in.
 PAIRS = (
@@ -302,6 +368,10 @@ def open_saver(name: str, directory: str | None = None) -> Iterator[Any]:
             yield RefSaver()
         elif name == BLOCKING_FLOOR:
             yield BlockingRefSaver()
+        elif name == COMMITTING_FLOOR:
+            floor = SqliteCommittingSaver(os.path.join(directory, f"{name}.db"))
+            stack.callback(floor.close)
+            yield floor
         elif name == "snapstate-memory":
             from snapstate.langgraph import InMemorySaver
 
@@ -422,30 +492,43 @@ class Comparison:
             )
         lines.append("")
         for key, value in self.ratios().items():
-            whose = "the blocking floor's" if key.endswith(CEILING) else "snapstate's"
+            whose = next((w for suffix, w in _WHOSE if key.endswith(suffix)), "snapstate's")
             lines.append(f"{key}: {value:.1f}x (LangGraph's / {whose})")
         return "\n".join(lines)
 
 
-#: Suffix of the ceiling ratios' names.
+#: Suffix of the names of the ceilings the blocking floor gives.
 CEILING = "_share_ceiling"
+#: Suffix of the names of the ceilings the committing floor gives.
+COMMIT_CEILING = "_commit_ceiling"
+
+#: Each limit that bounds a saver's share from below, and the suffix of the ceilings it gives.
+FLOORS = ((BLOCKING_FLOOR, CEILING), (COMMITTING_FLOOR, COMMIT_CEILING))
+
+_WHOSE = ((CEILING, "the blocking floor's"), (COMMIT_CEILING, "the committing floor's"))
 
 
 def ceilings(comparison: Comparison, anchors: Sequence[tuple[str, str]]) -> dict[str, float]:
-    """Each anchor's share over :class:`BlockingRefSaver`'s: the best share ratio a saver that
-    waits for its store in every call could reach against it in this run (a sync-durability
-    saver is one; a batched or in-memory one is not).
+    """Each anchor's share over each floor's that ran: the best share ratio a saver bounded by
+    that floor could reach against the anchor in this run.
 
-    The blocking floor's share is a difference of medians, so on a noisy machine it can come
-    out at or below zero; the run then bounds nothing and the ceiling is NaN.
+    ``..._share_ceiling`` divides by :class:`BlockingRefSaver`'s share and bounds every saver
+    that waits for its store in every call (a ``sync`` saver is one; a batched or in-memory one
+    is not). ``..._commit_ceiling`` divides by a :class:`CommittingRefSaver`'s share and bounds
+    every saver that commits each call in that store.
+
+    A floor's share is a difference of medians, so on a noisy machine it can come out at or
+    below zero; the run then bounds nothing and that ceiling is NaN.
     """
     out: dict[str, float] = {}
-    if BLOCKING_FLOOR in comparison.seconds:
-        floor = comparison.share_ms(BLOCKING_FLOOR)
+    for floor_name, suffix in FLOORS:
+        if floor_name not in comparison.seconds:
+            continue
+        floor = comparison.share_ms(floor_name)
         for label, theirs in anchors:
             if theirs in comparison.seconds:
                 ceiling = comparison.share_ms(theirs) / floor if floor > 0 else math.nan
-                out[f"{label}{CEILING}"] = ceiling
+                out[f"{label}{suffix}"] = ceiling
     return out
 
 
@@ -543,7 +626,8 @@ class ChatGraphRatios:
 
     ``share``: the saver's own part (overhead minus the floor); ``overhead``: end to end;
     ``ceiling``: LangGraph's share over the blocking floor's, the best share ratio a saver that
-    waits for its store in every call could reach.
+    waits for its store in every call could reach; ``commit ceiling``: the same over the
+    committing floor's, the best a saver that commits every call in SQLite could reach.
     """
 
     timeout = 600
@@ -572,6 +656,9 @@ class ChatGraphRatios:
 
     def track_sqlite_share_ceiling(self, ratios: dict[str, float]) -> float:
         return ratios["sqlite_share_ceiling"]
+
+    def track_sqlite_commit_ceiling(self, ratios: dict[str, float]) -> float:
+        return ratios["sqlite_commit_ceiling"]
 
 
 # -- DeltaChannel history ------------------------------------------------------------------------

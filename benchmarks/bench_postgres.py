@@ -5,7 +5,8 @@ Three workloads, each run on the same server with the same data:
 * the chat graph of ``bench_langgraph`` (50 turns, 100 steps per thread), per step: the
   saver's *share* is its overhead over no checkpointer minus the floor (``RefSaver``, which
   only keeps references), as in ``bench_langgraph``, which also defines the blocking floor
-  (the floor waiting once per call) and the ceiling ratio it gives;
+  (the floor waiting once per call), the committing floor (the floor committing one 4-byte
+  row per call; here :class:`PostgresCommittingSaver`) and the ceiling ratios they give;
 * a graph whose state holds a 1 MB value (bytes that compress about 2x) rewritten every step;
 * 8 processes of 4 threads each writing chat checkpoints at once (``put`` + ``put_writes``,
   one saver per process): checkpoints per second.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -34,7 +36,9 @@ from langgraph.graph import END, START, StateGraph
 from . import datagen
 from .bench_langgraph import (
     BLOCKING_FLOOR,
+    COMMITTING_FLOOR,
     BlockingRefSaver,
+    CommittingRefSaver,
     Comparison,
     RefSaver,
     chat_graph,
@@ -51,6 +55,7 @@ SAVERS: dict[str, str] = {
     "none": "no checkpointer",
     "floor": "RefSaver: references, no encoding",
     BLOCKING_FLOOR: "BlockingRefSaver: the floor, waiting once per call",
+    COMMITTING_FLOOR: "PostgresCommittingSaver: the floor, one Postgres commit per call",
     "snapstate-postgres": "snapstate.langgraph.PostgresSaver (durability='sync')",
     "snapstate-postgres-batched": "snapstate.langgraph.PostgresSaver (durability='batched')",
     "snapstate-postgres-batched-drained": "the same, timed until its queue is committed",
@@ -64,7 +69,7 @@ PAIRS = (
     ("postgres_batched_drained", "snapstate-postgres-batched-drained", "langgraph-postgres"),
 )
 
-#: (name, LangGraph's saver) for the ceiling: its share over the blocking floor's.
+#: (name, LangGraph's saver) for the ceilings: its share over each floor's.
 CEILINGS = (("postgres", "langgraph-postgres"),)
 
 BIG_STEPS = 20
@@ -102,6 +107,42 @@ def _in_schema(dsn: str, schema: str) -> str:
     return make_conninfo(dsn, options=f"-c search_path={schema}")
 
 
+class PostgresCommittingSaver(CommittingRefSaver):
+    """:class:`~benchmarks.bench_langgraph.CommittingRefSaver` on the server: one autocommit
+    ``INSERT`` of a 4-byte row per call, each calling thread on a connection of its own (so no
+    lock serializes them; concurrent commits share the server's WAL flush as any saver's do)."""
+
+    def __init__(self, dsn: str, schema: str) -> None:
+        import psycopg
+
+        super().__init__()
+        self._dsn = dsn
+        self._table = f'"{schema}".floor_commits'
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._conns: list[Any] = []
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"CREATE TABLE {self._table} (x integer NOT NULL)")
+
+    def _commit(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            import psycopg
+
+            conn = self._local.conn = psycopg.connect(self._dsn, autocommit=True)
+            with self._lock:
+                self._conns.append(conn)
+        conn.execute(f"INSERT INTO {self._table} VALUES (1)")
+        with self._lock:
+            self.commits += 1
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            conn.close()
+
+
 @contextlib.contextmanager
 def open_saver(name: str, dsn: str = DSN) -> Iterator[Any]:
     """A fresh saver by name on its own schema (None for "none")."""
@@ -115,6 +156,11 @@ def open_saver(name: str, dsn: str = DSN) -> Iterator[Any]:
         yield BlockingRefSaver()
         return
     with fresh_schema(dsn) as schema, contextlib.ExitStack() as stack:
+        if name == COMMITTING_FLOOR:
+            floor = PostgresCommittingSaver(dsn, schema)
+            stack.callback(floor.close)
+            yield floor
+            return
         if name.startswith("snapstate-postgres"):
             from snapstate.langgraph import PostgresSaver
 
@@ -587,6 +633,9 @@ class PostgresRatios(_PgBase):
 
     def track_chat_share_ceiling_sync(self, ratios: dict[str, float]) -> float:
         return ratios["postgres_share_ceiling"]
+
+    def track_chat_commit_ceiling_sync(self, ratios: dict[str, float]) -> float:
+        return ratios["postgres_commit_ceiling"]
 
 
 def main() -> None:

@@ -1,18 +1,21 @@
 """The benchmarks' limit savers and the ratios derived from them (``benchmarks.bench_langgraph``).
 
 Timings are not asserted here (benchmarks prove speed); these check that the limits behave as
-savers, that the blocking floor really waits in every call, and that the ratio tables name the
-ceiling the ASV tracks read.
+savers, that the blocking floor really waits in every call, that the committing floors really
+commit once per call in their store, and that the ratio tables name the ceilings the ASV tracks
+read.
 """
 
 from __future__ import annotations
 
 import math
+import sqlite3
 import time
 from typing import Any
 
 import pytest
 from benchmarks import bench_langgraph as bl
+from benchmarks import bench_postgres as bp
 
 
 def test_blocking_floor_waits_once_per_call(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -75,3 +78,93 @@ def test_open_saver_knows_the_limits(tmp_path: Any) -> None:
         assert isinstance(saver, bl.BlockingRefSaver)
     with bl.open_saver("floor", str(tmp_path)) as saver:
         assert type(saver) is bl.RefSaver
+
+
+def _run_committing(saver: bl.CommittingRefSaver, durability: str) -> tuple[int, int]:
+    """Run a 2-turn chat graph on a committing floor; its puts and put_writes calls."""
+    calls = {"put": 0, "put_writes": 0}
+    real_put, real_put_writes = saver.put, saver.put_writes
+
+    def put(*args: Any, **kwargs: Any) -> Any:
+        calls["put"] += 1
+        return real_put(*args, **kwargs)
+
+    def put_writes(*args: Any, **kwargs: Any) -> None:
+        calls["put_writes"] += 1
+        real_put_writes(*args, **kwargs)
+
+    saver.put, saver.put_writes = put, put_writes  # type: ignore[method-assign]
+    graph = bl.chat_graph(turns=2).compile(checkpointer=saver)
+    cfg: dict[str, Any] = {"configurable": {"thread_id": "t"}}
+    state = graph.invoke({"messages": []}, cfg, durability=durability)
+    assert len(state["messages"]) == 4
+    # The history reads back through the floor's own bookkeeping.
+    assert len(list(graph.get_state_history(cfg))) == calls["put"] == 6
+    return calls["put"], calls["put_writes"]
+
+
+@pytest.mark.parametrize("durability", ["sync", "async"])
+def test_sqlite_committing_floor_commits_once_per_call(tmp_path: Any, durability: str) -> None:
+    path = str(tmp_path / "floor.db")
+    saver = bl.SqliteCommittingSaver(path)
+    try:
+        puts, writes = _run_committing(saver, durability)
+    finally:
+        saver.close()
+    assert writes >= 4
+    assert saver.commits == puts + writes
+    # Each commit is durable on its own: a new connection sees one row per call.
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM floor_commits").fetchone()[0] == puts + writes
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_postgres_committing_floor_commits_once_per_call(pg_dsn: str, pg_schema: str) -> None:
+    import psycopg
+
+    saver = bp.PostgresCommittingSaver(pg_dsn, pg_schema)
+    try:
+        puts, writes = _run_committing(saver, "async")
+    finally:
+        saver.close()
+    assert writes >= 4
+    assert saver.commits == puts + writes
+    with psycopg.connect(pg_dsn) as conn:
+        row = conn.execute(f'SELECT count(*) FROM "{pg_schema}".floor_commits').fetchone()
+    assert row is not None and row[0] == puts + writes
+
+
+def test_ratios_name_the_commit_ceiling() -> None:
+    c = bl.Comparison(
+        turns=1,
+        durability="async",
+        seconds={
+            "none": 1.0,
+            "floor": 1.2,
+            bl.BLOCKING_FLOOR: 1.4,
+            bl.COMMITTING_FLOOR: 1.7,
+            "langgraph-sqlite": 3.2,
+        },
+    )
+    ratios = c.ratios()
+    # LangGraph's share (3.2 - 1.2) over the committing floor's (1.7 - 1.2), and over the
+    # blocking floor's (1.4 - 1.2).
+    assert ratios["sqlite" + bl.COMMIT_CEILING] == pytest.approx(4.0)
+    assert ratios["sqlite" + bl.CEILING] == pytest.approx(10.0)
+    assert "the committing floor's" in c.table()
+    # Postgres names its ceilings the same way, from its own anchor.
+    pg = bl.Comparison(
+        1,
+        "async",
+        {"none": 1.0, "floor": 1.2, bl.COMMITTING_FLOOR: 2.2, "langgraph-postgres": 7.2},
+    )
+    assert bp.ratios(pg) == {"postgres" + bl.COMMIT_CEILING: pytest.approx(6.0)}
+
+
+def test_open_saver_knows_the_committing_floors(tmp_path: Any, pg_dsn: str) -> None:
+    with bl.open_saver(bl.COMMITTING_FLOOR, str(tmp_path)) as saver:
+        assert isinstance(saver, bl.SqliteCommittingSaver)
+    with bp.open_saver(bl.COMMITTING_FLOOR, pg_dsn) as saver:
+        assert isinstance(saver, bp.PostgresCommittingSaver)
+    assert bl.SAVERS[bl.COMMITTING_FLOOR][0] == "limit"
+    assert bl.COMMITTING_FLOOR in bp.SAVERS
