@@ -307,7 +307,14 @@ def _write_chats(saver: Any, checkpoints: list[Any], until: float) -> int:
 
 
 def _writer_process(
-    name: str, dsn: str, schema: str, start_at: float, threads: int, duration: float, queue: Any
+    name: str,
+    dsn: str,
+    schema: str,
+    threads: int,
+    duration: float,
+    ready: Any,
+    go: Any,
+    queue: Any,
 ) -> None:
     import threading
 
@@ -323,14 +330,17 @@ def _writer_process(
         ctx = Upstream.from_conn_string(_in_schema(dsn, schema))
     with ctx as saver:
         done: list[int] = []
+        until: list[float] = []
         workers = [
             threading.Thread(
-                target=lambda: done.append(_write_chats(saver, checkpoints, start_at + duration))
+                target=lambda: done.append(_write_chats(saver, checkpoints, until[0]))
             )
             for _ in range(threads)
         ]
-        while time.time() < start_at:
-            time.sleep(0.0005)
+        ready.put(os.getpid())
+        if not go.wait(_START_TIMEOUT):
+            return
+        until.append(time.time() + duration)
         t0 = time.perf_counter()
         for w in workers:
             w.start()
@@ -356,38 +366,59 @@ def throughput(
     with fresh_schema(dsn) as schema:
         with open_saver_on(name, dsn, schema) as saver:
             saver.setup()
-        queue = ctx.Queue()
-        start_at = time.time() + 3.0  # every process connected and warm before the start
+        ready, queue, go = ctx.Queue(), ctx.Queue(), ctx.Event()
         procs = [
             ctx.Process(
                 target=_writer_process,
-                args=(name, dsn, schema, start_at, threads, duration, queue),
+                args=(name, dsn, schema, threads, duration, ready, go, queue),
             )
             for _ in range(processes)
         ]
         for p in procs:
             p.start()
-        results = []
-        deadline = time.monotonic() + 600
-        while len(results) < len(procs):
-            try:
-                results.append(queue.get(timeout=1.0))
-            except Empty:
-                # A worker that died before reporting (say, it could not import this module)
-                # must fail the run now rather than leave it waiting out the deadline.
-                dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
-                if dead or time.monotonic() > deadline:
-                    for p in procs:
-                        p.kill()
-                    raise RuntimeError(
-                        f"writer processes failed (exit codes {dead}) or timed out"
-                    ) from None
-        for p in procs:
-            p.join(60)
+        try:
+            # Every process imported, connected and warm before any starts writing: starting
+            # 8 interpreters on a busy 2-core machine takes seconds.
+            _collect(ready, procs, "start")
+            go.set()
+            results = _collect(queue, procs, "finish")
+        finally:
+            go.set()
+            for p in procs:
+                p.join(60)
+                if p.is_alive():
+                    p.kill()
     # Wall time from the first start to the last finish (perf_counter is system-wide).
     begin = min(r[0] for r in results)
     end = max(r[1] for r in results)
-    return sum(r[2] for r in results) / (end - begin)
+    written = sum(r[2] for r in results)
+    if not written:
+        raise RuntimeError(f"{name}: {processes} processes wrote no checkpoint in {duration} s")
+    return written / (end - begin)
+
+
+#: Seconds the writer processes may take to get ready, and then to report.
+_START_TIMEOUT = 600.0
+
+
+def _collect(queue: Any, procs: Sequence[Any], what: str) -> list[Any]:
+    """One message from each process; a process that dies first fails the run at once."""
+    out: list[Any] = []
+    deadline = time.monotonic() + _START_TIMEOUT
+    while len(out) < len(procs):
+        try:
+            out.append(queue.get(timeout=1.0))
+        except Empty:
+            # A worker that died before reporting (say, it could not import this module)
+            # must fail the run now rather than leave it waiting out the deadline.
+            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if dead or time.monotonic() > deadline:
+                for p in procs:
+                    p.kill()
+                raise RuntimeError(
+                    f"writer processes failed to {what} (exit codes {dead}) or timed out"
+                ) from None
+    return out
 
 
 def throughputs(names: Sequence[str], *, rounds: int = 3, dsn: str = DSN) -> dict[str, float]:
