@@ -332,9 +332,7 @@ def _writer_process(
         done: list[int] = []
         until: list[float] = []
         workers = [
-            threading.Thread(
-                target=lambda: done.append(_write_chats(saver, checkpoints, until[0]))
-            )
+            threading.Thread(target=lambda: done.append(_write_chats(saver, checkpoints, until[0])))
             for _ in range(threads)
         ]
         ready.put(os.getpid())
