@@ -263,6 +263,62 @@ def test_sync_group_failure_isolates_the_bad_batch(backend: GatedBackend) -> Non
     assert backend.stored("good") == ["00000000"] and backend.stored("bad") == []
 
 
+class _Interrupt(BaseException):
+    """Stands for an interruption (say KeyboardInterrupt) escaping a commit."""
+
+
+def test_sync_interrupted_commit_fails_every_ticket_it_carried(
+    backend: GatedBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import snapstate.writer as writer_module
+
+    failed: list[WriteBatch] = []
+    writer = SyncWriter(backend, failed.append)
+    real_drive = writer_module._drive_sync
+    drives: list[int] = []
+
+    def drive(b: Backend, batches: list[WriteBatch]) -> list[BaseException | None]:
+        drives.append(len(batches))
+        if len(drives) == 2:  # the commit carrying both waiting batches
+            raise _Interrupt()
+        return real_drive(b, batches)
+
+    monkeypatch.setattr(writer_module, "_drive_sync", drive)
+    results: dict[str, BaseException | None] = {}
+
+    def submit(thread_id: str) -> None:
+        batch = Checkpointer(MemoryBackend())._plan.put(  # type: ignore[attr-defined]
+            ck(0), thread_id=thread_id, namespace="", parent_id=None, metadata=None, changed=None
+        )
+        try:
+            writer.submit(batch)
+            results[thread_id] = None
+        except BaseException as exc:
+            results[thread_id] = exc
+
+    backend.gate.clear()
+    first = threading.Thread(target=submit, args=("first",))
+    first.start()
+    backend.entered.acquire()  # the first commit runs; the next two queue behind it
+    rest = [threading.Thread(target=submit, args=(t,)) for t in ("a", "b")]
+    for t in rest:
+        t.start()
+    while len(writer._queue) < 2:
+        threading.Event().wait(0.001)
+    backend.gate.set()
+    for t in [first, *rest]:
+        t.join()
+    assert drives == [1, 2]
+    assert results["first"] is None and backend.stored("first") == ["00000000"]
+    # The caller that led the interrupted commit sees the interruption itself; the caller whose
+    # batch it carried is told its write may or may not be stored, never that it succeeded.
+    errors = sorted((type(results[t]).__name__, str(results[t])) for t in ("a", "b"))
+    assert errors[0][0] == "StorageError" and "may or may not be stored" in errors[0][1]
+    assert errors[1][0] == "_Interrupt"
+    # Neither batch may be built on (the engine forgets its delta bases).
+    assert sorted(b.checkpoints[0].thread_id for b in failed) == ["a", "b"]
+
+
 async def test_async_sync_group_commit_merges_concurrent_tasks() -> None:
     release = asyncio.Event()
     sizes: list[int] = []

@@ -242,17 +242,17 @@ class SyncWriter:
             raise ticket.error
 
     def _commit(self, group: list[_Ticket]) -> None:
+        errors: list[BaseException | None] | None = None
         try:
             errors = _drive_sync(self._backend, [t.batch for t in group])
         finally:
-            # Never leave a ticket undone: its submitter would report success.
-            for t in group:
-                if not t.done:
-                    t.error, t.done = _interrupted(), True
-        for t, err in zip(group, errors):
-            t.error = err
-            if err is not None and self._on_failure is not None:
-                self._on_failure(t.batch)
+            # Never leave a ticket undone: its submitter would report success. A batch of an
+            # interrupted commit may or may not be stored: nothing may build on it either.
+            for i, t in enumerate(group):
+                t.error = errors[i] if errors is not None else _interrupted()
+                t.done = True
+                if t.error is not None and self._on_failure is not None:
+                    self._on_failure(t.batch)
 
     def sync_thread(self, thread_id: str | None) -> None:
         """Nothing is ever queued past a ``submit`` in this mode."""
