@@ -263,6 +263,27 @@ def test_sync_group_failure_isolates_the_bad_batch(backend: GatedBackend) -> Non
     assert backend.stored("good") == ["00000000"] and backend.stored("bad") == []
 
 
+def test_sync_lone_failure_is_raised_reported_and_frees_its_slot(backend: GatedBackend) -> None:
+    failed: list[WriteBatch] = []
+    writer = SyncWriter(backend, failed.append)
+    backend.fail_threads = {"bad"}
+    plan = Checkpointer(MemoryBackend())._plan  # type: ignore[attr-defined]
+
+    def batch(thread_id: str) -> WriteBatch:
+        return plan.put(  # type: ignore[no-any-return]
+            ck(0), thread_id=thread_id, namespace="", parent_id=None, metadata=None, changed=None
+        )
+
+    bad = batch("bad")
+    with pytest.raises(StorageError, match="refused thread 'bad'"):
+        writer.submit(bad)
+    assert failed == [bad]
+    # The failed commit gave its slot back: the next caller commits at once.
+    writer.submit(batch("good"))
+    assert backend.stored("good") == ["00000000"] and backend.stored("bad") == []
+    assert writer._running == 0 and writer._queue == []
+
+
 class _Interrupt(BaseException):
     """Stands for an interruption (say KeyboardInterrupt) escaping a commit."""
 
@@ -279,7 +300,7 @@ def test_sync_interrupted_commit_fails_every_ticket_it_carried(
 
     def drive(b: Backend, batches: list[WriteBatch]) -> list[BaseException | None]:
         drives.append(len(batches))
-        if len(drives) == 2:  # the commit carrying both waiting batches
+        if len(batches) == 2:  # the commit carrying both waiting batches
             raise _Interrupt()
         return real_drive(b, batches)
 
@@ -308,7 +329,7 @@ def test_sync_interrupted_commit_fails_every_ticket_it_carried(
     backend.gate.set()
     for t in [first, *rest]:
         t.join()
-    assert drives == [1, 2]
+    assert drives[-1] == 2
     assert results["first"] is None and backend.stored("first") == ["00000000"]
     # The caller that led the interrupted commit sees the interruption itself; the caller whose
     # batch it carried is told its write may or may not be stored, never that it succeeded.

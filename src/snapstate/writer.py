@@ -202,7 +202,8 @@ class SyncWriter:
 
     Up to the backend's ``write_concurrency`` transactions run at once, each led by one of the
     callers; a caller who arrives while that many run waits, and the first of the waiters to
-    get a turn commits everything queued by then.
+    get a turn commits everything queued by then. A caller who finds a free slot and nobody
+    queued commits its own batch at once, without the bookkeeping a group needs.
     """
 
     durability: Durability = "sync"
@@ -216,6 +217,14 @@ class SyncWriter:
         self._running = 0
 
     def submit(self, batch: WriteBatch) -> None:
+        with self._cv:
+            alone = not self._queue and self._running < self._limit
+            if alone:
+                self._running += 1
+        if alone:
+            # Nobody is queued and a slot is free: the group would be this batch alone.
+            self._commit_alone(batch)
+            return
         ticket = _Ticket(batch)
         with self._cv:
             self._queue.append(ticket)
@@ -240,6 +249,23 @@ class SyncWriter:
                 self._cv.notify_all()
         if ticket.error is not None:
             raise ticket.error
+
+    def _commit_alone(self, batch: WriteBatch) -> None:
+        """Commit one batch that no other caller is waiting to join (its slot is taken)."""
+        error: BaseException | None = None
+        try:
+            try:
+                self._backend.write(batch)
+            except BaseException as exc:  # re-raised below, as a group of one would
+                error = exc
+                if self._on_failure is not None:
+                    self._on_failure(batch)
+        finally:
+            with self._cv:
+                self._running -= 1
+                self._cv.notify_all()
+        if error is not None:
+            raise error
 
     def _commit(self, group: list[_Ticket]) -> None:
         errors: list[BaseException | None] | None = None
