@@ -502,6 +502,11 @@ CEILING = "_share_ceiling"
 #: Suffix of the names of the ceilings the committing floor gives.
 COMMIT_CEILING = "_commit_ceiling"
 
+#: The smallest floor share (ms per step) a ceiling divides by. Shares are differences of
+#: medians of runs that each move by tens of microseconds a step on a shared machine; a floor
+#: share under this (0.000 ms was seen) measured nothing, and dividing by it gives nonsense.
+MIN_FLOOR_SHARE_MS = 0.01
+
 #: Each limit that bounds a saver's share from below, and the suffix of the ceilings it gives.
 FLOORS = ((BLOCKING_FLOOR, CEILING), (COMMITTING_FLOOR, COMMIT_CEILING))
 
@@ -517,8 +522,8 @@ def ceilings(comparison: Comparison, anchors: Sequence[tuple[str, str]]) -> dict
     is not). ``..._commit_ceiling`` divides by a :class:`CommittingRefSaver`'s share and bounds
     every saver that commits each call in that store.
 
-    A floor's share is a difference of medians, so on a noisy machine it can come out at or
-    below zero; the run then bounds nothing and that ceiling is NaN.
+    A floor's share is a difference of medians, so on a noisy machine it can come out near or
+    below zero; under :data:`MIN_FLOOR_SHARE_MS` the run bounds nothing and that ceiling is NaN.
     """
     out: dict[str, float] = {}
     for floor_name, suffix in FLOORS:
@@ -527,7 +532,9 @@ def ceilings(comparison: Comparison, anchors: Sequence[tuple[str, str]]) -> dict
         floor = comparison.share_ms(floor_name)
         for label, theirs in anchors:
             if theirs in comparison.seconds:
-                ceiling = comparison.share_ms(theirs) / floor if floor > 0 else math.nan
+                ceiling = (
+                    comparison.share_ms(theirs) / floor if floor >= MIN_FLOOR_SHARE_MS else math.nan
+                )
                 out[f"{label}{suffix}"] = ceiling
     return out
 

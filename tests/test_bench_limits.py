@@ -66,6 +66,12 @@ def test_no_ceiling_when_the_blocking_floor_measured_nothing() -> None:
         1, "async", {"none": 1.0, "floor": 1.2, bl.BLOCKING_FLOOR: 1.1, "langgraph-sqlite": 3.2}
     )
     assert math.isnan(c.ratios()["sqlite" + bl.CEILING])
+    # A share of a few microseconds a step is noise too, not a bound 10,000 times below.
+    c.seconds[bl.BLOCKING_FLOOR] = 1.2 + 0.5 * bl.MIN_FLOOR_SHARE_MS * 2 / 1e3
+    assert 0 < c.share_ms(bl.BLOCKING_FLOOR) < bl.MIN_FLOOR_SHARE_MS
+    assert math.isnan(c.ratios()["sqlite" + bl.CEILING])
+    c.seconds[bl.BLOCKING_FLOOR] = 1.2 + 2 * bl.MIN_FLOOR_SHARE_MS * 2 / 1e3
+    assert c.ratios()["sqlite" + bl.CEILING] == pytest.approx(1000 / (2 * bl.MIN_FLOOR_SHARE_MS))
 
 
 def test_no_ceiling_without_the_blocking_floor() -> None:
