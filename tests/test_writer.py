@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -228,34 +229,52 @@ def test_sync_put_returns_only_after_the_commit_carrying_it() -> None:
     assert seen == {name: ["00000000"] for name in ("a", "b", "c", "d")}
 
 
-def test_sync_group_failure_isolates_the_bad_batch(backend: GatedBackend) -> None:
-    failed: list[WriteBatch] = []
-    writer = SyncWriter(backend, failed.append)
-    backend.fail_threads = {"bad"}
-    backend.gate.clear()
-    cp = Checkpointer(backend)
-    cp.setup()
-    cp._writer = writer  # type: ignore[attr-defined]
+def batch_of(thread_id: str) -> WriteBatch:
+    """The rows of checkpoint ``ck(0)`` of a thread, as the engine hands them to a writer."""
+    return Checkpointer(MemoryBackend())._plan.put(  # type: ignore[attr-defined,no-any-return]
+        ck(0), thread_id=thread_id, namespace="", parent_id=None, metadata=None, changed=None
+    )
+
+
+def behind_a_held_commit(
+    backend: GatedBackend, writer: SyncWriter, call: Any, rest: Sequence[str]
+) -> dict[str, BaseException | None]:
+    """``call("first")`` commits while its commit is held at the gate; ``call(t)`` for each of
+    ``rest`` queues behind it; then the gate opens. What each call raised (None if nothing)."""
     results: dict[str, BaseException | None] = {}
 
-    def put(thread_id: str) -> None:
+    def run(thread_id: str) -> None:
         try:
-            cp.put(ck(0), thread_id=thread_id)
+            call(thread_id)
             results[thread_id] = None
         except BaseException as exc:
             results[thread_id] = exc
 
-    first = threading.Thread(target=put, args=("first",))
+    backend.gate.clear()
+    first = threading.Thread(target=run, args=("first",))
     first.start()
-    backend.entered.acquire()
-    rest = [threading.Thread(target=put, args=(t,)) for t in ("good", "bad", "fine")]
-    for t in rest:
+    backend.entered.acquire()  # the first commit runs; the others queue behind it
+    others = [threading.Thread(target=run, args=(t,)) for t in rest]
+    for t in others:
         t.start()
-    while len(writer._queue) < 3:
+    while len(writer._queue) < len(rest):
         threading.Event().wait(0.001)
     backend.gate.set()
-    for t in [first, *rest]:
+    for t in [first, *others]:
         t.join()
+    return results
+
+
+def test_sync_group_failure_isolates_the_bad_batch(backend: GatedBackend) -> None:
+    failed: list[WriteBatch] = []
+    writer = SyncWriter(backend, failed.append)
+    backend.fail_threads = {"bad"}
+    cp = Checkpointer(backend)
+    cp.setup()
+    cp._writer = writer  # type: ignore[attr-defined]
+    results = behind_a_held_commit(
+        backend, writer, lambda t: cp.put(ck(0), thread_id=t), ("good", "bad", "fine")
+    )
     assert results["first"] is None and results["good"] is None and results["fine"] is None
     assert isinstance(results["bad"], StorageError)
     assert "refused thread 'bad'" in str(results["bad"])
@@ -267,19 +286,12 @@ def test_sync_lone_failure_is_raised_reported_and_frees_its_slot(backend: GatedB
     failed: list[WriteBatch] = []
     writer = SyncWriter(backend, failed.append)
     backend.fail_threads = {"bad"}
-    plan = Checkpointer(MemoryBackend())._plan  # type: ignore[attr-defined]
-
-    def batch(thread_id: str) -> WriteBatch:
-        return plan.put(  # type: ignore[no-any-return]
-            ck(0), thread_id=thread_id, namespace="", parent_id=None, metadata=None, changed=None
-        )
-
-    bad = batch("bad")
+    bad = batch_of("bad")
     with pytest.raises(StorageError, match="refused thread 'bad'"):
         writer.submit(bad)
     assert failed == [bad]
     # The failed commit gave its slot back: the next caller commits at once.
-    writer.submit(batch("good"))
+    writer.submit(batch_of("good"))
     assert backend.stored("good") == ["00000000"] and backend.stored("bad") == []
     assert writer._running == 0 and writer._queue == []
 
@@ -305,30 +317,9 @@ def test_sync_interrupted_commit_fails_every_ticket_it_carried(
         return real_drive(b, batches)
 
     monkeypatch.setattr(writer_module, "_drive_sync", drive)
-    results: dict[str, BaseException | None] = {}
-
-    def submit(thread_id: str) -> None:
-        batch = Checkpointer(MemoryBackend())._plan.put(  # type: ignore[attr-defined]
-            ck(0), thread_id=thread_id, namespace="", parent_id=None, metadata=None, changed=None
-        )
-        try:
-            writer.submit(batch)
-            results[thread_id] = None
-        except BaseException as exc:
-            results[thread_id] = exc
-
-    backend.gate.clear()
-    first = threading.Thread(target=submit, args=("first",))
-    first.start()
-    backend.entered.acquire()  # the first commit runs; the next two queue behind it
-    rest = [threading.Thread(target=submit, args=(t,)) for t in ("a", "b")]
-    for t in rest:
-        t.start()
-    while len(writer._queue) < 2:
-        threading.Event().wait(0.001)
-    backend.gate.set()
-    for t in [first, *rest]:
-        t.join()
+    results = behind_a_held_commit(
+        backend, writer, lambda t: writer.submit(batch_of(t)), ("a", "b")
+    )
     assert drives[-1] == 2
     assert results["first"] is None and backend.stored("first") == ["00000000"]
     # The caller that led the interrupted commit sees the interruption itself; the caller whose

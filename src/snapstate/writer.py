@@ -218,54 +218,52 @@ class SyncWriter:
 
     def submit(self, batch: WriteBatch) -> None:
         with self._cv:
-            alone = not self._queue and self._running < self._limit
-            if alone:
+            if not self._queue and self._running < self._limit:
+                # Nobody is queued and a slot is free: the group would be this batch alone.
                 self._running += 1
-        if alone:
-            # Nobody is queued and a slot is free: the group would be this batch alone.
+                group = None
+            else:
+                ticket = _Ticket(batch)
+                self._queue.append(ticket)
+                # A taken ticket is in another leader's commit: wait for that one, whatever
+                # else finishes meanwhile.
+                while not ticket.done and (ticket.taken or self._running >= self._limit):
+                    self._cv.wait()
+                if ticket.done:
+                    if ticket.error is not None:
+                        raise ticket.error
+                    return
+                # A transaction slot is free: this caller commits everything queued so far.
+                self._running += 1
+                group, self._queue = self._queue, []
+                for t in group:
+                    t.taken = True
+        if group is None:
             self._commit_alone(batch)
             return
-        ticket = _Ticket(batch)
-        with self._cv:
-            self._queue.append(ticket)
-            # A taken ticket is in another leader's commit: wait for that one, whatever else
-            # finishes meanwhile.
-            while not ticket.done and (ticket.taken or self._running >= self._limit):
-                self._cv.wait()
-            if ticket.done:
-                if ticket.error is not None:
-                    raise ticket.error
-                return
-            # A transaction slot is free: this caller commits everything queued so far.
-            self._running += 1
-            group, self._queue = self._queue, []
-            for t in group:
-                t.taken = True
         try:
             self._commit(group)
         finally:
-            with self._cv:
-                self._running -= 1
-                self._cv.notify_all()
+            self._release()
         if ticket.error is not None:
             raise ticket.error
 
+    def _release(self) -> None:
+        """Give back the commit slot this caller took, and wake the waiters."""
+        with self._cv:
+            self._running -= 1
+            self._cv.notify_all()
+
     def _commit_alone(self, batch: WriteBatch) -> None:
         """Commit one batch that no other caller is waiting to join (its slot is taken)."""
-        error: BaseException | None = None
         try:
-            try:
-                self._backend.write(batch)
-            except BaseException as exc:  # re-raised below, as a group of one would
-                error = exc
-                if self._on_failure is not None:
-                    self._on_failure(batch)
+            self._backend.write(batch)
+        except BaseException:  # reported, then re-raised, as a group of one would be
+            if self._on_failure is not None:
+                self._on_failure(batch)
+            raise
         finally:
-            with self._cv:
-                self._running -= 1
-                self._cv.notify_all()
-        if error is not None:
-            raise error
+            self._release()
 
     def _commit(self, group: list[_Ticket]) -> None:
         errors: list[BaseException | None] | None = None
