@@ -351,7 +351,7 @@ PAIRS = (
     ("memory", "snapstate-memory", "langgraph-memory"),
 )
 
-#: (name, LangGraph's saver) for the ceilings: an anchor's share over the blocking floor's.
+#: (name, LangGraph's saver) for the ceilings: an anchor's share over each floor's.
 CEILINGS = (("sqlite", "langgraph-sqlite"),)
 
 
@@ -492,7 +492,7 @@ class Comparison:
             )
         lines.append("")
         for key, value in self.ratios().items():
-            whose = next((w for suffix, w in _WHOSE if key.endswith(suffix)), "snapstate's")
+            whose = next((w for _, suffix, w in FLOORS if key.endswith(suffix)), "snapstate's")
             lines.append(f"{key}: {value:.1f}x (LangGraph's / {whose})")
         return "\n".join(lines)
 
@@ -507,10 +507,12 @@ COMMIT_CEILING = "_commit_ceiling"
 #: share under this (0.000 ms was seen) measured nothing, and dividing by it gives nonsense.
 MIN_FLOOR_SHARE_MS = 0.01
 
-#: Each limit that bounds a saver's share from below, and the suffix of the ceilings it gives.
-FLOORS = ((BLOCKING_FLOOR, CEILING), (COMMITTING_FLOOR, COMMIT_CEILING))
-
-_WHOSE = ((CEILING, "the blocking floor's"), (COMMIT_CEILING, "the committing floor's"))
+#: Each limit that bounds a saver's share from below, the suffix of the ceilings it gives, and
+#: how the ratio tables name it.
+FLOORS = (
+    (BLOCKING_FLOOR, CEILING, "the blocking floor's"),
+    (COMMITTING_FLOOR, COMMIT_CEILING, "the committing floor's"),
+)
 
 
 def ceilings(comparison: Comparison, anchors: Sequence[tuple[str, str]]) -> dict[str, float]:
@@ -526,7 +528,7 @@ def ceilings(comparison: Comparison, anchors: Sequence[tuple[str, str]]) -> dict
     below zero; under :data:`MIN_FLOOR_SHARE_MS` the run bounds nothing and that ceiling is NaN.
     """
     out: dict[str, float] = {}
-    for floor_name, suffix in FLOORS:
+    for floor_name, suffix, _ in FLOORS:
         if floor_name not in comparison.seconds:
             continue
         floor = comparison.share_ms(floor_name)

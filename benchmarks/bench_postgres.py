@@ -330,15 +330,14 @@ def _writer_process(
         ctx = Upstream.from_conn_string(_in_schema(dsn, schema))
     with ctx as saver:
         done: list[int] = []
-        until: list[float] = []
-        workers = [
-            threading.Thread(target=lambda: done.append(_write_chats(saver, checkpoints, until[0])))
-            for _ in range(threads)
-        ]
         ready.put(os.getpid())
         if not go.wait(_START_TIMEOUT):
             return
-        until.append(time.time() + duration)
+        until = time.time() + duration
+        workers = [
+            threading.Thread(target=lambda: done.append(_write_chats(saver, checkpoints, until)))
+            for _ in range(threads)
+        ]
         t0 = time.perf_counter()
         for w in workers:
             w.start()
