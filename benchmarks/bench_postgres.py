@@ -197,12 +197,17 @@ def big_values() -> list[bytes]:
 
 
 def big_graph(steps: int = BIG_STEPS) -> StateGraph:
-    """One node that rewrites a 1 MB value at every step, ``steps`` times."""
+    """One node that rewrites a 1 MB value at every step, ``steps`` times.
+
+    Every step's value is a new object with new content (its first bytes are the step number),
+    as a real node's output is: a saver can neither reuse an earlier step's encoding nor find
+    its bytes already stored. The copy costs the same with every saver and without one.
+    """
     values = big_values()
 
     def rewrite(state: BigState) -> dict[str, Any]:
         n = state["step"] + 1
-        return {"value": values[n % len(values)], "step": n}
+        return {"value": b"%08d" % n + values[n % len(values)][8:], "step": n}
 
     b = StateGraph(BigState)
     b.add_node("rewrite", rewrite)
