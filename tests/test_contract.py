@@ -6,6 +6,7 @@ Each test gets a fresh store from ``backend_factory`` (memory, sqlite, postgres)
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import pytest
@@ -648,3 +649,61 @@ def test_large_immutable_values_are_encoded_once(saver: Checkpointer, monkeypatc
     assert got is not None and got.checkpoint.channel_values["doc"] == doc
     first = saver.get("t", checkpoint_id="00000002")
     assert first is not None and first.checkpoint.channel_values["doc"] == doc
+
+
+class _GatedCodec:
+    """Encodes through the real codec, the first call waiting at a gate; counts calls."""
+
+    def __init__(self, fail_first: bool = False) -> None:
+        from snapstate.codec import default_codec
+
+        self.real = default_codec
+        self.calls = 0
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        self.fail_first = fail_first
+
+    def encode(self, value: Any, *, where: str = "") -> bytes:
+        self.calls += 1
+        if self.calls == 1:
+            self.entered.set()
+            assert self.gate.wait(10)
+            if self.fail_first:
+                raise EncodeError(f"first caller failed ({where})")
+        return self.real.encode(value, where=where)
+
+
+@pytest.mark.parametrize("fail_first", [False, True], ids=["shared", "first-fails"])
+def test_a_value_encoded_by_two_threads_at_once_is_encoded_once(fail_first: bool) -> None:
+    # LangGraph calls put_writes and the next put at the same time with the same object.
+    from snapstate._engine import _ReusingEncoder
+
+    codec = _GatedCodec(fail_first)
+    encoder = _ReusingEncoder(codec)  # type: ignore[arg-type]
+    doc = bytes(range(256)) * 1024
+    first: list[Any] = []
+
+    def encode_first() -> None:
+        try:
+            first.append(encoder.encode(doc, where="write"))
+        except EncodeError as exc:
+            first.append(exc)
+
+    t = threading.Thread(target=encode_first)
+    t.start()
+    assert codec.entered.wait(10)
+    second: list[bytes] = []
+    waiter = threading.Thread(target=lambda: second.append(encoder.encode(doc, where="put")))
+    waiter.start()
+    waiter.join(0.2)
+    assert waiter.is_alive()  # waits for the first caller's bytes instead of encoding
+    codec.gate.set()
+    t.join(10)
+    waiter.join(10)
+    assert second and codec.real.decode(second[0]) == doc
+    if fail_first:
+        assert isinstance(first[0], EncodeError)
+        assert codec.calls == 2  # the second caller encoded it itself
+    else:
+        assert first == second and codec.calls == 1
+        assert encoder.encode(doc) is second[0] and codec.calls == 1  # kept for reuse

@@ -26,6 +26,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
+from concurrent.futures import Future
 from typing import Any, Literal
 
 import msgspec
@@ -148,6 +149,10 @@ class _ReusingEncoder:
         self.codec = codec
         self._lock = threading.Lock()
         self._recent: OrderedDict[int, tuple[Any, bytes]] = OrderedDict()
+        # Values being encoded right now, and where their bytes will be. LangGraph may call
+        # put_writes and the next put at the same time from two threads (durability="sync"):
+        # the second waits for the first's bytes instead of encoding the value again.
+        self._encoding: dict[int, tuple[Any, Future[bytes | None]]] = {}
 
     def encode(self, value: Any, *, where: str = "") -> bytes:
         if type(value) not in (bytes, str) or len(value) < REUSE_MIN_BYTES:
@@ -158,11 +163,28 @@ class _ReusingEncoder:
             if hit is not None and hit[0] is value:
                 self._recent.move_to_end(key)
                 return hit[1]
-        data = self.codec.encode(value, where=where)
+            running = self._encoding.get(key)
+            if running is None or running[0] is not value:
+                future: Future[bytes | None] = Future()
+                self._encoding[key] = (value, future)
+                running = None
+        if running is not None:
+            shared = running[1].result()
+            # None: the other caller failed; encoding here raises with this caller's context.
+            return shared if shared is not None else self.codec.encode(value, where=where)
+        try:
+            data = self.codec.encode(value, where=where)
+        except BaseException:
+            with self._lock:
+                del self._encoding[key]
+            future.set_result(None)
+            raise
         with self._lock:
+            del self._encoding[key]
             self._recent[key] = (value, data)
             while len(self._recent) > REUSE_ENTRIES:
                 self._recent.popitem(last=False)
+        future.set_result(data)
         return data
 
 
