@@ -347,8 +347,8 @@ def test_postgres_first_schema_upgrades_concurrently_with_checkpoints_intact(
 def test_postgres_stores_large_values_without_a_second_compression(
     pg_dsn: str, pg_schema: str
 ) -> None:
-    """blobs.data (migration 1) and writes.data (migration 3) are EXTERNAL: the server does
-    not pglz what the codec already lz4-compressed."""
+    """blobs.data (migration 1), writes.data (migration 3) and payloads.data (migration 4) are
+    EXTERNAL: the server does not pglz what the codec already lz4-compressed."""
     import psycopg
 
     from snapstate.backends.postgres import PostgresBackend
@@ -362,4 +362,4 @@ def test_postgres_stores_large_values_without_a_second_compression(
             "WHERE n.nspname = %s AND a.attname = 'data' ORDER BY c.relname",
             (pg_schema,),
         ).fetchall()
-    assert rows == [("blobs", "e"), ("writes", "e")]
+    assert rows == [("blobs", "e"), ("payloads", "e"), ("writes", "e")]

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Generator, Hashable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
@@ -22,6 +24,7 @@ import psycopg
 
 from ..errors import (
     ConfigurationError,
+    DecodeError,
     EncodeError,
     MigrationError,
     SchemaVersionError,
@@ -144,6 +147,29 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         # so this is instant on a table of any size.
         ("ALTER TABLE {s}.writes ALTER COLUMN data SET STORAGE EXTERNAL",),
     ),
+    (
+        4,
+        "store each large value once per thread",
+        # A value of PAYLOAD_MIN_BYTES or more goes to payloads under its SHA-256, and its write
+        # or blob row names it in ``payload`` (its ``data`` then empty). A node's output is
+        # stored as its pending write and again as the next checkpoint's blob: the same bytes,
+        # now stored once. Existing rows keep their data; the new columns are NULL for them.
+        (
+            """CREATE TABLE {s}.payloads (
+                thread_id text COLLATE "C" NOT NULL,
+                digest    bytea NOT NULL,
+                data      bytea NOT NULL,
+                PRIMARY KEY (thread_id, digest)
+            )""",
+            "ALTER TABLE {s}.payloads ALTER COLUMN data SET STORAGE EXTERNAL",
+            "ALTER TABLE {s}.blobs ADD COLUMN payload bytea",
+            "ALTER TABLE {s}.writes ADD COLUMN payload bytea",
+            "CREATE INDEX blobs_by_payload ON {s}.blobs (thread_id, payload) "
+            "WHERE payload IS NOT NULL",
+            "CREATE INDEX writes_by_payload ON {s}.writes (thread_id, payload) "
+            "WHERE payload IS NOT NULL",
+        ),
+    ),
 )
 #: SQLSTATE raised by ``check_tombstones`` (a class of our own: "SN").
 TOMBSTONE_SQLSTATE = "SN001"
@@ -169,11 +195,21 @@ _CHECKPOINT_SELECT = (
 )
 _WRITE_COLUMNS = "thread_id, namespace, checkpoint_id, task_id, idx, channel, task_path, data"
 _BLOB_COLUMNS = "thread_id, namespace, channel, version, kind, base, data"
+# What a write stores: the columns above and the digest of its payload, if it has one.
+_WRITE_STORED = _WRITE_COLUMNS + ", payload"
+_BLOB_STORED = _BLOB_COLUMNS + ", payload"
+_PAYLOAD_COLUMNS = "thread_id, digest, data"
+
+#: Values of at least this many bytes are stored in ``payloads``, once per thread and content:
+#: the write and the blob rows name them by SHA-256. Smaller ones stay in their row, where a
+#: second copy costs less than the extra row and index entry.
+PAYLOAD_MIN_BYTES = 64 * 1024
 
 # Parameter types of each table's column arrays, in column order. ``%b``: sent in binary, which
 # matters for bytea (a 1 MB value sent as text is hex-escaped to 2 MB and parsed by the server).
-_WRITE_TYPES = ("text", "text", "text", "text", "int4", "text", "text", "bytea")
-_BLOB_TYPES = ("text", "text", "text", "text", "int2", "text", "bytea")
+_WRITE_TYPES = ("text", "text", "text", "text", "int4", "text", "text", "bytea", "bytea")
+_BLOB_TYPES = ("text", "text", "text", "text", "int2", "text", "bytea", "bytea")
+_PAYLOAD_TYPES = ("text", "bytea", "bytea")
 _CHECKPOINT_TYPES = ("text", "text", "text", "text", "text", "float8", "text", "bytea")
 
 
@@ -186,12 +222,14 @@ SMALL_BATCH_ROWS = 32
 
 _ARRAYS = 0
 _VALUES = 1
-# One row of each table in a VALUES list (writes, replaced writes, blobs, checkpoints).
+# One row of each table in a VALUES list (writes, replaced writes, blobs, checkpoints,
+# payloads).
 _VALUES_ROWS = (
-    "(%s, %s, %s, %s, %s::int4, %s, %s, %b)",
-    "(%s, %s, %s, %s, %s::int4, %s, %s, %b)",
-    "(%s, %s, %s, %s, %s::int2, %s::text, %b)",
+    "(%s, %s, %s, %s, %s::int4, %s, %s, %b, %b::bytea)",
+    "(%s, %s, %s, %s, %s::int4, %s, %s, %b, %b::bytea)",
+    "(%s, %s, %s, %s, %s::int2, %s::text, %b, %b::bytea)",
     "(%s, %s, %s, %s::text, %s::text, %s::float8, %s::jsonb, %b)",
+    "(%s, %b, %b)",
 )
 
 
@@ -221,19 +259,28 @@ class Statements:
 
         #: Advisory lock keys of a thread: ``hashtextextended(prefix || thread_id, 0)``.
         self.lock_prefix = f"'{schema}:'"
+        replace_set = (
+            "ON CONFLICT (thread_id, namespace, checkpoint_id, task_id, idx) DO UPDATE SET "
+            "channel = excluded.channel, task_path = excluded.task_path, data = excluded.data, "
+            "payload = excluded.payload"
+        )
         self.insert_writes = (
-            f"INSERT INTO {s}.writes ({_WRITE_COLUMNS}) "
+            f"INSERT INTO {s}.writes ({_WRITE_STORED}) "
             f"SELECT * FROM {_unnest('w', _WRITE_TYPES)} ON CONFLICT DO NOTHING"
         )
         self.replace_writes = (
-            f"INSERT INTO {s}.writes ({_WRITE_COLUMNS}) "
-            f"SELECT * FROM {_unnest('r', _WRITE_TYPES)} "
-            "ON CONFLICT (thread_id, namespace, checkpoint_id, task_id, idx) DO UPDATE SET "
-            "channel = excluded.channel, task_path = excluded.task_path, data = excluded.data"
+            f"INSERT INTO {s}.writes ({_WRITE_STORED}) "
+            f"SELECT * FROM {_unnest('r', _WRITE_TYPES)} {replace_set}"
         )
         self.insert_blobs = (
-            f"INSERT INTO {s}.blobs ({_BLOB_COLUMNS}) "
+            f"INSERT INTO {s}.blobs ({_BLOB_STORED}) "
             f"SELECT * FROM {_unnest('b', _BLOB_TYPES)} ON CONFLICT DO NOTHING"
+        )
+        # A payload already stored for the thread is not stored again: the conflict is found
+        # in the index before the value is written out of line.
+        self.insert_payloads = (
+            f"INSERT INTO {s}.payloads ({_PAYLOAD_COLUMNS}) "
+            f"SELECT * FROM {_unnest('p', _PAYLOAD_TYPES)} ON CONFLICT DO NOTHING"
         )
         self.upsert_checkpoints = (
             f"INSERT INTO {s}.checkpoints ({_CHECKPOINT_COLUMNS}) "
@@ -247,17 +294,25 @@ class Statements:
         )
         self._write_sql: dict[tuple[int, ...], str] = {}
         self._values_sql = (
-            f"INSERT INTO {s}.writes ({_WRITE_COLUMNS}) VALUES {{}} ON CONFLICT DO NOTHING",
-            f"INSERT INTO {s}.writes ({_WRITE_COLUMNS}) VALUES {{}} "
-            "ON CONFLICT (thread_id, namespace, checkpoint_id, task_id, idx) DO UPDATE SET "
-            "channel = excluded.channel, task_path = excluded.task_path, data = excluded.data",
-            f"INSERT INTO {s}.blobs ({_BLOB_COLUMNS}) VALUES {{}} ON CONFLICT DO NOTHING",
+            f"INSERT INTO {s}.writes ({_WRITE_STORED}) VALUES {{}} ON CONFLICT DO NOTHING",
+            f"INSERT INTO {s}.writes ({_WRITE_STORED}) VALUES {{}} {replace_set}",
+            f"INSERT INTO {s}.blobs ({_BLOB_STORED}) VALUES {{}} ON CONFLICT DO NOTHING",
             f"INSERT INTO {s}.checkpoints ({_CHECKPOINT_COLUMNS}) VALUES {{}} "
             "ON CONFLICT (thread_id, namespace, checkpoint_id) DO UPDATE SET "
             "parent_id = excluded.parent_id, run_id = excluded.run_id, "
             "created_at = excluded.created_at, metadata = excluded.metadata, "
             "skeleton = excluded.skeleton",
+            f"INSERT INTO {s}.payloads ({_PAYLOAD_COLUMNS}) VALUES {{}} ON CONFLICT DO NOTHING",
         )
+
+        def data(alias: str) -> str:
+            """A write's or blob's value: its own data, or the payload it names (NULL if that
+            is missing, which the reader reports)."""
+            return (
+                f"CASE WHEN {alias}.payload IS NULL THEN {alias}.data ELSE (SELECT p.data "
+                f"FROM {s}.payloads p WHERE p.thread_id = {alias}.thread_id "
+                f"AND p.digest = {alias}.payload) END"
+            )
 
         checkpoint_by_key = (
             f"SELECT {_CHECKPOINT_SELECT} FROM {s}.checkpoints c "
@@ -268,8 +323,9 @@ class Statements:
         # load(): the checkpoint row and its writes in one round trip (a checkpoint column set
         # per write row; skeletons are small).
         load = (
-            "WITH c AS ({}) SELECT c.*, w.task_id, w.idx, w.channel, w.task_path, w.data "
-            f"FROM c LEFT JOIN {s}.writes w ON w.thread_id = c.thread_id "
+            "WITH c AS ({}) SELECT c.*, w.task_id, w.idx, w.channel, w.task_path, "
+            + data("w")
+            + f" FROM c LEFT JOIN {s}.writes w ON w.thread_id = c.thread_id "
             "AND w.namespace = c.namespace AND w.checkpoint_id = c.checkpoint_id"
         )
         self.load_latest = load.format(self.get_latest)
@@ -286,13 +342,15 @@ class Statements:
             "  ON b.thread_id = %s::text AND b.namespace = %s::text"
             "  AND b.channel = c.channel AND b.version = c.version"
             "  WHERE b.kind = 1 AND b.base IS NOT NULL) "
-            f"SELECT b.channel, b.version, b.kind, b.base, b.data FROM chain c JOIN {s}.blobs b"
+            f"SELECT b.channel, b.version, b.kind, b.base, {data('b')} FROM chain c "
+            f"JOIN {s}.blobs b"
             " ON b.thread_id = %s::text AND b.namespace = %s::text"
             " AND b.channel = c.channel AND b.version = c.version"
         )
         self.get_writes = (
-            f"SELECT {_WRITE_COLUMNS} FROM {s}.writes WHERE thread_id = %s::text "
-            "AND namespace = %s::text AND checkpoint_id = ANY(%s::text[])"
+            "SELECT w.thread_id, w.namespace, w.checkpoint_id, w.task_id, w.idx, w.channel, "
+            f"w.task_path, {data('w')} FROM {s}.writes w WHERE w.thread_id = %s::text "
+            "AND w.namespace = %s::text AND w.checkpoint_id = ANY(%s::text[])"
         )
         self.get_tombstones = (
             f"SELECT thread_id, max_checkpoint_id FROM {s}.tombstones "
@@ -319,8 +377,24 @@ class Statements:
         )
         self.delete_threads = (
             f"WITH w AS (DELETE FROM {s}.writes WHERE thread_id = ANY(%(ids)s::text[])), "
-            f"b AS (DELETE FROM {s}.blobs WHERE thread_id = ANY(%(ids)s::text[])) "
+            f"b AS (DELETE FROM {s}.blobs WHERE thread_id = ANY(%(ids)s::text[])), "
+            f"p AS (DELETE FROM {s}.payloads WHERE thread_id = ANY(%(ids)s::text[])) "
             f"DELETE FROM {s}.checkpoints WHERE thread_id = ANY(%(ids)s::text[])"
+        )
+        # Payloads no row names any more, after retention deleted rows of a thread. Only under
+        # the thread's exclusive lock, taken without waiting: every write holds it shared from
+        # before it looks for a payload until it commits, so no write can be about to name a
+        # payload this deletes. If a write holds it, the payloads wait for the next run.
+        self.try_lock_thread = (
+            f"SELECT pg_try_advisory_xact_lock(hashtextextended({self.lock_prefix} || %s::text, 0))"
+        )
+        self.collect_payloads = (
+            f"WITH d AS (DELETE FROM {s}.payloads p WHERE p.thread_id = %(t)s::text"
+            f" AND NOT EXISTS (SELECT 1 FROM {s}.blobs b"
+            "  WHERE b.thread_id = p.thread_id AND b.payload = p.digest)"
+            f" AND NOT EXISTS (SELECT 1 FROM {s}.writes w"
+            "  WHERE w.thread_id = p.thread_id AND w.payload = p.digest) RETURNING 1) "
+            "SELECT count(*) FROM d"
         )
         self.purge_tombstones = (
             f"WITH d AS (DELETE FROM {s}.tombstones WHERE deleted_at < %s::float8 RETURNING 1) "
@@ -368,6 +442,9 @@ class Statements:
         # Copying into a thread id is a deliberate new history for it: its tombstone goes.
         self.copy_thread = (
             f"WITH t AS (DELETE FROM {s}.tombstones WHERE thread_id = %(dst)s::text), "
+            f"p AS (INSERT INTO {s}.payloads ({_PAYLOAD_COLUMNS})"
+            f" SELECT %(dst)s::text, digest, data FROM {s}.payloads"
+            "  WHERE thread_id = %(src)s::text ON CONFLICT DO NOTHING), "
             f"c AS (INSERT INTO {s}.checkpoints ({_CHECKPOINT_COLUMNS}) "
             " SELECT %(dst)s::text, namespace, checkpoint_id, parent_id, run_id, created_at,"
             f" metadata, skeleton FROM {s}.checkpoints WHERE thread_id = %(src)s::text"
@@ -375,12 +452,13 @@ class Statements:
             " parent_id = excluded.parent_id, run_id = excluded.run_id,"
             " created_at = excluded.created_at, metadata = excluded.metadata,"
             " skeleton = excluded.skeleton), "
-            f"b AS (INSERT INTO {s}.blobs ({_BLOB_COLUMNS}) "
-            " SELECT %(dst)s::text, namespace, channel, version, kind, base, data"
+            f"b AS (INSERT INTO {s}.blobs ({_BLOB_STORED}) "
+            " SELECT %(dst)s::text, namespace, channel, version, kind, base, data, payload"
             f" FROM {s}.blobs WHERE thread_id = %(src)s::text ON CONFLICT DO NOTHING) "
-            f"INSERT INTO {s}.writes ({_WRITE_COLUMNS}) "
+            f"INSERT INTO {s}.writes ({_WRITE_STORED}) "
             " SELECT %(dst)s::text, namespace, checkpoint_id, task_id, idx, channel, task_path,"
-            f" data FROM {s}.writes WHERE thread_id = %(src)s::text ON CONFLICT DO NOTHING"
+            f" data, payload FROM {s}.writes WHERE thread_id = %(src)s::text"
+            " ON CONFLICT DO NOTHING"
         )
         self.threads = (
             f"SELECT thread_id, count(*), max(created_at) FROM {s}.checkpoints GROUP BY thread_id"
@@ -392,15 +470,16 @@ class Statements:
             " (SELECT coalesce(sum(octet_length(metadata::text) + octet_length(skeleton)), 0)"
             f"  FROM {s}.checkpoints)::int8,"
             f" (SELECT count(*) FROM {s}.writes),"
-            f" (SELECT coalesce(sum(octet_length(data)), 0) FROM {s}.writes)::int8,"
+            f" (SELECT coalesce(sum(octet_length({data('w')})), 0) FROM {s}.writes w)::int8,"
             f" (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
             "   JOIN pg_namespace n ON n.oid = c.relnamespace"
             "   WHERE n.nspname = %s::text AND c.relkind = 'r'"
-            "   AND c.relname IN ('checkpoints', 'blobs', 'writes'))::int8"
+            "   AND c.relname IN ('checkpoints', 'blobs', 'writes', 'payloads'))::int8"
         )
+        # Bytes as the rows hold them: a payload a write and a blob share counts for both.
         self.channel_stats = (
-            f"SELECT channel, count(*), coalesce(sum(octet_length(data)), 0)::int8 FROM {s}.blobs "
-            "GROUP BY channel ORDER BY channel"
+            f"SELECT b.channel, count(*), coalesce(sum(octet_length({data('b')})), 0)::int8 "
+            f"FROM {s}.blobs b GROUP BY b.channel ORDER BY b.channel"
         )
         # The payloads' uncompressed size, from each value's header alone (the same reading
         # as snapstate.codec._format.raw_size): flag bit 0 of byte 1 marks an lz4 payload whose
@@ -411,7 +490,7 @@ class Statements:
             " THEN get_byte(data, 6)::int8 + get_byte(data, 7)::int8 * 256"
             " + get_byte(data, 8)::int8 * 65536 + get_byte(data, 9)::int8 * 16777216"
             " ELSE octet_length(data) - 6 END), 0)::int8"
-            f" FROM {s}.blobs WHERE kind != 2"
+            f" FROM (SELECT {data('b')} AS data FROM {s}.blobs b WHERE b.kind != 2) x"
         )
         self.create_migrations_table = (
             f"CREATE TABLE IF NOT EXISTS {s}.schema_migrations ("
@@ -436,22 +515,37 @@ class Statements:
                             self.replace_writes,
                             self.insert_blobs,
                             self.upsert_checkpoints,
+                            self.insert_payloads,
                         ),
-                        key[1:5],
+                        key[1:6],
                     )
                     if present
                 ]
                 guard = "%(g0)b::text[], %(g1)b::text[]"
+                payload_keys = "%(g2)s::text[], %(g3)b::bytea[]"
             else:
                 parts = [
                     stmt.format(", ".join([row] * n))
-                    for stmt, row, n in zip(self._values_sql, _VALUES_ROWS, key[1:5])
+                    for stmt, row, n in zip(self._values_sql, _VALUES_ROWS, key[1:6])
                     if n
                 ]
-                marks = ", ".join(["%s::text"] * key[5])
+                marks = ", ".join(["%s::text"] * key[6])
                 guard = f"ARRAY[{marks}]::text[], ARRAY[{marks}]::text[]"
+                payload_keys = "%s::text[], %b::bytea[]"
             ctes = ", ".join(f"p{i} AS ({stmt})" for i, stmt in enumerate(parts))
-            sql = f"WITH {ctes} SELECT {self.quoted}.check_tombstones({guard})"
+            result = f"{self.quoted}.check_tombstones({guard})"
+            if key[5]:
+                # Two writes carrying the same payload at once (a node's write and the next
+                # checkpoint) would both write it out of line before one finds the other's
+                # index entry. A lock per payload, taken after the threads' locks and in one
+                # order, makes the second wait for the first to commit, find the payload and
+                # skip it. The (int4, int4) key space is not the threads' (int8) one.
+                result = (
+                    f"CASE WHEN {result} THEN (SELECT count(pg_advisory_xact_lock("
+                    f"hashtext({self.lock_prefix} || t), hashtext(encode(d, 'hex')))) FROM "
+                    f"(SELECT t, d FROM unnest({payload_keys}) AS u(t, d) ORDER BY t, d) x) END"
+                )
+            sql = f"WITH {ctes} SELECT {result}"
             self._write_sql[key] = sql
         return sql
 
@@ -566,7 +660,21 @@ def write_params(batch: WriteBatch) -> tuple[tuple[int, ...], Any, list[str]]:
     threads = sorted(batch_threads(batch))
     low_list = [lows.get(t) for t in threads]
 
-    astuple = msgspec.structs.astuple
+    # Large values go to payloads: each row keeps an empty data and the payload's digest.
+    payloads: dict[tuple[str, bytes], bytes] = {}
+
+    def stored(row: WriteRow | BlobRow) -> tuple[Any, ...]:
+        *head, data = msgspec.structs.astuple(row)
+        if len(data) < PAYLOAD_MIN_BYTES:
+            return (*head, data, None)
+        digest = payload_digest(data)
+        payloads.setdefault((row.thread_id, digest), data)
+        return (*head, b"", digest)
+
+    write_rows = [stored(w) for w in writes]
+    replace_rows = [stored(w) for w in replace]
+    blob_rows = [stored(b) for b in blobs]
+    payload_rows = [(t, d, data) for (t, d), data in sorted(payloads.items())]
     checkpoint_rows = [
         (
             c.thread_id,
@@ -580,29 +688,56 @@ def write_params(batch: WriteBatch) -> tuple[tuple[int, ...], Any, list[str]]:
         )
         for c in checkpoints
     ]
-    counts = (len(writes), len(replace), len(blobs), len(checkpoints))
+    parts: tuple[list[tuple[Any, ...]], ...] = (
+        write_rows,
+        replace_rows,
+        blob_rows,
+        checkpoint_rows,
+        payload_rows,
+    )
+    counts = tuple(len(rows) for rows in parts)
     if sum(counts) <= SMALL_BATCH_ROWS:
         flat: list[Any] = []
-        for rows in (writes, replace, blobs):
-            for r in rows:
-                flat.extend(astuple(r))
-        for t in checkpoint_rows:
-            flat.extend(t)
+        for rows in parts:
+            for t in rows:
+                flat.extend(t)
         flat.extend(threads)
         flat.extend(low_list)
+        if payload_rows:
+            flat.extend(_columns(payload_rows, 3)[:2])
         return (_VALUES, *counts, len(threads)), flat, threads
     params: dict[str, Any] = {}
-    if writes:
-        _add_columns(params, "w", [astuple(w) for w in writes], 8)
-    if replace:
-        _add_columns(params, "r", [astuple(w) for w in replace], 8)
-    if blobs:
-        _add_columns(params, "b", [astuple(b) for b in blobs], 7)
-    if checkpoints:
-        _add_columns(params, "c", checkpoint_rows, 8)
+    for prefix, rows, width in zip("wrbcp", parts, (9, 9, 8, 8, 3)):
+        if rows:
+            _add_columns(params, prefix, rows, width)
     params["g0"] = threads
     params["g1"] = low_list
+    if payload_rows:
+        params["g2"], params["g3"] = params["p0"], params["p1"]
     return (_ARRAYS, *(1 if n else 0 for n in counts)), params, threads
+
+
+_DIGESTS = 4
+_digest_lock = threading.Lock()
+_recent_digests: OrderedDict[int, tuple[Any, bytes]] = OrderedDict()
+
+
+def payload_digest(data: Any) -> bytes:
+    """SHA-256 of a payload. The engine hands the same bytes object to a node's pending write
+    and to the next checkpoint's blob, so the digests of the last few are kept (with the
+    objects themselves, so that an id cannot be reused while cached)."""
+    key = id(data)
+    with _digest_lock:
+        hit = _recent_digests.get(key)
+        if hit is not None and hit[0] is data:
+            return hit[1]
+    digest = hashlib.sha256(data).digest()
+    if isinstance(data, bytes):
+        with _digest_lock:
+            _recent_digests[key] = (data, digest)
+            while len(_recent_digests) > _DIGESTS:
+                _recent_digests.popitem(last=False)
+    return digest
 
 
 def _add_columns(
@@ -728,6 +863,7 @@ def op_load(
         for r in rows
         if r[8] is not None
     ]
+    _check_payloads(writes)
     return row, [], writes
 
 
@@ -758,7 +894,9 @@ def op_get_blobs(
         return []
     channels, versions = _columns(list(keys), 2)
     rows = yield Stmt(q.get_blobs, [channels, versions, thread_id, namespace, thread_id, namespace])
-    return [BlobRow(thread_id, namespace, r[0], r[1], r[2], r[3], r[4]) for r in rows]
+    return _check_payloads(
+        [BlobRow(thread_id, namespace, r[0], r[1], r[2], r[3], r[4]) for r in rows]
+    )
 
 
 def op_get_writes(
@@ -767,7 +905,25 @@ def op_get_writes(
     if not checkpoint_ids:
         return []
     rows = yield Stmt(q.get_writes, [thread_id, namespace, list(checkpoint_ids)])
-    return [WriteRow(*r) for r in rows]
+    return _check_payloads([WriteRow(*r) for r in rows])
+
+
+RowT = TypeVar("RowT", WriteRow, BlobRow)
+
+
+def _check_payloads(rows: list[RowT]) -> list[RowT]:
+    """The rows, after checking that each found its payload (its data is NULL otherwise)."""
+    for r in rows:
+        if r.data is None:
+            if isinstance(r, WriteRow):
+                what = f"write {r.idx} of task {r.task_id!r} on checkpoint {r.checkpoint_id!r}"
+            else:
+                what = f"blob {r.channel!r} version {r.version!r}"
+            raise DecodeError(
+                f"the stored value of {what} (thread {r.thread_id!r}, namespace "
+                f"{r.namespace!r}) is missing from the payloads table"
+            )
+    return rows
 
 
 def op_delete_threads(q: Statements, thread_ids: Sequence[str], now: float) -> Op[None]:
@@ -801,10 +957,24 @@ def op_delete_rows(
     bns, bch, bv = _columns(list(blobs), 3)
     params = {"t": thread_id, "ns": ns, "ids": ids, "bns": bns, "bch": bch, "bv": bv}
     rows = yield Stmt(q.delete_rows, params)
+    yield from op_collect_payloads(q, thread_id)
     return int(rows[0][0])
 
 
+def op_collect_payloads(q: Statements, thread_id: str) -> Op[int | None]:
+    """Delete the payloads of a thread that no row names; None if a write of the thread was in
+    progress (they are left for the next run). Runs inside the caller's transaction."""
+    ((locked,),) = yield Stmt(q.try_lock_thread, [thread_id])
+    if not locked:
+        return None
+    ((n,),) = yield Stmt(q.collect_payloads, {"t": thread_id})
+    return int(n)
+
+
 def op_copy_thread(q: Statements, source: str, target: str) -> Op[None]:
+    """Inside the caller's transaction: the target's lock keeps its payloads from being
+    collected while the copy names them."""
+    yield Stmt(q.lock_threads, [[target]], fetch=False)
     yield Stmt(q.copy_thread, {"src": source, "dst": target}, fetch=False)
 
 

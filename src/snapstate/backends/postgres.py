@@ -561,12 +561,14 @@ class PostgresBackend(Backend):
         return self._run(
             "deleting checkpoints and blobs",
             lambda: sql.op_delete_rows(self._q, thread_id, checkpoints, blobs),
+            transaction=True,
         )
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         self._run(
             "copying a thread",
             lambda: sql.op_copy_thread(self._q, source_thread_id, target_thread_id),
+            transaction=True,
         )
 
     def threads(self, *, idle_before: float | None = None) -> list[ThreadInfo]:
@@ -883,12 +885,14 @@ class AsyncPostgresBackend(AsyncBackend):
         return await self._run(
             "deleting checkpoints and blobs",
             lambda: sql.op_delete_rows(self._q, thread_id, checkpoints, blobs),
+            transaction=True,
         )
 
     async def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         await self._run(
             "copying a thread",
             lambda: sql.op_copy_thread(self._q, source_thread_id, target_thread_id),
+            transaction=True,
         )
 
     async def threads(self, *, idle_before: float | None = None) -> list[ThreadInfo]:
