@@ -92,12 +92,17 @@ class BigState(TypedDict, total=False):
 
 
 def big_value_graph(steps: int = 20) -> StateGraph:
-    """One node rewriting a 1 MB value every step."""
+    """One node rewriting a 1 MB value every step.
+
+    Every step's value is a new object with new content (its first bytes are the step number),
+    as a real node's output is: a saver can neither reuse an earlier step's encoding nor find
+    its bytes already stored. The copy costs the same with every saver and without one.
+    """
     blobs = [datagen.semi_compressible_blob(1 << 20, seed=i) for i in range(4)]
 
     def rewrite(state: BigState) -> dict[str, Any]:
         step = state.get("step", 0) + 1
-        return {"step": step, "doc": blobs[step % len(blobs)]}
+        return {"step": step, "doc": b"%08d" % step + blobs[step % len(blobs)][8:]}
 
     def more(state: BigState) -> str:
         return "rewrite" if state["step"] < steps else END
