@@ -32,11 +32,10 @@ from snapstate.backends import (
     WriteBatch,
     WriteRow,
 )
-from snapstate.backends._pg_sql import PAYLOAD_MIN_BYTES
+from snapstate.backends._base import PAYLOAD_MIN_BYTES
 from snapstate.backends.postgres import MIGRATIONS, AsyncPostgresBackend, PostgresBackend
 from snapstate.errors import (
     ConfigurationError,
-    DecodeError,
     EncodeError,
     InvalidArgumentError,
     MigrationError,
@@ -587,165 +586,7 @@ async def test_small_and_large_batches_store_alike(pg: Any, n: int) -> None:
         await pg.write(batch)
 
 
-# -- large values: one payload per thread and content ------------------------------------------
-
-LARGE = PAYLOAD_MIN_BYTES
-
-
-def large(seed: int, n: int = LARGE) -> bytes:
-    return random.Random(seed).randbytes(n)
-
-
-def payload_rows(pg: Any, pg_dsn: str) -> list[tuple[str, int]]:
-    """(thread, size) of every stored payload, and checks that rows naming one hold no data."""
-    s = pg.backend._q.quoted
-    with psycopg.connect(pg_dsn) as conn:
-        for table in ("blobs", "writes"):
-            (bad,) = conn.execute(
-                f"SELECT count(*) FROM {s}.{table} WHERE payload IS NOT NULL AND data != ''"
-            ).fetchone()
-            assert bad == 0, table
-        return conn.execute(
-            f"SELECT thread_id, octet_length(data) FROM {s}.payloads ORDER BY 1, 2"
-        ).fetchall()
-
-
-@pytest.mark.parametrize("n", [1, 40], ids=["values", "arrays"])
-async def test_a_large_value_written_then_checkpointed_is_stored_once(
-    pg: Any, pg_dsn: str, n: int
-) -> None:
-    big, small = large(1), large(2, LARGE - 1)
-    # The node's write, then the checkpoint whose blob holds the same value (as LangGraph does).
-    await pg.write(
-        WriteBatch(
-            checkpoints=[row("t", "0001"), *(row("t", f"x{i:04d}") for i in range(n - 1))],
-            writes=[WriteRow("t", "", "0001", "task", 0, "v", "", big)],
-        )
-    )
-    await pg.write(
-        WriteBatch(
-            checkpoints=[row("t", "0002", parent="0001")],
-            blobs=[
-                BlobRow("t", "", "v", "2", BLOB_FULL, None, big),
-                BlobRow("t", "", "s", "2", BLOB_FULL, None, small),
-                *(blob("t", "a", str(i)) for i in range(n - 1)),
-            ],
-        )
-    )
-    assert payload_rows(pg, pg_dsn) == [("t", LARGE)]  # the small value stays in its row
-    got = {b.channel: b.data for b in await pg.get_blobs("t", "", [("v", "2"), ("s", "2")])}
-    assert got == {"v": big, "s": small}
-    (w,) = await pg.get_writes("t", "", ["0001"])
-    assert w.data == big
-    _, _, loaded = await pg.load("t", "", "0001")
-    assert [x.data for x in loaded] == [big]
-    stats = await pg.stats()
-    assert stats.channels["v"] == (1, LARGE) and stats.write_bytes == LARGE
-
-
-async def test_payloads_go_only_when_no_row_names_them(pg: Any, pg_dsn: str) -> None:
-    big = large(3)
-    await pg.write(
-        WriteBatch(
-            checkpoints=[row("t", "1"), row("t", "2", parent="1")],
-            writes=[WriteRow("t", "", "1", "task", 0, "v", "", big)],
-            blobs=[BlobRow("t", "", "v", "2", BLOB_FULL, None, big)],
-        )
-    )
-    await pg.copy_thread("t", "copy")
-    # Checkpoint 1 and its write go; checkpoint 2's blob still names the payload.
-    await pg.delete_rows("t", [("", "1")], [])
-    assert await pg.get_writes("t", "", ["1"]) == []
-    assert payload_rows(pg, pg_dsn) == [("copy", LARGE), ("t", LARGE)]
-    assert [b.data for b in await pg.get_blobs("t", "", [("v", "2")])] == [big]
-    # The last row naming it goes: so does the payload.
-    await pg.delete_rows("t", [("", "2")], [("", "v", "2")])
-    assert payload_rows(pg, pg_dsn) == [("copy", LARGE)]
-    # The copy kept its own, and deleting the thread takes it.
-    assert [b.data for b in await pg.get_blobs("copy", "", [("v", "2")])] == [big]
-    assert [w.data for w in await pg.get_writes("copy", "", ["1"])] == [big]
-    await pg.delete_threads(["copy"])
-    assert payload_rows(pg, pg_dsn) == []
-
-
-async def test_payloads_stay_while_a_write_of_the_thread_is_in_progress(
-    pg: Any, pg_dsn: str
-) -> None:
-    big = large(4)
-    await pg.write(
-        WriteBatch(
-            checkpoints=[row("t", "1")],
-            writes=[WriteRow("t", "", "1", "task", 0, "v", "", big)],
-        )
-    )
-    q = pg.backend._q
-    with psycopg.connect(pg_dsn) as writer:
-        # What every write holds from before it looks for a payload until it commits.
-        writer.execute(
-            f"SELECT pg_advisory_xact_lock_shared(hashtextextended({q.lock_prefix} || 't', 0))"
-        )
-        await pg.delete_rows("t", [("", "1")], [])
-        assert payload_rows(pg, pg_dsn) == [("t", LARGE)]  # left for the next run
-        writer.rollback()
-    await pg.delete_rows("t", [("", "no such checkpoint")], [])
-    assert payload_rows(pg, pg_dsn) == []
-
-
-async def test_replaced_large_write_reads_the_new_value(pg: Any, pg_dsn: str) -> None:
-    first, second = large(5), large(6)
-    for value in (first, second):
-        await pg.write(
-            WriteBatch(replace_writes=[WriteRow("t", "", "1", "task", -1, "__error__", "", value)])
-        )
-    assert [w.data for w in await pg.get_writes("t", "", ["1"])] == [second]
-    # The replaced value has no row left; retention collects it.
-    await pg.write(WriteBatch(checkpoints=[row("t", "0")]))
-    await pg.delete_rows("t", [("", "0")], [])
-    assert payload_rows(pg, pg_dsn) == [("t", LARGE)]
-
-
-async def test_a_missing_payload_is_a_clear_decode_error(pg: Any, pg_dsn: str) -> None:
-    big = large(7)
-    await pg.write(
-        WriteBatch(
-            checkpoints=[row("t", "1")],
-            writes=[WriteRow("t", "", "1", "task", 0, "v", "", big)],
-            blobs=[BlobRow("t", "", "v", "1", BLOB_FULL, None, big)],
-        )
-    )
-    with psycopg.connect(pg_dsn) as conn:
-        conn.execute(f"DELETE FROM {pg.backend._q.quoted}.payloads")
-    with pytest.raises(DecodeError, match=r"blob 'v' version '1' \(thread 't'.*payloads table"):
-        await pg.get_blobs("t", "", [("v", "1")])
-    with pytest.raises(DecodeError, match=r"write 0 of task 'task' on checkpoint '1'"):
-        await pg.get_writes("t", "", ["1"])
-    with pytest.raises(DecodeError, match="missing from the payloads table"):
-        await pg.load("t", "", "1")
-
-
-def test_engine_stores_a_node_output_once_and_prunes_it(pg_dsn: str, pg_schema: str) -> None:
-    """Through the engine and codec: a pending write and the next checkpoint's blob of the same
-    large value share one payload, which survives pruning the first checkpoint."""
-    big = large(8, 1 << 20)
-    with Checkpointer(PostgresBackend(pg_dsn, schema=pg_schema)) as cp:
-        cp.put(Checkpoint(id="1", channel_values={}, channel_versions={}), thread_id="t")
-        cp.put_writes([("v", big)], thread_id="t", checkpoint_id="1", task_id="node")
-        cp.put(
-            Checkpoint(id="2", channel_values={"v": big}, channel_versions={"v": 2}),
-            thread_id="t",
-            parent_id="1",
-            changed=["v"],
-        )
-        with psycopg.connect(pg_dsn) as conn:
-            ((n, size),) = conn.execute(
-                f'SELECT count(*), sum(octet_length(data)) FROM "{pg_schema}".payloads'
-            ).fetchall()
-        assert n == 1 and size > LARGE
-        first = cp.get("t", checkpoint_id="1")
-        assert first is not None and [w.value for w in first.pending_writes] == [big]
-        cp.prune(["t"])
-        latest = cp.get("t")
-        assert latest is not None and latest.checkpoint.channel_values == {"v": big}
+# -- large values (the shared cases are in test_payloads.py) --------------------------------
 
 
 def test_a_write_waits_for_another_storing_the_same_payload(pg_dsn: str, pg_schema: str) -> None:
@@ -753,7 +594,7 @@ def test_a_write_waits_for_another_storing_the_same_payload(pg_dsn: str, pg_sche
     it (then finds the payload stored instead of writing it out of line again)."""
     backend = PostgresBackend(pg_dsn, schema=pg_schema)
     backend.setup()
-    big = large(9)
+    big = random.Random(9).randbytes(PAYLOAD_MIN_BYTES)
     digest = hashlib.sha256(big).digest()
     q = backend._q
     done = threading.Event()

@@ -22,14 +22,17 @@ class has a working default built from them, which a backend may override with a
 from __future__ import annotations
 
 import abc
+import hashlib
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
 from ..codec._format import raw_size
-from ..errors import InvalidArgumentError, ThreadDeletedError
+from ..errors import DecodeError, InvalidArgumentError, ThreadDeletedError
 
 __all__ = [
     "BLOB_FULL",
@@ -546,3 +549,52 @@ def version_key(version: Any) -> str:
             f"channel versions must be str, int or float, got {type(version).__name__}"
         )
     return repr(version)
+
+
+#: SQL backends store a value of at least this many bytes once per thread and content, in a
+#: ``payloads`` table keyed by its SHA-256, and the write or blob row names the digest. LangGraph
+#: hands a node's output to ``put_writes`` and again, as the channel's new value, to the next
+#: ``put``: the same bytes. Smaller values stay in their row, where a second copy costs less than
+#: the extra row and index entry.
+PAYLOAD_MIN_BYTES = 64 * 1024
+
+_DIGESTS = 4
+_digest_lock = threading.Lock()
+_recent_digests: OrderedDict[int, tuple[Any, bytes]] = OrderedDict()
+
+
+def payload_digest(data: Any) -> bytes:
+    """SHA-256 of a payload. The engine hands the same bytes object to a node's pending write
+    and to the next checkpoint's blob, so the digests of the last few are kept (with the
+    objects themselves, so that an id cannot be reused while cached)."""
+    key = id(data)
+    with _digest_lock:
+        hit = _recent_digests.get(key)
+        if hit is not None and hit[0] is data:
+            return hit[1]
+    digest = hashlib.sha256(data).digest()
+    if isinstance(data, bytes):
+        with _digest_lock:
+            _recent_digests[key] = (data, digest)
+            while len(_recent_digests) > _DIGESTS:
+                _recent_digests.popitem(last=False)
+    return digest
+
+
+RowT = TypeVar("RowT", WriteRow, BlobRow)
+
+
+def check_payloads(rows: list[RowT]) -> list[RowT]:
+    """The rows read back, after checking that each found its payload (a row whose payload is
+    missing comes back with ``data`` None)."""
+    for r in rows:
+        if r.data is None:
+            if isinstance(r, WriteRow):
+                what = f"write {r.idx} of task {r.task_id!r} on checkpoint {r.checkpoint_id!r}"
+            else:
+                what = f"blob {r.channel!r} version {r.version!r}"
+            raise DecodeError(
+                f"the stored value of {what} (thread {r.thread_id!r}, namespace "
+                f"{r.namespace!r}) is missing from the payloads table"
+            )
+    return rows

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Collection, Generator, Hashable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
@@ -24,13 +22,13 @@ import psycopg
 
 from ..errors import (
     ConfigurationError,
-    DecodeError,
     EncodeError,
     MigrationError,
     SchemaVersionError,
     ThreadDeletedError,
 )
 from ._base import (
+    PAYLOAD_MIN_BYTES,
     BlobRef,
     BlobRow,
     CheckpointRow,
@@ -41,8 +39,10 @@ from ._base import (
     WriteBatch,
     WriteRow,
     batch_threads,
+    check_payloads,
     check_tombstones,
     key_conditions,
+    payload_digest,
 )
 
 __all__ = ["MIGRATIONS", "Stmt", "Op", "Statements"]
@@ -200,10 +200,6 @@ _WRITE_STORED = _WRITE_COLUMNS + ", payload"
 _BLOB_STORED = _BLOB_COLUMNS + ", payload"
 _PAYLOAD_COLUMNS = "thread_id, digest, data"
 
-#: Values of at least this many bytes are stored in ``payloads``, once per thread and content:
-#: the write and the blob rows name them by SHA-256. Smaller ones stay in their row, where a
-#: second copy costs less than the extra row and index entry.
-PAYLOAD_MIN_BYTES = 64 * 1024
 
 # Parameter types of each table's column arrays, in column order. ``%b``: sent in binary, which
 # matters for bytea (a 1 MB value sent as text is hex-escaped to 2 MB and parsed by the server).
@@ -717,29 +713,6 @@ def write_params(batch: WriteBatch) -> tuple[tuple[int, ...], Any, list[str]]:
     return (_ARRAYS, *(1 if n else 0 for n in counts)), params, threads
 
 
-_DIGESTS = 4
-_digest_lock = threading.Lock()
-_recent_digests: OrderedDict[int, tuple[Any, bytes]] = OrderedDict()
-
-
-def payload_digest(data: Any) -> bytes:
-    """SHA-256 of a payload. The engine hands the same bytes object to a node's pending write
-    and to the next checkpoint's blob, so the digests of the last few are kept (with the
-    objects themselves, so that an id cannot be reused while cached)."""
-    key = id(data)
-    with _digest_lock:
-        hit = _recent_digests.get(key)
-        if hit is not None and hit[0] is data:
-            return hit[1]
-    digest = hashlib.sha256(data).digest()
-    if isinstance(data, bytes):
-        with _digest_lock:
-            _recent_digests[key] = (data, digest)
-            while len(_recent_digests) > _DIGESTS:
-                _recent_digests.popitem(last=False)
-    return digest
-
-
 def _add_columns(
     params: dict[str, Any], prefix: str, rows: Sequence[tuple[Any, ...]], width: int
 ) -> None:
@@ -863,7 +836,7 @@ def op_load(
         for r in rows
         if r[8] is not None
     ]
-    _check_payloads(writes)
+    check_payloads(writes)
     return row, [], writes
 
 
@@ -894,7 +867,7 @@ def op_get_blobs(
         return []
     channels, versions = _columns(list(keys), 2)
     rows = yield Stmt(q.get_blobs, [channels, versions, thread_id, namespace, thread_id, namespace])
-    return _check_payloads(
+    return check_payloads(
         [BlobRow(thread_id, namespace, r[0], r[1], r[2], r[3], r[4]) for r in rows]
     )
 
@@ -905,25 +878,7 @@ def op_get_writes(
     if not checkpoint_ids:
         return []
     rows = yield Stmt(q.get_writes, [thread_id, namespace, list(checkpoint_ids)])
-    return _check_payloads([WriteRow(*r) for r in rows])
-
-
-RowT = TypeVar("RowT", WriteRow, BlobRow)
-
-
-def _check_payloads(rows: list[RowT]) -> list[RowT]:
-    """The rows, after checking that each found its payload (its data is NULL otherwise)."""
-    for r in rows:
-        if r.data is None:
-            if isinstance(r, WriteRow):
-                what = f"write {r.idx} of task {r.task_id!r} on checkpoint {r.checkpoint_id!r}"
-            else:
-                what = f"blob {r.channel!r} version {r.version!r}"
-            raise DecodeError(
-                f"the stored value of {what} (thread {r.thread_id!r}, namespace "
-                f"{r.namespace!r}) is missing from the payloads table"
-            )
-    return rows
+    return check_payloads([WriteRow(*r) for r in rows])
 
 
 def op_delete_threads(q: Statements, thread_ids: Sequence[str], now: float) -> Op[None]:

@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -29,6 +29,7 @@ from ..errors import (
     StoreUnavailableError,
 )
 from ._base import (
+    PAYLOAD_MIN_BYTES,
     Backend,
     BlobRef,
     BlobRow,
@@ -40,8 +41,10 @@ from ._base import (
     WriteBatch,
     WriteRow,
     batch_threads,
+    check_payloads,
     check_tombstones,
     key_conditions,
+    payload_digest,
 )
 
 __all__ = ["SqliteBackend", "MIGRATIONS", "file_of"]
@@ -126,6 +129,25 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         );
         """,
     ),
+    (
+        3,
+        "store each large value once per thread",
+        # A value of PAYLOAD_MIN_BYTES or more goes to payloads under its SHA-256; its write or
+        # blob row names it in ``payload`` and keeps an empty ``data``. Existing rows keep their
+        # data (the new columns are NULL for them); adding a column rewrites nothing.
+        """
+        CREATE TABLE payloads (
+            thread_id TEXT NOT NULL,
+            digest    BLOB NOT NULL,
+            data      BLOB NOT NULL,
+            PRIMARY KEY (thread_id, digest)
+        );
+        ALTER TABLE blobs ADD COLUMN payload BLOB;
+        ALTER TABLE writes ADD COLUMN payload BLOB;
+        CREATE INDEX blobs_by_payload ON blobs (thread_id, payload) WHERE payload IS NOT NULL;
+        CREATE INDEX writes_by_payload ON writes (thread_id, payload) WHERE payload IS NOT NULL;
+        """,
+    ),
 )
 
 _CREATE_MIGRATIONS_TABLE = """
@@ -140,6 +162,25 @@ _CHECKPOINT_COLUMNS = (
     "thread_id, namespace, checkpoint_id, parent_id, run_id, created_at, metadata, skeleton"
 )
 _WRITE_COLUMNS = "thread_id, namespace, checkpoint_id, task_id, idx, channel, task_path, data"
+_WRITE_STORED = _WRITE_COLUMNS + ", payload"
+_BLOB_STORED = "thread_id, namespace, channel, version, kind, base, data, payload"
+
+
+def _data(alias: str) -> str:
+    """A write's or blob's value: its own data, or the payload it names (NULL if missing)."""
+    return (
+        f"CASE WHEN {alias}.payload IS NULL THEN {alias}.data ELSE (SELECT p.data FROM payloads p "
+        f"WHERE p.thread_id = {alias}.thread_id AND p.digest = {alias}.payload) END"
+    )
+
+
+#: Payloads of a thread that no row names any more (retention runs it after deleting rows).
+_COLLECT_PAYLOADS = (
+    "DELETE FROM payloads WHERE thread_id = ?1 "
+    "AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.thread_id = ?1 AND b.payload = payloads.digest) "
+    "AND NOT EXISTS (SELECT 1 FROM writes w WHERE w.thread_id = ?1 "
+    "AND w.payload = payloads.digest)"
+)
 
 
 def _checkpoint_row(r: tuple[Any, ...]) -> CheckpointRow:
@@ -512,25 +553,47 @@ class SqliteBackend(Backend):
                     ).fetchall()
                 )
             check_tombstones(batch, tombstones)
+            # Large values go to payloads, once per thread and content. INSERT OR IGNORE finds
+            # one already stored in its index before writing anything.
+            payloads: dict[tuple[str, bytes], Any] = {}
+
+            def stored(thread_id: str, data: Any) -> tuple[Any, bytes | None]:
+                if len(data) < PAYLOAD_MIN_BYTES:
+                    return data, None
+                digest = payload_digest(data)
+                payloads.setdefault((thread_id, digest), data)
+                return b"", digest
+
             if batch.writes:
                 conn.executemany(
-                    f"INSERT OR IGNORE INTO writes ({_WRITE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
-                    [_write_tuple(w) for w in batch.writes],
+                    f"INSERT OR IGNORE INTO writes ({_WRITE_STORED}) VALUES (?,?,?,?,?,?,?,?,?)",
+                    [_write_tuple(w, stored) for w in batch.writes],
                 )
             if batch.replace_writes:
                 conn.executemany(
-                    f"INSERT OR REPLACE INTO writes ({_WRITE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
-                    [_write_tuple(w) for w in batch.replace_writes],
+                    f"INSERT OR REPLACE INTO writes ({_WRITE_STORED}) VALUES (?,?,?,?,?,?,?,?,?)",
+                    [_write_tuple(w, stored) for w in batch.replace_writes],
                 )
             if batch.blobs:
                 conn.executemany(
-                    "INSERT OR IGNORE INTO blobs "
-                    "(thread_id, namespace, channel, version, kind, base, data) "
-                    "VALUES (?,?,?,?,?,?,?)",
+                    f"INSERT OR IGNORE INTO blobs ({_BLOB_STORED}) VALUES (?,?,?,?,?,?,?,?)",
                     [
-                        (b.thread_id, b.namespace, b.channel, b.version, b.kind, b.base, b.data)
+                        (
+                            b.thread_id,
+                            b.namespace,
+                            b.channel,
+                            b.version,
+                            b.kind,
+                            b.base,
+                            *stored(b.thread_id, b.data),
+                        )
                         for b in batch.blobs
                     ],
+                )
+            if payloads:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO payloads (thread_id, digest, data) VALUES (?,?,?)",
+                    [(t, d, data) for (t, d), data in payloads.items()],
                 )
             if batch.checkpoints:
                 conn.executemany(
@@ -570,7 +633,7 @@ class SqliteBackend(Backend):
                     "deleted_at = excluded.deleted_at",
                     [now, *chunk, *chunk],
                 )
-                for table in ("writes", "blobs", "checkpoints"):
+                for table in ("writes", "blobs", "payloads", "checkpoints"):
                     conn.execute(f"DELETE FROM {table} WHERE thread_id IN ({marks})", chunk)
 
     def purge_tombstones(self, deleted_before: float) -> int:
@@ -606,6 +669,8 @@ class SqliteBackend(Backend):
                 "AND version = ?",
                 [(thread_id, ns, ch, v) for ns, ch, v in blobs],
             )
+            # One writer at a time holds the database: no write can be about to name a payload.
+            conn.execute(_COLLECT_PAYLOADS, (thread_id,))
         return len(cps)
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
@@ -619,16 +684,20 @@ class SqliteBackend(Backend):
                 (target_thread_id, source_thread_id),
             )
             conn.execute(
-                "INSERT OR IGNORE INTO blobs "
-                "(thread_id, namespace, channel, version, kind, base, data) "
-                "SELECT ?, namespace, channel, version, kind, base, data FROM blobs "
+                "INSERT OR IGNORE INTO payloads (thread_id, digest, data) "
+                "SELECT ?, digest, data FROM payloads WHERE thread_id = ?",
+                (target_thread_id, source_thread_id),
+            )
+            conn.execute(
+                f"INSERT OR IGNORE INTO blobs ({_BLOB_STORED}) "
+                "SELECT ?, namespace, channel, version, kind, base, data, payload FROM blobs "
                 "WHERE thread_id = ?",
                 (target_thread_id, source_thread_id),
             )
             conn.execute(
-                f"INSERT OR IGNORE INTO writes ({_WRITE_COLUMNS}) "
-                "SELECT ?, namespace, checkpoint_id, task_id, idx, channel, task_path, data "
-                "FROM writes WHERE thread_id = ?",
+                f"INSERT OR IGNORE INTO writes ({_WRITE_STORED}) "
+                "SELECT ?, namespace, checkpoint_id, task_id, idx, channel, task_path, data, "
+                "payload FROM writes WHERE thread_id = ?",
                 (target_thread_id, source_thread_id),
             )
 
@@ -701,13 +770,13 @@ class SqliteBackend(Backend):
                 "  ON b.thread_id = ?1 AND b.namespace = ?2"
                 "  AND b.channel = c.channel AND b.version = c.version"
                 "  WHERE b.kind = 1 AND b.base IS NOT NULL) "
-                "SELECT b.channel, b.version, b.kind, b.base, b.data FROM chain c "
+                f"SELECT b.channel, b.version, b.kind, b.base, {_data('b')} FROM chain c "
                 "JOIN blobs b ON b.thread_id = ?1 AND b.namespace = ?2"
                 " AND b.channel = c.channel AND b.version = c.version"
             )
             for r in self._read("reading channel values", sql, params):
                 out.append(BlobRow(thread_id, namespace, r[0], r[1], r[2], r[3], r[4]))
-        return out
+        return check_payloads(out)
 
     def blob_index(self, thread_id: str) -> list[BlobRef]:
         rows = self._read(
@@ -725,12 +794,13 @@ class SqliteBackend(Backend):
             marks = ",".join("?" * len(chunk))
             rows = self._read(
                 "reading pending writes",
-                f"SELECT {_WRITE_COLUMNS} FROM writes WHERE thread_id = ? AND namespace = ? "
-                f"AND checkpoint_id IN ({marks})",
+                "SELECT w.thread_id, w.namespace, w.checkpoint_id, w.task_id, w.idx, w.channel, "
+                f"w.task_path, {_data('w')} FROM writes w WHERE w.thread_id = ? "
+                f"AND w.namespace = ? AND w.checkpoint_id IN ({marks})",
                 [thread_id, namespace, *chunk],
             )
             out.extend(WriteRow(*r) for r in rows)
-        return out
+        return check_payloads(out)
 
     def threads(self, *, idle_before: float | None = None) -> list[ThreadInfo]:
         sql = "SELECT thread_id, count(*), max(created_at) FROM checkpoints GROUP BY thread_id"
@@ -749,20 +819,22 @@ class SqliteBackend(Backend):
                     "SELECT count(DISTINCT thread_id), count(*), "
                     "coalesce(sum(length(metadata) + length(skeleton)), 0) FROM checkpoints"
                 ).fetchone()
+                # Bytes as the rows hold them: a payload a write and a blob share counts twice.
                 writes, wbytes = q(
-                    "SELECT count(*), coalesce(sum(length(data)), 0) FROM writes"
+                    f"SELECT count(*), coalesce(sum(length({_data('w')})), 0) FROM writes w"
                 ).fetchone()
                 channels = {
                     r[0]: (r[1], r[2])
                     for r in q(
-                        "SELECT channel, count(*), coalesce(sum(length(data)), 0) FROM blobs "
-                        "GROUP BY channel ORDER BY channel"
+                        f"SELECT b.channel, count(*), coalesce(sum(length({_data('b')})), 0) "
+                        "FROM blobs b GROUP BY b.channel ORDER BY b.channel"
                     )
                 }
                 raw = sum(
                     raw_size(bytes(head), size)
                     for head, size in q(
-                        "SELECT substr(data, 1, 10), length(data) FROM blobs WHERE kind != 2"
+                        "SELECT substr(d, 1, 10), length(d) FROM "
+                        f"(SELECT {_data('b')} AS d FROM blobs b WHERE b.kind != 2)"
                     )
                 )
                 page_size = q("PRAGMA page_size").fetchone()[0]
@@ -849,7 +921,9 @@ def _refuse_newer(path: str, applied: set[int]) -> None:
         )
 
 
-def _write_tuple(w: WriteRow) -> tuple[Any, ...]:
+def _write_tuple(
+    w: WriteRow, stored: Callable[[str, Any], tuple[Any, bytes | None]]
+) -> tuple[Any, ...]:
     return (
         w.thread_id,
         w.namespace,
@@ -858,7 +932,7 @@ def _write_tuple(w: WriteRow) -> tuple[Any, ...]:
         w.idx,
         w.channel,
         w.task_path,
-        w.data,
+        *stored(w.thread_id, w.data),
     )
 
 
