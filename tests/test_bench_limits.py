@@ -174,3 +174,26 @@ def test_open_saver_knows_the_committing_floors(tmp_path: Any, pg_dsn: str) -> N
         assert isinstance(saver, bp.PostgresCommittingSaver)
     assert bl.SAVERS[bl.COMMITTING_FLOOR][0] == "limit"
     assert bl.COMMITTING_FLOOR in bp.SAVERS
+
+
+@pytest.mark.parametrize("impl", ["snapstate", "raw_insert", "raw_copy"])
+def test_postgres_backend_put_baselines_store_the_same_rows(pg_dsn: str, impl: str) -> None:
+    """The raw baselines of ``BackendPut`` fill snapstate's own tables with the same rows."""
+    import psycopg
+
+    bench = bp.BackendPut()
+    bench.setup(impl)
+    try:
+        bench.time_thread(impl)
+        with psycopg.connect(bp.DSN) as conn:
+            counts = [
+                conn.execute(f'SELECT count(*) FROM "{bench.schema}".{table}').fetchone()
+                for table in ("checkpoints", "blobs")
+            ]
+    finally:
+        bench.teardown(impl)
+    batches = bp.chat_batches()
+    assert counts == [
+        (sum(len(b.checkpoints) for b in batches),),
+        (len({(b.channel, b.version) for x in batches for b in x.blobs}),),
+    ]
