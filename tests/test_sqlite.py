@@ -6,6 +6,7 @@ import multiprocessing as mp
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -327,10 +328,19 @@ def test_the_wal_starts_over_while_commits_keep_coming(
 
     monkeypatch.setattr(mod, "_CHECKPOINT_EVERY", 20)
     path = tmp_path / "grow.db"
-    with Checkpointer(SqliteBackend(path)) as saver:
+    backend = SqliteBackend(path)
+    with Checkpointer(backend) as saver:
         value = os.urandom(8000)  # about 3 pages a commit
         for i in range(600):
             saver.put(cp(i, {f"x{i % 7}": value}), thread_id="t")
+            wal = backend._wal_checkpointer()
+            if wal.pending >= 2 * mod._CHECKPOINT_EVERY:
+                # On a loaded machine the thread may not get to run for many commits (the WAL
+                # reached 14 MB once so); what is tested is what happens when it does run, so
+                # let it start a checkpoint before committing on.
+                deadline = time.monotonic() + 10
+                while wal.pending >= mod._CHECKPOINT_EVERY and time.monotonic() < deadline:
+                    time.sleep(0.001)
         # A WAL that never started over holds all 600 commits here: about 20 MB (measured).
         assert os.path.getsize(f"{path}-wal") < 10_000_000
         assert saver.get("t") is not None
