@@ -215,3 +215,99 @@ async def test_engine_stores_a_node_output_once_and_prunes_it(store: Store) -> N
         assert store.sql("SELECT count(*) FROM {s}payloads") == [(0,)]
     finally:
         await (cp.aclose() if is_async else cp.close())
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_writers_and_retention_at_once_never_lose_a_payload(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Four writers store rows of one thread, each alternating between two large values of its
+    own, while retention deletes every row but the last of each writer as soon as the writer
+    has read it back, and collects the payloads no row names. So a payload is often collected
+    just as its writer names it again. Every row reads back its value while it exists."""
+    import threading
+
+    if kind == "sqlite":
+        path = tmp_path / "race.db"
+
+        def make() -> Any:
+            return SqliteBackend(path)
+
+    else:
+        from snapstate.backends.postgres import PostgresBackend
+
+        dsn = request.getfixturevalue("pg_dsn")
+        schema = request.getfixturevalue("pg_schema")
+
+        def make() -> Any:
+            return PostgresBackend(dsn, schema=schema)
+
+    values = [large(20 + i) for i in range(8)]
+    backends = [make() for _ in range(5)]
+    backends[0].setup()
+    steps = 40
+    doomed: list[str] = []
+    lock = threading.Lock()
+    done = threading.Event()
+    errors: list[BaseException] = []
+    deleted: list[str] = []
+
+    def value_of(cid: str) -> bytes:
+        i, k = int(cid[0]), int(cid[2:])
+        return values[2 * i + k % 2]
+
+    def writer(i: int) -> None:
+        b = backends[i]
+        try:
+            for k in range(steps):
+                cid = f"{i}-{k:03d}"
+                value = value_of(cid)
+                b.write(
+                    WriteBatch(
+                        checkpoints=[row("t", cid)],
+                        writes=[big_write("t", cid, value)],
+                        blobs=[big_blob("t", "v", cid, value)],
+                    )
+                )
+                assert [w.data for w in b.get_writes("t", "", [cid])] == [value]
+                assert [x.data for x in b.get_blobs("t", "", [("v", cid)])] == [value]
+                if k < steps - 1:
+                    with lock:
+                        doomed.append(cid)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    def reaper() -> None:
+        try:
+            while not done.is_set() or doomed:
+                with lock:
+                    batch, doomed[:] = list(doomed), []
+                if batch:
+                    backends[4].delete_rows(
+                        "t", [("", c) for c in batch], [("", "v", c) for c in batch]
+                    )
+                    deleted.extend(batch)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    writers = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+    reaping = threading.Thread(target=reaper)
+    reaping.start()
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join(120)
+    done.set()
+    reaping.join(120)
+    try:
+        assert not errors, errors
+        assert len(deleted) == 4 * (steps - 1)
+        kept = [f"{i}-{steps - 1:03d}" for i in range(4)]
+        want = {c: value_of(c) for c in kept}
+        b = backends[0]
+        assert {w.checkpoint_id: w.data for w in b.get_writes("t", "", kept)} == want
+        assert {x.version: x.data for x in b.get_blobs("t", "", [("v", c) for c in kept])} == want
+        assert b.get_writes("t", "", deleted) == []
+    finally:
+        for b in backends:
+            b.close()
