@@ -127,6 +127,36 @@ async def test_a_large_value_written_then_checkpointed_is_stored_once(store: Sto
     assert [x.data for x in loaded] == [big]
     stats = await pg.stats()
     assert stats.channels["v"] == (1, LARGE) and stats.write_bytes == LARGE
+    # Stored once; the two rows naming it count it twice.
+    assert (stats.payloads, stats.payload_bytes, stats.shared_bytes) == (1, LARGE, 2 * LARGE)
+
+
+def test_stats_command_shows_large_values_once(tmp_path: Path) -> None:
+    import io
+
+    from snapstate.cli import main
+
+    path = tmp_path / "s.db"
+    big = large(11)
+    backend = SqliteBackend(path)
+    backend.setup()
+    backend.write(
+        WriteBatch(
+            checkpoints=[row("t", "1"), row("t", "2", parent="1")],
+            writes=[big_write("t", "1", big)],
+            blobs=[big_blob("t", "v", "2", big)],
+        )
+    )
+    backend.close()
+    out = io.StringIO()
+    assert main(["stats", str(path)], out=out) == 0
+    text = out.getvalue()
+    assert (
+        "large values          1      64.0 KiB  (each stored once; the rows above count 128.0 KiB"
+        in text
+    )
+    # Per checkpoint: the two 11-byte rows and the value once, over two checkpoints.
+    assert "per checkpoint              32.0 KiB" in text
 
 
 async def test_payloads_go_only_when_no_row_names_them(store: Store) -> None:

@@ -66,10 +66,16 @@ def _stats(cp: Checkpointer, out: TextIO) -> None:
             f"compression  {st.raw_blob_bytes / st.blob_bytes:10.2f}x  "
             f"({_size(st.raw_blob_bytes)} of values in {_size(st.blob_bytes)} of blobs)\n"
         )
+    total = st.checkpoint_bytes + st.blob_bytes + st.write_bytes
+    if st.payloads:
+        out.write(
+            f"large values {st.payloads:>10}  {_size(st.payload_bytes or 0):>12}  "
+            f"(each stored once; the rows above count {_size(st.shared_bytes or 0)} for them)\n"
+        )
+        total += (st.payload_bytes or 0) - (st.shared_bytes or 0)
     if st.file_bytes is not None:
         out.write(f"file         {_size(st.file_bytes):>23}  ({_size(st.free_bytes)} free)\n")
     if st.checkpoints:
-        total = st.checkpoint_bytes + st.blob_bytes + st.write_bytes
         out.write(f"per checkpoint {_size(total // st.checkpoints):>21}\n")
     if st.channels:
         out.write("\nchannel                          blobs         bytes\n")

@@ -161,6 +161,14 @@ class TableStats(msgspec.Struct):
     free_bytes: int | None = None
     raw_blob_bytes: int | None = None
     """What the blobs' payloads would take uncompressed (None where not gathered)."""
+    payloads: int | None = None
+    """Large values stored once per thread and content (SQL backends; None elsewhere). The
+    blob and write byte counts above count such a value for every row that names it."""
+    payload_bytes: int | None = None
+    """What those values take, each stored once."""
+    shared_bytes: int | None = None
+    """What the rows naming those values count for them (in ``blob_bytes`` and
+    ``write_bytes``): the stored total is the row bytes minus this plus ``payload_bytes``."""
 
 
 class MigrationStatus(msgspec.Struct, frozen=True):

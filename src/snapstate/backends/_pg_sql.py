@@ -488,6 +488,16 @@ class Statements:
             " ELSE octet_length(data) - 6 END), 0)::int8"
             f" FROM (SELECT {data('b')} AS data FROM {s}.blobs b WHERE b.kind != 2) x"
         )
+        self.payload_stats = (
+            "SELECT"
+            f" (SELECT count(*) FROM {s}.payloads),"
+            f" (SELECT coalesce(sum(octet_length(data)), 0) FROM {s}.payloads)::int8,"
+            " (SELECT coalesce(sum(octet_length(p.data)), 0) FROM ("
+            f"  SELECT thread_id, payload FROM {s}.blobs WHERE payload IS NOT NULL"
+            "  UNION ALL"
+            f"  SELECT thread_id, payload FROM {s}.writes WHERE payload IS NOT NULL) r"
+            f"  JOIN {s}.payloads p ON p.thread_id = r.thread_id AND p.digest = r.payload)::int8"
+        )
         self.create_migrations_table = (
             f"CREATE TABLE IF NOT EXISTS {s}.schema_migrations ("
             " id integer PRIMARY KEY, name text NOT NULL,"
@@ -947,6 +957,7 @@ def op_stats(q: Statements) -> Op[TableStats]:
     (threads, checkpoints, cbytes, writes, wbytes, size), *_ = yield Stmt(q.stats, [q.schema])
     channels = {r[0]: (r[1], r[2]) for r in (yield Stmt(q.channel_stats))}
     ((raw,),) = yield Stmt(q.raw_blob_bytes)
+    ((payloads, payload_bytes, shared),) = yield Stmt(q.payload_stats)
     return TableStats(
         threads=threads,
         checkpoints=checkpoints,
@@ -958,4 +969,7 @@ def op_stats(q: Statements) -> Op[TableStats]:
         channels=channels,
         file_bytes=size,
         raw_blob_bytes=raw,
+        payloads=payloads,
+        payload_bytes=payload_bytes,
+        shared_bytes=shared,
     )

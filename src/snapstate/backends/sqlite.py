@@ -837,6 +837,16 @@ class SqliteBackend(Backend):
                         f"(SELECT {_data('b')} AS d FROM blobs b WHERE b.kind != 2)"
                     )
                 )
+                payloads, payload_bytes = q(
+                    "SELECT count(*), coalesce(sum(length(data)), 0) FROM payloads"
+                ).fetchone()
+                ((shared,),) = q(
+                    "SELECT coalesce(sum(length(p.data)), 0) FROM ("
+                    " SELECT thread_id, payload FROM blobs WHERE payload IS NOT NULL"
+                    " UNION ALL"
+                    " SELECT thread_id, payload FROM writes WHERE payload IS NOT NULL) r"
+                    " JOIN payloads p ON p.thread_id = r.thread_id AND p.digest = r.payload"
+                ).fetchall()
                 page_size = q("PRAGMA page_size").fetchone()[0]
                 pages = q("PRAGMA page_count").fetchone()[0]
                 free = q("PRAGMA freelist_count").fetchone()[0]
@@ -854,6 +864,9 @@ class SqliteBackend(Backend):
             file_bytes=page_size * pages,
             free_bytes=page_size * free,
             raw_blob_bytes=raw,
+            payloads=payloads,
+            payload_bytes=payload_bytes,
+            shared_bytes=shared,
         )
 
     def reclaim(self) -> int:
