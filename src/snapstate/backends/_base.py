@@ -589,6 +589,41 @@ def payload_digest(data: Any) -> bytes:
     return digest
 
 
+def store_value(
+    payloads: dict[tuple[str, bytes], Any], thread_id: str, data: Any
+) -> tuple[Any, bytes | None]:
+    """What a write or blob row of ``thread_id`` stores for ``data``: ``(data, None)`` for a
+    small value; for a large one ``(b"", digest)``, with the value added to ``payloads``
+    (keyed by thread and digest, so a batch stores each once)."""
+    if len(data) < PAYLOAD_MIN_BYTES:
+        return data, None
+    digest = payload_digest(data)
+    payloads.setdefault((thread_id, digest), data)
+    return b"", digest
+
+
+def payload_value_sql(alias: str, prefix: str = "") -> str:
+    """SQL for a write's or blob's value (``alias`` names its row): its own data, or the
+    payload it names, NULL if that is missing (:func:`check_payloads` reports it). ``prefix``
+    qualifies the payloads table (a PostgreSQL schema)."""
+    return (
+        f"CASE WHEN {alias}.payload IS NULL THEN {alias}.data ELSE (SELECT p.data "
+        f"FROM {prefix}payloads p WHERE p.thread_id = {alias}.thread_id "
+        f"AND p.digest = {alias}.payload) END"
+    )
+
+
+def shared_payload_bytes_sql(prefix: str = "") -> str:
+    """SQL for what the rows naming payloads count for them (``TableStats.shared_bytes``)."""
+    return (
+        "SELECT coalesce(sum(length(p.data)), 0) FROM ("
+        f" SELECT thread_id, payload FROM {prefix}blobs WHERE payload IS NOT NULL"
+        " UNION ALL"
+        f" SELECT thread_id, payload FROM {prefix}writes WHERE payload IS NOT NULL) r"
+        f" JOIN {prefix}payloads p ON p.thread_id = r.thread_id AND p.digest = r.payload"
+    )
+
+
 RowT = TypeVar("RowT", WriteRow, BlobRow)
 
 

@@ -28,7 +28,6 @@ from ..errors import (
     ThreadDeletedError,
 )
 from ._base import (
-    PAYLOAD_MIN_BYTES,
     BlobRef,
     BlobRow,
     CheckpointRow,
@@ -42,7 +41,9 @@ from ._base import (
     check_payloads,
     check_tombstones,
     key_conditions,
-    payload_digest,
+    payload_value_sql,
+    shared_payload_bytes_sql,
+    store_value,
 )
 
 __all__ = ["MIGRATIONS", "Stmt", "Op", "Statements"]
@@ -302,13 +303,7 @@ class Statements:
         )
 
         def data(alias: str) -> str:
-            """A write's or blob's value: its own data, or the payload it names (NULL if that
-            is missing, which the reader reports)."""
-            return (
-                f"CASE WHEN {alias}.payload IS NULL THEN {alias}.data ELSE (SELECT p.data "
-                f"FROM {s}.payloads p WHERE p.thread_id = {alias}.thread_id "
-                f"AND p.digest = {alias}.payload) END"
-            )
+            return payload_value_sql(alias, f"{s}.")
 
         checkpoint_by_key = (
             f"SELECT {_CHECKPOINT_SELECT} FROM {s}.checkpoints c "
@@ -470,7 +465,10 @@ class Statements:
             f" (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
             "   JOIN pg_namespace n ON n.oid = c.relnamespace"
             "   WHERE n.nspname = %s::text AND c.relkind = 'r'"
-            "   AND c.relname IN ('checkpoints', 'blobs', 'writes', 'payloads'))::int8"
+            "   AND c.relname IN ('checkpoints', 'blobs', 'writes', 'payloads'))::int8,"
+            f" (SELECT count(*) FROM {s}.payloads),"
+            f" (SELECT coalesce(sum(octet_length(data)), 0) FROM {s}.payloads)::int8,"
+            f" ({shared_payload_bytes_sql(f'{s}.')})::int8"
         )
         # Bytes as the rows hold them: a payload a write and a blob share counts for both.
         self.channel_stats = (
@@ -487,16 +485,6 @@ class Statements:
             " + get_byte(data, 8)::int8 * 65536 + get_byte(data, 9)::int8 * 16777216"
             " ELSE octet_length(data) - 6 END), 0)::int8"
             f" FROM (SELECT {data('b')} AS data FROM {s}.blobs b WHERE b.kind != 2) x"
-        )
-        self.payload_stats = (
-            "SELECT"
-            f" (SELECT count(*) FROM {s}.payloads),"
-            f" (SELECT coalesce(sum(octet_length(data)), 0) FROM {s}.payloads)::int8,"
-            " (SELECT coalesce(sum(octet_length(p.data)), 0) FROM ("
-            f"  SELECT thread_id, payload FROM {s}.blobs WHERE payload IS NOT NULL"
-            "  UNION ALL"
-            f"  SELECT thread_id, payload FROM {s}.writes WHERE payload IS NOT NULL) r"
-            f"  JOIN {s}.payloads p ON p.thread_id = r.thread_id AND p.digest = r.payload)::int8"
         )
         self.create_migrations_table = (
             f"CREATE TABLE IF NOT EXISTS {s}.schema_migrations ("
@@ -528,7 +516,7 @@ class Statements:
                     if present
                 ]
                 guard = "%(g0)b::text[], %(g1)b::text[]"
-                payload_keys = "%(g2)s::text[], %(g3)b::bytea[]"
+                payload_keys = "%(p0)b::text[], %(p1)b::bytea[]"  # the payloads' columns
             else:
                 parts = [
                     stmt.format(", ".join([row] * n))
@@ -671,11 +659,7 @@ def write_params(batch: WriteBatch) -> tuple[tuple[int, ...], Any, list[str]]:
 
     def stored(row: WriteRow | BlobRow) -> tuple[Any, ...]:
         *head, data = msgspec.structs.astuple(row)
-        if len(data) < PAYLOAD_MIN_BYTES:
-            return (*head, data, None)
-        digest = payload_digest(data)
-        payloads.setdefault((row.thread_id, digest), data)
-        return (*head, b"", digest)
+        return (*head, *store_value(payloads, row.thread_id, data))
 
     write_rows = [stored(w) for w in writes]
     replace_rows = [stored(w) for w in replace]
@@ -718,8 +702,6 @@ def write_params(batch: WriteBatch) -> tuple[tuple[int, ...], Any, list[str]]:
             _add_columns(params, prefix, rows, width)
     params["g0"] = threads
     params["g1"] = low_list
-    if payload_rows:
-        params["g2"], params["g3"] = params["p0"], params["p1"]
     return (_ARRAYS, *(1 if n else 0 for n in counts)), params, threads
 
 
@@ -954,10 +936,11 @@ def op_threads(q: Statements, idle_before: float | None) -> Op[list[ThreadInfo]]
 
 
 def op_stats(q: Statements) -> Op[TableStats]:
-    (threads, checkpoints, cbytes, writes, wbytes, size), *_ = yield Stmt(q.stats, [q.schema])
+    (
+        (threads, checkpoints, cbytes, writes, wbytes, size, payloads, payload_bytes, shared),
+    ) = yield Stmt(q.stats, [q.schema])
     channels = {r[0]: (r[1], r[2]) for r in (yield Stmt(q.channel_stats))}
     ((raw,),) = yield Stmt(q.raw_blob_bytes)
-    ((payloads, payload_bytes, shared),) = yield Stmt(q.payload_stats)
     return TableStats(
         threads=threads,
         checkpoints=checkpoints,

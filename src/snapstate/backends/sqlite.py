@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -29,7 +29,6 @@ from ..errors import (
     StoreUnavailableError,
 )
 from ._base import (
-    PAYLOAD_MIN_BYTES,
     Backend,
     BlobRef,
     BlobRow,
@@ -44,7 +43,9 @@ from ._base import (
     check_payloads,
     check_tombstones,
     key_conditions,
-    payload_digest,
+    payload_value_sql,
+    shared_payload_bytes_sql,
+    store_value,
 )
 
 __all__ = ["SqliteBackend", "MIGRATIONS", "file_of"]
@@ -164,14 +165,9 @@ _CHECKPOINT_COLUMNS = (
 _WRITE_COLUMNS = "thread_id, namespace, checkpoint_id, task_id, idx, channel, task_path, data"
 _WRITE_STORED = _WRITE_COLUMNS + ", payload"
 _BLOB_STORED = "thread_id, namespace, channel, version, kind, base, data, payload"
-
-
-def _data(alias: str) -> str:
-    """A write's or blob's value: its own data, or the payload it names (NULL if missing)."""
-    return (
-        f"CASE WHEN {alias}.payload IS NULL THEN {alias}.data ELSE (SELECT p.data FROM payloads p "
-        f"WHERE p.thread_id = {alias}.thread_id AND p.digest = {alias}.payload) END"
-    )
+# The value of the blob row ``b`` and of the write row ``w``, from the row or its payload.
+_BLOB_VALUE = payload_value_sql("b")
+_WRITE_VALUE = payload_value_sql("w")
 
 
 #: Payloads of a thread that no row names any more (retention runs it after deleting rows).
@@ -556,23 +552,15 @@ class SqliteBackend(Backend):
             # Large values go to payloads, once per thread and content. INSERT OR IGNORE finds
             # one already stored in its index before writing anything.
             payloads: dict[tuple[str, bytes], Any] = {}
-
-            def stored(thread_id: str, data: Any) -> tuple[Any, bytes | None]:
-                if len(data) < PAYLOAD_MIN_BYTES:
-                    return data, None
-                digest = payload_digest(data)
-                payloads.setdefault((thread_id, digest), data)
-                return b"", digest
-
             if batch.writes:
                 conn.executemany(
                     f"INSERT OR IGNORE INTO writes ({_WRITE_STORED}) VALUES (?,?,?,?,?,?,?,?,?)",
-                    [_write_tuple(w, stored) for w in batch.writes],
+                    [_write_tuple(w, payloads) for w in batch.writes],
                 )
             if batch.replace_writes:
                 conn.executemany(
                     f"INSERT OR REPLACE INTO writes ({_WRITE_STORED}) VALUES (?,?,?,?,?,?,?,?,?)",
-                    [_write_tuple(w, stored) for w in batch.replace_writes],
+                    [_write_tuple(w, payloads) for w in batch.replace_writes],
                 )
             if batch.blobs:
                 conn.executemany(
@@ -585,7 +573,7 @@ class SqliteBackend(Backend):
                             b.version,
                             b.kind,
                             b.base,
-                            *stored(b.thread_id, b.data),
+                            *store_value(payloads, b.thread_id, b.data),
                         )
                         for b in batch.blobs
                     ],
@@ -770,7 +758,7 @@ class SqliteBackend(Backend):
                 "  ON b.thread_id = ?1 AND b.namespace = ?2"
                 "  AND b.channel = c.channel AND b.version = c.version"
                 "  WHERE b.kind = 1 AND b.base IS NOT NULL) "
-                f"SELECT b.channel, b.version, b.kind, b.base, {_data('b')} FROM chain c "
+                f"SELECT b.channel, b.version, b.kind, b.base, {_BLOB_VALUE} FROM chain c "
                 "JOIN blobs b ON b.thread_id = ?1 AND b.namespace = ?2"
                 " AND b.channel = c.channel AND b.version = c.version"
             )
@@ -795,7 +783,7 @@ class SqliteBackend(Backend):
             rows = self._read(
                 "reading pending writes",
                 "SELECT w.thread_id, w.namespace, w.checkpoint_id, w.task_id, w.idx, w.channel, "
-                f"w.task_path, {_data('w')} FROM writes w WHERE w.thread_id = ? "
+                f"w.task_path, {_WRITE_VALUE} FROM writes w WHERE w.thread_id = ? "
                 f"AND w.namespace = ? AND w.checkpoint_id IN ({marks})",
                 [thread_id, namespace, *chunk],
             )
@@ -821,12 +809,12 @@ class SqliteBackend(Backend):
                 ).fetchone()
                 # Bytes as the rows hold them: a payload a write and a blob share counts twice.
                 writes, wbytes = q(
-                    f"SELECT count(*), coalesce(sum(length({_data('w')})), 0) FROM writes w"
+                    f"SELECT count(*), coalesce(sum(length({_WRITE_VALUE})), 0) FROM writes w"
                 ).fetchone()
                 channels = {
                     r[0]: (r[1], r[2])
                     for r in q(
-                        f"SELECT b.channel, count(*), coalesce(sum(length({_data('b')})), 0) "
+                        f"SELECT b.channel, count(*), coalesce(sum(length({_BLOB_VALUE})), 0) "
                         "FROM blobs b GROUP BY b.channel ORDER BY b.channel"
                     )
                 }
@@ -834,19 +822,13 @@ class SqliteBackend(Backend):
                     raw_size(bytes(head), size)
                     for head, size in q(
                         "SELECT substr(d, 1, 10), length(d) FROM "
-                        f"(SELECT {_data('b')} AS d FROM blobs b WHERE b.kind != 2)"
+                        f"(SELECT {_BLOB_VALUE} AS d FROM blobs b WHERE b.kind != 2)"
                     )
                 )
                 payloads, payload_bytes = q(
                     "SELECT count(*), coalesce(sum(length(data)), 0) FROM payloads"
                 ).fetchone()
-                ((shared,),) = q(
-                    "SELECT coalesce(sum(length(p.data)), 0) FROM ("
-                    " SELECT thread_id, payload FROM blobs WHERE payload IS NOT NULL"
-                    " UNION ALL"
-                    " SELECT thread_id, payload FROM writes WHERE payload IS NOT NULL) r"
-                    " JOIN payloads p ON p.thread_id = r.thread_id AND p.digest = r.payload"
-                ).fetchall()
+                ((shared,),) = q(shared_payload_bytes_sql()).fetchall()
                 page_size = q("PRAGMA page_size").fetchone()[0]
                 pages = q("PRAGMA page_count").fetchone()[0]
                 free = q("PRAGMA freelist_count").fetchone()[0]
@@ -934,9 +916,7 @@ def _refuse_newer(path: str, applied: set[int]) -> None:
         )
 
 
-def _write_tuple(
-    w: WriteRow, stored: Callable[[str, Any], tuple[Any, bytes | None]]
-) -> tuple[Any, ...]:
+def _write_tuple(w: WriteRow, payloads: dict[tuple[str, bytes], Any]) -> tuple[Any, ...]:
     return (
         w.thread_id,
         w.namespace,
@@ -945,7 +925,7 @@ def _write_tuple(
         w.idx,
         w.channel,
         w.task_path,
-        *stored(w.thread_id, w.data),
+        *store_value(payloads, w.thread_id, w.data),
     )
 
 
