@@ -29,10 +29,10 @@ def assert_same(a: Any, b: Any, path: str = "$") -> None:
         assert (math.isnan(a) and math.isnan(b)) or a == b, f"{path}: {a!r} != {b!r}"
         assert math.copysign(1, a) == math.copysign(1, b), f"{path}: sign of {a!r}"
     elif isinstance(a, pydantic.BaseModel):
-        assert a == b, f"{path}: {a!r} != {b!r}"
+        # What the model's == compares, value by value (so that NaN matches NaN).
         assert a.model_fields_set == b.model_fields_set, f"{path}: fields set"
-        assert a.__pydantic_extra__ == b.__pydantic_extra__, f"{path}: extra"
-        assert a.__pydantic_private__ == b.__pydantic_private__, f"{path}: private"
+        assert_same(a.__pydantic_extra__, b.__pydantic_extra__, f"{path}: extra")
+        assert_same(a.__pydantic_private__, b.__pydantic_private__, f"{path}: private")
         assert_same(a.__dict__, b.__dict__, f"{path}.__dict__")
     elif dataclasses.is_dataclass(a):
         for f in dataclasses.fields(a):
@@ -48,8 +48,9 @@ def assert_same(a: Any, b: Any, path: str = "$") -> None:
 
         assert a.dtype == b.dtype and np.shape(a) == np.shape(b), f"{path}: {a!r} != {b!r}"
         assert a.tobytes() == b.tobytes(), f"{path}: {a!r} != {b!r}"
+    elif hasattr(a, "_fields"):
+        # A named tuple: field by field (a == b would fail on a NaN field).
+        for name in a._fields:
+            assert_same(getattr(a, name), getattr(b, name), f"{path}.{name}")
     else:
-        if hasattr(a, "_fields"):
-            for name in a._fields:
-                assert_same(getattr(a, name), getattr(b, name), f"{path}.{name}")
         assert a == b, f"{path}: {a!r} != {b!r}"
