@@ -56,6 +56,7 @@ __all__ = [
     "SqliteCommittingSaver",
     "SAVERS",
     "PAIRS",
+    "StepClock",
     "chat_graph",
     "open_saver",
     "run_thread",
@@ -296,20 +297,51 @@ def conversation(turns: int = TURNS, seed: int = 0) -> list[Any]:
     return _CONVERSATIONS[key]
 
 
-def chat_graph(turns: int = TURNS, seed: int = 0) -> StateGraph:
+class StepClock:
+    """When a thread's last node returned, and when its ``invoke`` did.
+
+    With LangGraph's ``durability="async"`` a saver's calls run in background threads while
+    the graph goes on, and ``invoke`` waits for those still queued before it returns. The
+    *tail* is that wait: from the return of the last node to the return of ``invoke``.
+    """
+
+    def __init__(self) -> None:
+        #: Node calls so far.
+        self.nodes = 0
+        self.last_node = 0.0
+        self.returned = 0.0
+
+    def node_done(self) -> None:
+        self.nodes += 1
+        self.last_node = time.perf_counter()
+
+    @property
+    def tail(self) -> float:
+        """Seconds from the last node's return to ``invoke``'s (see :func:`run_thread`)."""
+        return self.returned - self.last_node
+
+
+def chat_graph(turns: int = TURNS, seed: int = 0, clock: StepClock | None = None) -> StateGraph:
     """``human`` and ``ai`` nodes taking turns until the conversation has ``turns`` turns.
 
     Each node appends the next message of a fixed conversation (a deterministic stand-in for
-    a user and a model), so every saver sees exactly the same state.
+    a user and a model), so every saver sees exactly the same state. Each node tells
+    ``clock`` when it returns.
     """
     messages = conversation(turns, seed)
     total = len(messages)
 
     def human(state: MessagesState) -> dict[str, Any]:
-        return {"messages": [messages[len(state["messages"])]]}
+        out = {"messages": [messages[len(state["messages"])]]}
+        if clock is not None:
+            clock.node_done()
+        return out
 
     def ai(state: MessagesState) -> dict[str, Any]:
-        return {"messages": [messages[len(state["messages"])]]}
+        out = {"messages": [messages[len(state["messages"])]]}
+        if clock is not None:
+            clock.node_done()
+        return out
 
     b = StateGraph(MessagesState)
     b.add_node("human", human)
@@ -400,8 +432,9 @@ def open_saver(name: str, directory: str | None = None) -> Iterator[Any]:
             raise ValueError(f"unknown saver {name!r}")
 
 
-def run_thread(graph: Any, *, durability: str = "async") -> float:
-    """Seconds for one thread: a single ``invoke`` that runs every turn."""
+def run_thread(graph: Any, *, durability: str = "async", clock: StepClock | None = None) -> float:
+    """Seconds for one thread: a single ``invoke`` that runs every turn. ``clock`` (the one
+    the graph's nodes tell) learns when ``invoke`` returned."""
     cfg: dict[str, Any] = {
         "configurable": {"thread_id": str(uuid.uuid4())},
         "recursion_limit": 10_000,
@@ -409,7 +442,10 @@ def run_thread(graph: Any, *, durability: str = "async") -> float:
     kwargs = {} if graph.checkpointer is None else {"durability": durability}
     start = time.perf_counter()
     graph.invoke({"messages": []}, cfg, **kwargs)
-    return time.perf_counter() - start
+    end = time.perf_counter()
+    if clock is not None:
+        clock.returned = end
+    return end - start
 
 
 #: Names of savers timed until their queue is committed.
@@ -441,6 +477,9 @@ class Comparison:
     #: name -> median CPU seconds per thread of the thread that ran the graph: what the saver
     #: adds to it is work done on the graph's thread; the rest of its overhead is waiting.
     graph_cpu: dict[str, float] = field(default_factory=dict)
+    #: name -> median seconds per thread from the last node's return to ``invoke``'s
+    #: (:class:`StepClock`): the saver's calls LangGraph still had queued when the graph was done.
+    tail: dict[str, float] = field(default_factory=dict)
 
     @property
     def steps(self) -> int:
@@ -452,6 +491,10 @@ class Comparison:
     def graph_cpu_ms(self, name: str) -> float:
         """CPU time per step of the graph's own thread."""
         return self.graph_cpu[name] / self.steps * 1e3
+
+    def tail_ms(self, name: str) -> float:
+        """The thread's tail (:class:`StepClock`) per step."""
+        return self.tail[name] / self.steps * 1e3
 
     def overhead_ms(self, name: str) -> float:
         """Per-step time with this saver minus per-step time with no checkpointer."""
@@ -477,19 +520,27 @@ class Comparison:
         return out
 
     def table(self) -> str:
+        header = f"{'saver':<34} {'ms/step':>9} {'overhead':>9} {'share':>9} {'graph CPU':>9}"
         lines = [
             f"chat graph: {self.turns} turns ({self.steps} steps) per thread, "
             f"durability={self.durability!r}; medians of interleaved runs",
             "",
-            f"{'saver':<34} {'ms/step':>9} {'overhead':>9} {'share':>9} {'graph CPU':>9}",
+            header + (f" {'tail':>9}" if self.tail else ""),
         ]
         for name in self.seconds:
             overhead = "" if name == "none" else f"{self.overhead_ms(name):9.3f}"
             share = "" if name in ("none", "floor") else f"{self.share_ms(name):9.3f}"
             cpu = f"{self.graph_cpu_ms(name):9.3f}" if name in self.graph_cpu else ""
-            lines.append(
-                f"{name:<34} {self.per_step_ms(name):9.3f} {overhead:>9} {share:>9} {cpu:>9}"
-            )
+            row = f"{name:<34} {self.per_step_ms(name):9.3f} {overhead:>9} {share:>9} {cpu:>9}"
+            if name in self.tail:
+                row += f" {self.tail_ms(name):9.3f}"
+            lines.append(row.rstrip())
+        if self.tail:
+            lines += [
+                "",
+                "tail: per step, from the last node's return to invoke's: the wait for the "
+                "saver's calls still queued",
+            ]
         lines.append("")
         for key, value in self.ratios().items():
             whose = next((w for _, suffix, w in FLOORS if key.endswith(suffix)), "snapstate's")
@@ -554,16 +605,18 @@ def compare(
     Interleaving spreads drifts of a shared machine over every saver alike. The first round
     is a warm-up (imports, caches) and is dropped.
     """
+    clock = StepClock()
     with tempfile.TemporaryDirectory() as directory:
-        seconds, cpu = interleaved(
+        seconds, cpu, tail = interleaved(
             names,
-            chat_graph(turns),
-            lambda graph: run_thread(graph, durability=durability),
+            chat_graph(turns, clock=clock),
+            lambda graph: run_thread(graph, durability=durability, clock=clock),
             lambda name, r: open_saver(name, os.path.join(directory, f"{name}-{r}")),
             rounds,
             progress,
+            clock,
         )
-    return Comparison(turns, durability, seconds, cpu)
+    return Comparison(turns, durability, seconds, cpu, tail)
 
 
 def interleaved(
@@ -573,24 +626,30 @@ def interleaved(
     open_one: Callable[[str, int], contextlib.AbstractContextManager[Any]],
     rounds: int,
     progress: Callable[[str], None] | None = None,
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Median seconds per ``run`` of the graph on each saver (``open_one(name, round)``), and
-    median CPU seconds of the graph's thread per run; a ``-drained`` saver's :func:`drain`
-    counts in its seconds. Round 0 warms up (imports, caches) and is dropped."""
+    clock: StepClock | None = None,
+) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """Median seconds per ``run`` of the graph on each saver (``open_one(name, round)``),
+    median CPU seconds of the graph's thread per run, and, given the ``clock`` the graph and
+    ``run`` tell, the median tail per run (else no tails); a ``-drained`` saver's
+    :func:`drain` counts in its seconds. Round 0 warms up (imports, caches) and is dropped."""
     times: dict[str, list[float]] = {n: [] for n in names}
     cpu: dict[str, list[float]] = {n: [] for n in names}
+    tails: dict[str, list[float]] = {n: [] for n in names} if clock is not None else {}
     for r in range(rounds + 1):
         for name in names:
             with open_one(name, r) as saver:
                 graph = graph_builder.compile(checkpointer=saver)
                 c, t = cpu_and_seconds(run, graph)
+                tail = clock.tail if clock is not None else 0.0
                 t += drain(name, saver)
             if r:
                 times[name].append(t)
                 cpu[name].append(c)
+                if clock is not None:
+                    tails[name].append(tail)
         if progress is not None:
             progress(f"round {r}/{rounds}")
-    return medians(times), medians(cpu)
+    return medians(times), medians(cpu), medians(tails)
 
 
 def cpu_and_seconds(run: Callable[..., float], *args: Any, **kwargs: Any) -> tuple[float, float]:

@@ -41,6 +41,7 @@ from .bench_langgraph import (
     CommittingRefSaver,
     Comparison,
     RefSaver,
+    StepClock,
     chat_graph,
     conversation,
     interleaved,
@@ -241,15 +242,17 @@ def compare_chat(
 ) -> Comparison:
     """The chat graph on each saver, interleaved (LangGraph's ``durability`` for every saver;
     ``"async"`` as in ``bench_langgraph``)."""
-    seconds, cpu = interleaved(
+    clock = StepClock()
+    seconds, cpu, tail = interleaved(
         names,
-        chat_graph(),
-        lambda g: run_thread(g, durability=durability),
+        chat_graph(clock=clock),
+        lambda g: run_thread(g, durability=durability, clock=clock),
         lambda name, _round: open_saver(name, dsn),
         rounds,
         progress,
+        clock,
     )
-    return Comparison(50, durability, seconds, cpu)
+    return Comparison(50, durability, seconds, cpu, tail)
 
 
 def compare_big(
@@ -260,7 +263,7 @@ def compare_big(
     progress: Callable[[str], None] | None = None,
 ) -> Comparison:
     """The 1 MB graph on each saver; ``turns`` is half the steps so ``per_step_ms`` holds."""
-    seconds, cpu = interleaved(
+    seconds, cpu, _ = interleaved(
         names, big_graph(), run_big, lambda name, _round: open_saver(name, dsn), rounds, progress
     )
     return Comparison(BIG_STEPS // 2, "sync", seconds, cpu)

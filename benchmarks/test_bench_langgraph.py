@@ -79,6 +79,8 @@ def test_chat_graph_overhead_ratios(benchmark: Any) -> None:
             info[f"{short}_share_ms"] = comparison.share_ms(name)
         if name in comparison.graph_cpu:
             info[f"{short}_graph_cpu_ms_per_step"] = comparison.graph_cpu_ms(name)
+        if name in comparison.tail:
+            info[f"{short}_tail_ms_per_step"] = comparison.tail_ms(name)
     info.update(comparison.ratios())
     benchmark.extra_info.update(info)
 

@@ -33,6 +33,8 @@ def _info(comparison: Any) -> dict[str, Any]:
             info[f"{short}_share_ms"] = comparison.share_ms(name)
         if name in comparison.graph_cpu:
             info[f"{short}_graph_cpu_ms_per_step"] = comparison.graph_cpu_ms(name)
+        if name in comparison.tail:
+            info[f"{short}_tail_ms_per_step"] = comparison.tail_ms(name)
     return info
 
 

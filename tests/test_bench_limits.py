@@ -197,3 +197,44 @@ def test_postgres_backend_put_baselines_store_the_same_rows(pg_dsn: str, impl: s
         (sum(len(b.checkpoints) for b in batches),),
         (len({(b.channel, b.version) for x in batches for b in x.blobs}),),
     ]
+
+
+class _LateSaver(bl.RefSaver):
+    """Waits ``pause`` seconds in each ``put`` made after the graph's last node returned."""
+
+    def __init__(self, clock: bl.StepClock, nodes: int, pause: float) -> None:
+        super().__init__()
+        self.clock, self.nodes, self.pause = clock, nodes, pause
+
+    def put(self, *args: Any, **kwargs: Any) -> Any:
+        if self.clock.nodes >= self.nodes:
+            time.sleep(self.pause)
+        return super().put(*args, **kwargs)
+
+
+@pytest.mark.parametrize("durability", ["async", "sync"])
+def test_the_tail_holds_what_the_saver_does_after_the_last_step(durability: str) -> None:
+    clock = bl.StepClock()
+    builder = bl.chat_graph(turns=2, clock=clock)
+    # The last checkpoint is saved after the last node; invoke waits for it in either mode.
+    saver = _LateSaver(clock, nodes=4, pause=0.05)
+    seconds = bl.run_thread(builder.compile(checkpointer=saver), durability=durability, clock=clock)
+    assert clock.nodes == 4
+    assert 0.05 <= clock.tail <= seconds
+    # Without a checkpointer nothing waits after the last node, and the tail is part of the run.
+    clock = bl.StepClock()
+    seconds = bl.run_thread(bl.chat_graph(turns=2, clock=clock).compile(), clock=clock)
+    assert clock.nodes == 4
+    assert 0 <= clock.tail < seconds
+
+
+def test_the_table_shows_the_tail_per_step() -> None:
+    c = bl.Comparison(
+        turns=1,
+        durability="async",
+        seconds={"none": 1.0, "floor": 1.2},
+        tail={"none": 0.0, "floor": 0.1},
+    )
+    assert c.tail_ms("floor") == pytest.approx(50.0)
+    assert "tail" in c.table()
+    assert "tail" not in bl.Comparison(1, "async", {"none": 1.0}).table()
