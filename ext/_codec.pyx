@@ -120,6 +120,10 @@ cdef object Unregistered = _F.Unregistered
 cdef object UnknownVersion = _F.UnknownVersion
 cdef object EXT_NAMES = _F.EXT_NAMES
 cdef object KNOWN_VERSIONS = _F.KNOWN_VERSIONS
+cdef int CHUNKED_VERSION = _F.CHUNKED_VERSION
+cdef Py_ssize_t CHUNK_SIZE = _F.CHUNK_SIZE
+cdef object pack_chunks = _F.pack_chunks
+cdef object unpack_chunks = _F.unpack_chunks
 cdef object too_deep = _F.too_deep
 cdef object safe_repr = _F.safe_repr
 cdef object xxh3_64 = _xxhash.xxh3_64_intdigest
@@ -923,10 +927,17 @@ cdef class _Encoder:
         cdef Py_ssize_t body = self.n - HEADER_SIZE
         cdef char* p
         if threshold is not None and body > threshold:
-            packed = lz4_pack(self.buf + HEADER_SIZE, body)
-            if len(packed) < body:
-                head = _F.header(FLAG_LZ4, packed)
-                return head + packed
+            if body > CHUNK_SIZE:
+                # Several threads compress its chunks at once (they let go of the GIL).
+                packed = pack_chunks(PyMemoryView_FromMemory(self.buf + HEADER_SIZE, body,
+                                                             PyBUF_READ))
+                if len(packed) < body:
+                    return _F.header(FLAG_LZ4, packed, CHUNKED_VERSION) + packed
+            else:
+                packed = lz4_pack(self.buf + HEADER_SIZE, body)
+                if len(packed) < body:
+                    head = _F.header(FLAG_LZ4, packed)
+                    return head + packed
         cdef uint32_t crc = checksum(self.buf + HEADER_SIZE, self.n - HEADER_SIZE)
         p = self.buf
         p[0] = <char>FORMAT_VERSION
@@ -1049,7 +1060,13 @@ cdef class Core:
             )
         cdef uint32_t size
         cdef _Reader reader
-        if flags & FLAG_LZ4:
+        if version == CHUNKED_VERSION:
+            if not flags & FLAG_LZ4:
+                raise BadData("chunked payload without the compression flag")
+            body = unpack_chunks(PyMemoryView_FromMemory(<char*>p + HEADER_SIZE, n - HEADER_SIZE,
+                                                         PyBUF_READ))
+            reader = _Reader(self, body, 0, len(<bytes>body))
+        elif flags & FLAG_LZ4:
             if n - HEADER_SIZE < 4:
                 raise BadData("truncated compressed payload")
             size = (<uint32_t>p[6] | (<uint32_t>p[7] << 8) | (<uint32_t>p[8] << 16)

@@ -176,7 +176,7 @@ class TestDecode:
         data = blob(b"\xc0", version=9)
         message = decode_error(each_impl, data, FormatVersionError, WHERE)
         assert message == (
-            f"cannot decode {WHERE}: unknown format version 9 (this release reads 1); it was "
+            f"cannot decode {WHERE}: unknown format version 9 (this release reads 1, 2); it was "
             f"written by a newer snapstate, or is not a snapstate value"
         )
 

@@ -31,19 +31,28 @@ REGEN = os.environ.get("SNAPSTATE_REGEN_GOLDEN") == "1"
 VALUES: dict[str, Any] = {**S.GOLDEN}
 #: Values stored compressed: only their decompressed bodies are compared.
 COMPRESSED: dict[str, Any] = {"chat": datagen.chat_messages(8, seed=5)}
+#: Values whose document is longer than a chunk, stored in F.CHUNKED_VERSION: likewise.
+CHUNKED: dict[str, Any] = {
+    "grid": {"cells": [[x * y % 17 for x in range(128)] for y in range(2100)]}
+}
+#: The values of each format version this release writes.
+CURRENT: dict[int, dict[str, Any]] = {
+    F.FORMAT_VERSION: {**VALUES, **COMPRESSED},
+    F.CHUNKED_VERSION: CHUNKED,
+}
 
 
 def path(name: str, version: int = F.FORMAT_VERSION) -> pathlib.Path:
     return GOLDEN / f"v{version}-{name}.bin"
 
 
-def stored(name: str) -> bytes:
-    p = path(name)
+def stored(name: str, version: int = F.FORMAT_VERSION) -> bytes:
+    p = path(name, version)
     if not p.exists():
         if not REGEN:
             pytest.fail(f"{p} is missing (SNAPSTATE_REGEN_GOLDEN=1 writes it)")
-        codec = Codec(compress_threshold=0 if name in COMPRESSED else None)
-        p.write_bytes(codec.encode({**VALUES, **COMPRESSED}[name]))
+        codec = Codec(compress_threshold=None if name in VALUES else 0)
+        p.write_bytes(codec.encode(CURRENT[version][name]))
     return p.read_bytes()
 
 
@@ -62,13 +71,27 @@ def test_current_version_compressed_bodies(each_impl: Codec, name: str) -> None:
     assert body == fresh[F.HEADER_SIZE :]
 
 
+@pytest.mark.parametrize("name", CHUNKED)
+def test_chunked_version_bodies(each_impl: Codec, name: str) -> None:
+    data = stored(name, F.CHUNKED_VERSION)
+    assert data[:2] == bytes((F.CHUNKED_VERSION, F.FLAG_LZ4))
+    body = F.unpack_chunks(data[F.HEADER_SIZE :])
+    fresh = Codec(impl=each_impl.impl, compress_threshold=None).encode(CHUNKED[name])
+    assert len(body) > F.CHUNK_SIZE
+    assert body == fresh[F.HEADER_SIZE :]
+    # Written in the same version today, with the same chunks.
+    today = each_impl.encode(CHUNKED[name])
+    assert today[:2] == data[:2]
+    assert today[F.HEADER_SIZE : F.HEADER_SIZE + 8] == data[F.HEADER_SIZE : F.HEADER_SIZE + 8]
+
+
 def test_every_stored_version_still_decodes(each_impl: Codec) -> None:
     files = sorted(GOLDEN.glob("v*-*.bin"))
     versions = {int(f.name[1:].split("-")[0]) for f in files}
     assert versions == set(F.KNOWN_VERSIONS)
     for f in files:
         version, name = f.stem[1:].split("-", 1)
-        expected = {**VALUES, **COMPRESSED}[name] if int(version) == F.FORMAT_VERSION else None
+        expected = CURRENT.get(int(version), {}).get(name)
         value = each_impl.decode(f.read_bytes(), where=f.name)
         if expected is not None:
             assert_same(expected, value)

@@ -71,14 +71,13 @@ class Core:
     def encode(self, value: Any) -> bytes:
         """``value`` as stored bytes. Raises ``_format.EncodeFailure``."""
         body = self._enc.encode(self._walk(value, 0))
-        flags = 0
-        payload = body
         if self.compress_threshold is not None and len(body) > self.compress_threshold:
-            packed = lz4.block.compress(body)
+            chunked = len(body) > F.CHUNK_SIZE
+            packed = F.pack_chunks(body) if chunked else lz4.block.compress(body)
             if len(packed) < len(body):
-                payload = packed
-                flags = F.FLAG_LZ4
-        return F.header(flags, payload) + payload
+                version = F.CHUNKED_VERSION if chunked else F.FORMAT_VERSION
+                return F.header(F.FLAG_LZ4, packed, version) + packed
+        return F.header(0, body) + body
 
     def _pack(self, tree: Any) -> bytes:
         return self._enc.encode(tree)
@@ -326,7 +325,12 @@ class Core:
                 f"checksum mismatch (stored {stored:08x}, computed {actual:08x}): the data is "
                 f"corrupt"
             )
-        body: Any = _decompress(payload) if flags & F.FLAG_LZ4 else payload
+        if version == F.CHUNKED_VERSION:
+            if not flags & F.FLAG_LZ4:
+                raise F.BadData("chunked payload without the compression flag")
+            body: Any = F.unpack_chunks(payload)
+        else:
+            body = _decompress(payload) if flags & F.FLAG_LZ4 else payload
         try:
             return self._dec.decode(body)
         except msgspec.DecodeError as exc:
