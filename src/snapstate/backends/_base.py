@@ -602,6 +602,13 @@ def store_value(
     return b"", digest
 
 
+def stored_row(payloads: dict[tuple[str, bytes], Any], row: WriteRow | BlobRow) -> tuple[Any, ...]:
+    """The columns a write or blob row stores, in its fields' order, then ``payload``: its value
+    split by :func:`store_value` (which adds a large one to ``payloads``)."""
+    *head, data = msgspec.structs.astuple(row)
+    return (*head, *store_value(payloads, row.thread_id, data))
+
+
 def payload_value_sql(alias: str, prefix: str = "") -> str:
     """SQL for a write's or blob's value (``alias`` names its row): its own data, or the
     payload it names, NULL if that is missing (:func:`check_payloads` reports it). ``prefix``

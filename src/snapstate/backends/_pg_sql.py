@@ -43,7 +43,7 @@ from ._base import (
     key_conditions,
     payload_value_sql,
     shared_payload_bytes_sql,
-    store_value,
+    stored_row,
 )
 
 __all__ = ["MIGRATIONS", "Stmt", "Op", "Statements"]
@@ -656,14 +656,9 @@ def write_params(batch: WriteBatch) -> tuple[tuple[int, ...], Any, list[str]]:
 
     # Large values go to payloads: each row keeps an empty data and the payload's digest.
     payloads: dict[tuple[str, bytes], bytes] = {}
-
-    def stored(row: WriteRow | BlobRow) -> tuple[Any, ...]:
-        *head, data = msgspec.structs.astuple(row)
-        return (*head, *store_value(payloads, row.thread_id, data))
-
-    write_rows = [stored(w) for w in writes]
-    replace_rows = [stored(w) for w in replace]
-    blob_rows = [stored(b) for b in blobs]
+    write_rows = [stored_row(payloads, w) for w in writes]
+    replace_rows = [stored_row(payloads, w) for w in replace]
+    blob_rows = [stored_row(payloads, b) for b in blobs]
     payload_rows = [(t, d, data) for (t, d), data in sorted(payloads.items())]
     checkpoint_rows = [
         (

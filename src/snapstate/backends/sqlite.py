@@ -45,7 +45,7 @@ from ._base import (
     key_conditions,
     payload_value_sql,
     shared_payload_bytes_sql,
-    store_value,
+    stored_row,
 )
 
 __all__ = ["SqliteBackend", "MIGRATIONS", "file_of"]
@@ -555,28 +555,17 @@ class SqliteBackend(Backend):
             if batch.writes:
                 conn.executemany(
                     f"INSERT OR IGNORE INTO writes ({_WRITE_STORED}) VALUES (?,?,?,?,?,?,?,?,?)",
-                    [_write_tuple(w, payloads) for w in batch.writes],
+                    [stored_row(payloads, w) for w in batch.writes],
                 )
             if batch.replace_writes:
                 conn.executemany(
                     f"INSERT OR REPLACE INTO writes ({_WRITE_STORED}) VALUES (?,?,?,?,?,?,?,?,?)",
-                    [_write_tuple(w, payloads) for w in batch.replace_writes],
+                    [stored_row(payloads, w) for w in batch.replace_writes],
                 )
             if batch.blobs:
                 conn.executemany(
                     f"INSERT OR IGNORE INTO blobs ({_BLOB_STORED}) VALUES (?,?,?,?,?,?,?,?)",
-                    [
-                        (
-                            b.thread_id,
-                            b.namespace,
-                            b.channel,
-                            b.version,
-                            b.kind,
-                            b.base,
-                            *store_value(payloads, b.thread_id, b.data),
-                        )
-                        for b in batch.blobs
-                    ],
+                    [stored_row(payloads, b) for b in batch.blobs],
                 )
             if payloads:
                 conn.executemany(
@@ -914,19 +903,6 @@ def _refuse_newer(path: str, applied: set[int]) -> None:
             f"snapstate does not know (it knows up to {max(known)})",
             hint="upgrade snapstate, or use a database written by this version",
         )
-
-
-def _write_tuple(w: WriteRow, payloads: dict[tuple[str, bytes], Any]) -> tuple[Any, ...]:
-    return (
-        w.thread_id,
-        w.namespace,
-        w.checkpoint_id,
-        w.task_id,
-        w.idx,
-        w.channel,
-        w.task_path,
-        *store_value(payloads, w.thread_id, w.data),
-    )
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
