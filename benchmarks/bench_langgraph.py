@@ -57,6 +57,7 @@ __all__ = [
     "SAVERS",
     "PAIRS",
     "StepClock",
+    "compare_chat_on",
     "chat_graph",
     "open_saver",
     "run_thread",
@@ -331,21 +332,15 @@ def chat_graph(turns: int = TURNS, seed: int = 0, clock: StepClock | None = None
     messages = conversation(turns, seed)
     total = len(messages)
 
-    def human(state: MessagesState) -> dict[str, Any]:
-        out = {"messages": [messages[len(state["messages"])]]}
-        if clock is not None:
-            clock.node_done()
-        return out
-
-    def ai(state: MessagesState) -> dict[str, Any]:
+    def turn(state: MessagesState) -> dict[str, Any]:
         out = {"messages": [messages[len(state["messages"])]]}
         if clock is not None:
             clock.node_done()
         return out
 
     b = StateGraph(MessagesState)
-    b.add_node("human", human)
-    b.add_node("ai", ai)
+    b.add_node("human", turn)
+    b.add_node("ai", turn)
     b.add_edge(START, "human")
     b.add_edge("human", "ai")
     b.add_conditional_edges("ai", lambda s: END if len(s["messages"]) >= total else "human")
@@ -605,17 +600,38 @@ def compare(
     Interleaving spreads drifts of a shared machine over every saver alike. The first round
     is a warm-up (imports, caches) and is dropped.
     """
-    clock = StepClock()
     with tempfile.TemporaryDirectory() as directory:
-        seconds, cpu, tail = interleaved(
+        return compare_chat_on(
             names,
-            chat_graph(turns, clock=clock),
-            lambda graph: run_thread(graph, durability=durability, clock=clock),
             lambda name, r: open_saver(name, os.path.join(directory, f"{name}-{r}")),
-            rounds,
-            progress,
-            clock,
+            turns=turns,
+            rounds=rounds,
+            durability=durability,
+            progress=progress,
         )
+
+
+def compare_chat_on(
+    names: Sequence[str],
+    open_one: Callable[[str, int], contextlib.AbstractContextManager[Any]],
+    *,
+    turns: int,
+    rounds: int,
+    durability: str,
+    progress: Callable[[str], None] | None = None,
+) -> Comparison:
+    """The chat graph on each saver ``open_one(name, round)`` opens, interleaved
+    (:func:`interleaved`), with each saver's tail (:class:`StepClock`)."""
+    clock = StepClock()
+    seconds, cpu, tail = interleaved(
+        names,
+        chat_graph(turns, clock=clock),
+        lambda graph: run_thread(graph, durability=durability, clock=clock),
+        open_one,
+        rounds,
+        progress,
+        clock,
+    )
     return Comparison(turns, durability, seconds, cpu, tail)
 
 
@@ -640,13 +656,12 @@ def interleaved(
             with open_one(name, r) as saver:
                 graph = graph_builder.compile(checkpointer=saver)
                 c, t = cpu_and_seconds(run, graph)
-                tail = clock.tail if clock is not None else 0.0
                 t += drain(name, saver)
             if r:
                 times[name].append(t)
                 cpu[name].append(c)
                 if clock is not None:
-                    tails[name].append(tail)
+                    tails[name].append(clock.tail)
         if progress is not None:
             progress(f"round {r}/{rounds}")
     return medians(times), medians(cpu), medians(tails)

@@ -37,16 +37,15 @@ from . import datagen
 from .bench_langgraph import (
     BLOCKING_FLOOR,
     COMMITTING_FLOOR,
+    TURNS,
     BlockingRefSaver,
     CommittingRefSaver,
     Comparison,
     RefSaver,
-    StepClock,
-    chat_graph,
+    compare_chat_on,
     conversation,
     interleaved,
     medians,
-    run_thread,
 )
 
 DSN = os.environ.get("SNAPSTATE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -242,17 +241,14 @@ def compare_chat(
 ) -> Comparison:
     """The chat graph on each saver, interleaved (LangGraph's ``durability`` for every saver;
     ``"async"`` as in ``bench_langgraph``)."""
-    clock = StepClock()
-    seconds, cpu, tail = interleaved(
+    return compare_chat_on(
         names,
-        chat_graph(clock=clock),
-        lambda g: run_thread(g, durability=durability, clock=clock),
         lambda name, _round: open_saver(name, dsn),
-        rounds,
-        progress,
-        clock,
+        turns=TURNS,
+        rounds=rounds,
+        durability=durability,
+        progress=progress,
     )
-    return Comparison(50, durability, seconds, cpu, tail)
 
 
 def compare_big(
