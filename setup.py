@@ -1,12 +1,15 @@
-"""Build the optional Cython twin of the codec. All metadata lives in pyproject.toml.
+"""Build the optional compiled parts: the Cython twin of the codec, and the SQLite connection
+the SQLite backend writes small batches through. All metadata lives in pyproject.toml.
 
 Development builds in place: ``python setup.py build_ext --inplace``, or ``python
 ext/build_inplace.py`` where the virtual environment's setuptools is too old to read
 pyproject.toml (it builds the same extensions without reading project metadata).
 
 ``SNAPSTATE_DEBUG=1`` builds with line tracing (for coverage and profiling) and writes Cython's
-HTML annotation next to the sources. ``SNAPSTATE_NO_EXT=1`` skips the extension (the pure-Python
-codec is then used).
+HTML annotation next to the sources. ``SNAPSTATE_NO_EXT=1`` skips the extensions (the pure-Python
+codec and Python's ``sqlite3`` are then used). Neither needs more than Cython and a C compiler:
+the SQLite connection finds SQLite's functions at run time, in the library Python's ``sqlite3``
+module runs on.
 """
 
 import os
@@ -34,13 +37,20 @@ def extensions():
     from setuptools import Extension
 
     macros = [("CYTHON_TRACE_NOGIL", "1")] if DEBUG else []
-    ext = Extension(
+    flags = ["-O2"] if not DEBUG else ["-O0", "-g"]
+    codec = Extension(
         "snapstate.codec._native",
         ["ext/_codec.pyx"],
         define_macros=macros,
-        extra_compile_args=["-O2"] if not DEBUG else ["-O0", "-g"],
+        extra_compile_args=flags,
     )
-    return cythonize([ext], compiler_directives=DIRECTIVES, annotate=DEBUG)
+    sqlite = Extension(
+        "snapstate.backends._sqlite_native",
+        ["ext/_sqlite.pyx"],
+        define_macros=macros,
+        extra_compile_args=flags,
+    )
+    return cythonize([codec, sqlite], compiler_directives=DIRECTIVES, annotate=DEBUG)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ from typing import Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 
+from snapstate.backends._base import checkpoint_values
+
 from . import datagen
 from .bench_langgraph import (
     BLOCKING_FLOOR,
@@ -537,19 +539,7 @@ class BackendPut(_PgBase):
                     (r.thread_id, r.namespace, r.channel, r.version, r.kind, r.base, r.data)
                     for r in b.blobs
                 ]
-                cps = [
-                    (
-                        c.thread_id,
-                        c.namespace,
-                        c.checkpoint_id,
-                        c.parent_id,
-                        c.run_id,
-                        c.created_at,
-                        c.metadata.decode(),
-                        c.skeleton,
-                    )
-                    for c in b.checkpoints
-                ]
+                cps = [checkpoint_values(c, c.metadata.decode()) for c in b.checkpoints]
                 if impl == "raw_insert":
                     cur.executemany(
                         f"INSERT INTO {s}.blobs ({_BLOB_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%b)",

@@ -160,11 +160,17 @@ def test_four_processes_write_one_file(tmp_path: Path) -> None:
         assert saver.stats().threads == 4
 
 
-def test_forked_child_uses_its_own_connections(tmp_path: Path) -> None:
+@pytest.mark.parametrize("during_a_write", [False, True])
+def test_forked_child_uses_its_own_connections(tmp_path: Path, during_a_write: bool) -> None:
+    """``during_a_write``: the lock that serializes the backend's compiled connection is held at
+    the fork, as by a thread the child does not have; the child gets a lock of its own."""
     if not hasattr(os, "fork"):
         pytest.skip("no fork on this platform")
-    saver = Checkpointer(tmp_path / "fork.db")
+    backend = SqliteBackend(tmp_path / "fork.db")
+    saver = Checkpointer(backend)
     saver.put(cp(1, {"x": "parent"}), thread_id="t")
+    if during_a_write:
+        backend._native_lock.acquire()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
         code = 1
@@ -173,6 +179,8 @@ def test_forked_child_uses_its_own_connections(tmp_path: Path) -> None:
             code = 0
         finally:
             os._exit(code)
+    if during_a_write:
+        backend._native_lock.release()
     _, status = os.waitpid(pid, 0)
     assert os.WEXITSTATUS(status) == 0
     got = saver.get("t")

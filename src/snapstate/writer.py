@@ -34,7 +34,7 @@ from time import monotonic
 from typing import Any, Literal, Protocol
 
 from .backends._async import AsyncBackend
-from .backends._base import Backend, WriteBatch
+from .backends._base import Backend, WriteBatch, batch_bytes
 from .errors import ConfigurationError, SnapstateError, StorageError, StoreUnavailableError
 
 __all__ = [
@@ -386,22 +386,8 @@ class _Item:
         self.batch = batch
         self.seq = seq
         self.threads = _threads(batch)
-        self.size = _size(batch)
+        self.size = batch_bytes(batch)
         self.at = at
-
-
-def _size(batch: WriteBatch) -> int:
-    """Bytes a queued batch holds, roughly: payloads plus a fixed cost per row."""
-    n = 64 * len(batch)
-    for c in batch.checkpoints:
-        n += len(c.metadata) + len(c.skeleton)
-    for b in batch.blobs:
-        n += len(b.data)
-    for w in batch.writes:
-        n += len(w.data)
-    for w in batch.replace_writes:
-        n += len(w.data)
-    return n
 
 
 def _options(

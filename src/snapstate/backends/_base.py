@@ -536,6 +536,35 @@ def batch_threads(batch: WriteBatch) -> set[str]:
     }
 
 
+def checkpoint_values(c: CheckpointRow, metadata: str) -> tuple[Any, ...]:
+    """A checkpoint row's columns in the order of the ``checkpoints`` table, with its metadata
+    as the text given."""
+    return (
+        c.thread_id,
+        c.namespace,
+        c.checkpoint_id,
+        c.parent_id,
+        c.run_id,
+        c.created_at,
+        metadata,
+        c.skeleton,
+    )
+
+
+def batch_bytes(batch: WriteBatch) -> int:
+    """Bytes a batch holds, roughly: its values plus a fixed cost per row."""
+    n = 64 * len(batch)
+    for c in batch.checkpoints:
+        n += len(c.metadata) + len(c.skeleton)
+    for b in batch.blobs:
+        n += len(b.data)
+    for w in batch.writes:
+        n += len(w.data)
+    for w in batch.replace_writes:
+        n += len(w.data)
+    return n
+
+
 def blob_keys_of(versions: Mapping[str, Any]) -> list[tuple[str, str]]:
     """The blob keys a checkpoint's ``channel_versions`` name."""
     return [(channel, version_key(v)) for channel, v in versions.items()]

@@ -40,6 +40,7 @@ from ._base import (
     batch_threads,
     check_payloads,
     check_tombstones,
+    checkpoint_values,
     key_conditions,
     payload_value_sql,
     shared_payload_bytes_sql,
@@ -660,19 +661,7 @@ def write_params(batch: WriteBatch) -> tuple[tuple[int, ...], Any, list[str]]:
     replace_rows = [stored_row(payloads, w) for w in replace]
     blob_rows = [stored_row(payloads, b) for b in blobs]
     payload_rows = [(t, d, data) for (t, d), data in sorted(payloads.items())]
-    checkpoint_rows = [
-        (
-            c.thread_id,
-            c.namespace,
-            c.checkpoint_id,
-            c.parent_id,
-            c.run_id,
-            c.created_at,
-            _metadata_text(c),
-            c.skeleton,
-        )
-        for c in checkpoints
-    ]
+    checkpoint_rows = [checkpoint_values(c, _metadata_text(c)) for c in checkpoints]
     parts: tuple[list[tuple[Any, ...]], ...] = (
         write_rows,
         replace_rows,

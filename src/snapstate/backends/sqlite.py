@@ -5,6 +5,13 @@ timeout, WAL journaling and the ``synchronous`` level chosen here, so several th
 processes can share one file without "database is locked" errors. Every write is one
 ``BEGIN IMMEDIATE`` transaction, rolled back on any error: taking the write lock up front means a
 writer waits in the busy handler instead of failing half-way when another writer commits first.
+
+Small writes (a ``put`` or ``put_writes`` of the ``sync`` writer) go through a compiled connection
+of the backend's own, ``snapstate.backends._sqlite_native``, which runs their few statements
+holding the GIL instead of handing it to other threads around each one. It never waits holding
+the GIL: when another connection holds the write lock, the write goes through ``sqlite3`` and its
+busy handler instead. Larger batches, ``synchronous`` ``full``/``extra`` (where a commit waits for
+the disk), ``SNAPSTATE_IMPL=python`` and builds without the module always use ``sqlite3``.
 """
 
 from __future__ import annotations
@@ -15,8 +22,9 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Collection, Iterator, Sequence
-from typing import Any, Literal
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from types import ModuleType
+from typing import Any, Literal, Protocol
 
 import msgspec
 
@@ -39,9 +47,11 @@ from ._base import (
     ThreadInfo,
     WriteBatch,
     WriteRow,
+    batch_bytes,
     batch_threads,
     check_payloads,
     check_tombstones,
+    checkpoint_values,
     key_conditions,
     payload_value_sql,
     shared_payload_bytes_sql,
@@ -71,6 +81,70 @@ _CHECKPOINT_IDLE = 1.0
 #: If that many commits pass without a finished background checkpoint (the thread cannot keep
 #: up), the committing connection runs a PASSIVE checkpoint itself: the WAL stays bounded.
 _CHECKPOINT_INLINE_AFTER = 20 * _CHECKPOINT_EVERY
+
+#: Batches up to this many rows and bytes (:func:`~snapstate.backends._base.batch_bytes`) are
+#: written through the compiled connection, holding the GIL: a ``sync`` put or put_writes of a
+#: chat step is 1 to 4 rows of a few KB. A larger batch (the ``batched`` writer's) goes through
+#: ``sqlite3``, which lets other threads run while SQLite works.
+_HOLD_MAX_ROWS = 64
+_HOLD_MAX_BYTES = 256 * 1024
+#: SQLite's primary result codes for a lock held elsewhere.
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+
+
+def _pick_native() -> ModuleType | None:
+    """The compiled connection module, if small writes may go through it (once, at import).
+
+    ``SNAPSTATE_IMPL=python`` turns it off; ``SNAPSTATE_IMPL=native`` requires it, as it
+    requires the compiled codec.
+    """
+    wanted = os.environ.get("SNAPSTATE_IMPL", "").strip().lower()
+    if wanted == "python":
+        return None
+    module: ModuleType | None = None
+    try:
+        import _sqlite3
+
+        from . import _sqlite_native
+    except ImportError as exc:
+        reason = str(exc)
+    else:
+        reason = _sqlite_native.load(getattr(_sqlite3, "__file__", None))
+        if not reason:
+            module = _sqlite_native
+    if module is None and wanted == "native":
+        raise ImportError(
+            "SNAPSTATE_IMPL=native, but the compiled SQLite connection "
+            f"snapstate.backends._sqlite_native cannot be used ({reason}). Build it with "
+            "`python setup.py build_ext --inplace` (or install a wheel), or unset SNAPSTATE_IMPL."
+        )
+    return module
+
+
+_NATIVE = _pick_native()
+
+
+class _Statements(Protocol):
+    """What a write needs of a connection (``sqlite3``'s, through :class:`_PyStatements`, or
+    the compiled one)."""
+
+    def query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]: ...
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Any: ...
+
+
+class _PyStatements:
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Any:
+        return self.conn.executemany(sql, rows)
+
 
 #: Numbered, named schema migrations. Each runs once, inside the setup transaction, and is
 #: recorded in ``schema_migrations``. Never edit a released entry: append a new one.
@@ -183,6 +257,20 @@ def _checkpoint_row(r: tuple[Any, ...]) -> CheckpointRow:
     return CheckpointRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6].encode(), r[7])
 
 
+#: Backends that opened a compiled connection: a forked child gets a fresh lock for it (the
+#: parent's may have been held, at the fork, by a thread the child does not have).
+_NATIVE_USERS: weakref.WeakSet[SqliteBackend] = weakref.WeakSet()
+
+
+def _native_lock_for_child() -> None:
+    for backend in list(_NATIVE_USERS):
+        backend._native_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_native_lock_for_child)
+
+
 #: Every live checkpointer thread, so that a fork waits until none of them is inside SQLite.
 _CHECKPOINTERS: weakref.WeakSet[_WalCheckpointer] = weakref.WeakSet()
 
@@ -237,7 +325,9 @@ class _WalCheckpointer:
         _CHECKPOINTERS.add(self)
         self._thread.start()
 
-    def committed(self, conn: sqlite3.Connection) -> None:
+    def committed(self) -> bool:
+        """Count a commit; whether its caller should run :meth:`checkpoint` now, on a connection
+        of ``sqlite3`` (a checkpoint waits for the disk, so never holding the GIL)."""
         self.pending += 1
         if self.tail:
             # The thread has just copied the bulk, and commits made meanwhile left a few
@@ -247,13 +337,26 @@ class _WalCheckpointer:
             # 1.6x one that overwrites it). Only under a steady stream of commits: when none
             # came during the thread's checkpoint, the next commit starts over by itself.
             self.tail = False
-            self.checkpoint(conn)
-        elif self.pending >= _CHECKPOINT_EVERY:
+            return True
+        if self.pending >= _CHECKPOINT_EVERY:
             self._wake.set()
             if self.pending >= _CHECKPOINT_INLINE_AFTER:
                 # The thread is stuck or gone: checkpoint here, without waiting for anyone.
-                self.checkpoint(conn)
                 self.pending = 0
+                return True
+        return False
+
+    def catch_up(self, conn: sqlite3.Connection) -> None:
+        """Run the checkpoint :meth:`committed` asked for, on ``conn``, after the one the thread
+        may be running (SQLite runs one checkpoint at a time: started during the thread's, this
+        one would copy nothing, and a writer that never lets go of the GIL could keep missing
+        the thread's pauses). Nothing is committed meanwhile: the caller holds the write path."""
+        if not self.in_sqlite.acquire(timeout=self.busy_timeout):
+            return
+        try:
+            self.checkpoint(conn)
+        finally:
+            self.in_sqlite.release()
 
     @staticmethod
     def checkpoint(conn: sqlite3.Connection) -> bool:
@@ -350,6 +453,11 @@ class SqliteBackend(Backend):
         self._shared_autocheckpoint: int | None = None
         #: The database file (for a shared connection: the file behind it).
         self._file = ""
+        #: The compiled connection small writes go through, the process that opened it, and
+        #: (without a shared connection) the lock that serializes its use.
+        self._native: Any = None
+        self._native_pid = 0
+        self._native_lock = threading.Lock()
         if isinstance(path, sqlite3.Connection):
             self._shared = path
             self.path = "<connection>"
@@ -468,7 +576,9 @@ class SqliteBackend(Backend):
                     raise _translate(exc, what) from None
                 raise
             if self._file:
-                self._wal_checkpointer().committed(conn)
+                cp = self._wal_checkpointer()
+                if cp.committed():
+                    cp.catch_up(conn)
 
     def _wal_checkpointer(self) -> _WalCheckpointer:
         cp = self._checkpointer
@@ -535,61 +645,65 @@ class SqliteBackend(Backend):
 
     # -- writes --------------------------------------------------------------------------------
 
+    @property
+    def native_writes(self) -> bool:
+        """Whether small writes go through the compiled connection (see the module's doc)."""
+        return _NATIVE is not None and bool(self._file) and self.synchronous in ("off", "normal")
+
     def write(self, batch: WriteBatch) -> None:
+        if (
+            self.native_writes
+            and len(batch) <= _HOLD_MAX_ROWS
+            and batch_bytes(batch) <= _HOLD_MAX_BYTES
+            and self._write_native(batch)
+        ):
+            return
         with self._transaction("writing a batch") as conn:
-            threads = list(batch_threads(batch))
-            tombstones: dict[str, str] = {}
-            for chunk in _chunks(threads, _CHUNK):
-                marks = ",".join("?" * len(chunk))
-                tombstones.update(
-                    conn.execute(
-                        "SELECT thread_id, max_checkpoint_id FROM tombstones "
-                        f"WHERE thread_id IN ({marks})",
-                        chunk,
-                    ).fetchall()
-                )
-            check_tombstones(batch, tombstones)
-            # Large values go to payloads, once per thread and content. INSERT OR IGNORE finds
-            # one already stored in its index before writing anything.
-            payloads: dict[tuple[str, bytes], Any] = {}
-            if batch.writes:
-                conn.executemany(
-                    f"INSERT OR IGNORE INTO writes ({_WRITE_STORED}) VALUES (?,?,?,?,?,?,?,?,?)",
-                    [stored_row(payloads, w) for w in batch.writes],
-                )
-            if batch.replace_writes:
-                conn.executemany(
-                    f"INSERT OR REPLACE INTO writes ({_WRITE_STORED}) VALUES (?,?,?,?,?,?,?,?,?)",
-                    [stored_row(payloads, w) for w in batch.replace_writes],
-                )
-            if batch.blobs:
-                conn.executemany(
-                    f"INSERT OR IGNORE INTO blobs ({_BLOB_STORED}) VALUES (?,?,?,?,?,?,?,?)",
-                    [stored_row(payloads, b) for b in batch.blobs],
-                )
-            if payloads:
-                conn.executemany(
-                    "INSERT OR IGNORE INTO payloads (thread_id, digest, data) VALUES (?,?,?)",
-                    [(t, d, data) for (t, d), data in payloads.items()],
-                )
-            if batch.checkpoints:
-                conn.executemany(
-                    f"INSERT OR REPLACE INTO checkpoints ({_CHECKPOINT_COLUMNS}) "
-                    "VALUES (?,?,?,?,?,?,?,?)",
-                    [
-                        (
-                            c.thread_id,
-                            c.namespace,
-                            c.checkpoint_id,
-                            c.parent_id,
-                            c.run_id,
-                            c.created_at,
-                            c.metadata.decode(),
-                            c.skeleton,
-                        )
-                        for c in batch.checkpoints
-                    ],
-                )
+            _store(_PyStatements(conn), batch)
+
+    def _write_native(self, batch: WriteBatch) -> bool:
+        """Store ``batch`` through the compiled connection; False, with nothing written, when
+        that would wait (another connection holds the write lock) or when a shared connection
+        is inside a transaction (``sqlite3``'s path then waits, or reports it)."""
+        lock = self._shared_lock if self._shared is not None else self._native_lock
+        with lock:
+            if self._closed or (self._shared is not None and self._shared.in_transaction):
+                return False
+            try:
+                conn = self._native_connection()
+                if not conn.begin():
+                    return False
+            except sqlite3.Error as exc:
+                if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED):
+                    return False  # opening it met a lock (WAL recovery, say): sqlite3 waits
+                raise _translate(exc, "writing a batch") from None
+            try:
+                _store(conn, batch)
+                conn.commit()
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.rollback()
+                if isinstance(exc, sqlite3.Error):
+                    raise _translate(exc, "writing a batch") from None
+                raise
+            cp = self._wal_checkpointer()
+            if cp.committed():
+                if self._shared is not None:
+                    cp.catch_up(self._shared)
+                else:
+                    with self._conn() as py_conn:
+                        cp.catch_up(py_conn)
+        return True
+
+    def _native_connection(self) -> Any:
+        """The compiled connection of this process, opened on first use (its owner's lock held)."""
+        if self._native is None or self._native_pid != os.getpid():
+            # A forked child opens its own; the parent's is dropped unclosed.
+            assert _NATIVE is not None
+            self._native = _NATIVE.Connection(self._file, self.synchronous)
+            self._native_pid = os.getpid()
+            _NATIVE_USERS.add(self)
+        return self._native
 
     def delete_threads(self, thread_ids: Sequence[str]) -> None:
         ids = list(thread_ids)
@@ -859,6 +973,10 @@ class SqliteBackend(Backend):
         """Close the connections this backend opened (a shared connection stays open, with its
         ``wal_autocheckpoint`` setting back)."""
         self._closed = True
+        with self._shared_lock if self._shared is not None else self._native_lock:
+            native, self._native = self._native, None
+        if native is not None:
+            native.close()  # does nothing in a forked child
         with self._pool_lock:
             conns, self._all, self._idle = self._all, [], []
         with self._checkpointer_lock:
@@ -878,6 +996,49 @@ class SqliteBackend(Backend):
 
     def __repr__(self) -> str:
         return f"SqliteBackend({self.path!r}, synchronous={self.synchronous!r})"
+
+
+def _store(db: _Statements, batch: WriteBatch) -> None:
+    """The statements of one write, inside the transaction its caller opened and commits."""
+    threads = list(batch_threads(batch))
+    tombstones: dict[str, str] = {}
+    for chunk in _chunks(threads, _CHUNK):
+        marks = ",".join("?" * len(chunk))
+        tombstones.update(
+            db.query(
+                f"SELECT thread_id, max_checkpoint_id FROM tombstones WHERE thread_id IN ({marks})",
+                chunk,
+            )
+        )
+    check_tombstones(batch, tombstones)
+    # Large values go to payloads, once per thread and content. INSERT OR IGNORE finds one
+    # already stored in its index before writing anything.
+    payloads: dict[tuple[str, bytes], Any] = {}
+    if batch.writes:
+        db.executemany(
+            f"INSERT OR IGNORE INTO writes ({_WRITE_STORED}) VALUES (?,?,?,?,?,?,?,?,?)",
+            [stored_row(payloads, w) for w in batch.writes],
+        )
+    if batch.replace_writes:
+        db.executemany(
+            f"INSERT OR REPLACE INTO writes ({_WRITE_STORED}) VALUES (?,?,?,?,?,?,?,?,?)",
+            [stored_row(payloads, w) for w in batch.replace_writes],
+        )
+    if batch.blobs:
+        db.executemany(
+            f"INSERT OR IGNORE INTO blobs ({_BLOB_STORED}) VALUES (?,?,?,?,?,?,?,?)",
+            [stored_row(payloads, b) for b in batch.blobs],
+        )
+    if payloads:
+        db.executemany(
+            "INSERT OR IGNORE INTO payloads (thread_id, digest, data) VALUES (?,?,?)",
+            [(t, d, data) for (t, d), data in payloads.items()],
+        )
+    if batch.checkpoints:
+        db.executemany(
+            f"INSERT OR REPLACE INTO checkpoints ({_CHECKPOINT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+            [checkpoint_values(c, c.metadata.decode()) for c in batch.checkpoints],
+        )
 
 
 def file_of(conn: sqlite3.Connection) -> str:

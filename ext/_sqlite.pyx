@@ -1,0 +1,467 @@
+"""A minimal SQLite connection for the SQLite backend's small writes: ``snapstate.backends._sqlite_native``.
+
+Python's ``sqlite3`` lets go of the GIL around every statement it steps. A ``sync`` write is a
+handful of short statements (begin, the tombstone check, two or three inserts, commit), and
+while a graph runs, every one of those releases hands the GIL to another thread and waits to
+get it back. This connection runs each statement holding the GIL instead. It never waits while
+holding it: its busy timeout is zero, so when another connection holds the write lock,
+:meth:`Connection.begin` says so at once and the backend writes through ``sqlite3`` instead
+(whose busy handler sleeps without the GIL). The backend only sends it small batches and only
+under ``synchronous`` ``off`` or ``normal``, where a commit in WAL mode writes to the WAL
+without waiting for the disk.
+
+It runs on the SQLite library of Python's ``sqlite3`` module, whose functions :func:`load` looks
+up at run time: two copies of SQLite in one process would not see each other's POSIX locks on a
+file (closing a file in one drops the other's locks), and nothing is needed to build this module
+but Cython.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
+from posix.dlfcn cimport RTLD_NOW, dlclose, dlopen, dlsym
+from posix.unistd cimport getpid
+
+import os as _os
+import sqlite3 as _sqlite3
+
+__all__ = ["Connection", "load", "sqlite_version"]
+
+cdef extern from "dlfcn.h":
+    int RTLD_NOLOAD
+
+# SQLite's C API, declared here and looked up at run time in the library Python's sqlite3 module
+# runs on (see load()): no header or link to a library at build time, and by construction no
+# second copy of SQLite. Result codes and flags are SQLite's stable ABI values.
+cdef extern from *:
+    """
+    typedef struct sqlite3 sqlite3;
+    typedef struct sqlite3_stmt sqlite3_stmt;
+    """
+    ctypedef struct sqlite3
+    ctypedef struct sqlite3_stmt
+
+ctypedef long long sqlite3_int64
+ctypedef unsigned long long sqlite3_uint64
+ctypedef void (*sqlite3_destructor_type)(void*) noexcept nogil
+
+cdef enum:
+    SQLITE_OK = 0
+    SQLITE_BUSY = 5
+    SQLITE_LOCKED = 6
+    SQLITE_CONSTRAINT = 19
+    SQLITE_ROW = 100
+    SQLITE_DONE = 101
+    SQLITE_INTEGER = 1
+    SQLITE_FLOAT = 2
+    SQLITE_TEXT = 3
+    SQLITE_BLOB = 4
+    SQLITE_NULL = 5
+    SQLITE_OPEN_READWRITE = 0x2
+    SQLITE_PREPARE_PERSISTENT = 0x1
+    SQLITE_UTF8 = 1
+
+cdef sqlite3_destructor_type SQLITE_STATIC = <sqlite3_destructor_type>0
+cdef sqlite3_destructor_type SQLITE_TRANSIENT = <sqlite3_destructor_type><Py_ssize_t>-1
+
+ctypedef const char* (*f_libversion)() noexcept nogil
+ctypedef int (*f_open_v2)(const char*, sqlite3**, int, const char*) noexcept nogil
+ctypedef int (*f_db)(sqlite3*) noexcept nogil
+ctypedef int (*f_db_int)(sqlite3*, int) noexcept nogil
+ctypedef const char* (*f_errmsg)(sqlite3*) noexcept nogil
+ctypedef int (*f_exec)(sqlite3*, const char*, void*, void*, char**) noexcept nogil
+ctypedef int (*f_prepare_v3)(sqlite3*, const char*, int, unsigned int, sqlite3_stmt**,
+                             const char**) noexcept nogil
+ctypedef int (*f_stmt)(sqlite3_stmt*) noexcept nogil
+ctypedef int (*f_stmt_int)(sqlite3_stmt*, int) noexcept nogil
+ctypedef int (*f_bind_int64)(sqlite3_stmt*, int, sqlite3_int64) noexcept nogil
+ctypedef int (*f_bind_double)(sqlite3_stmt*, int, double) noexcept nogil
+ctypedef int (*f_bind_text64)(sqlite3_stmt*, int, const char*, sqlite3_uint64,
+                              sqlite3_destructor_type, unsigned char) noexcept nogil
+ctypedef int (*f_bind_blob64)(sqlite3_stmt*, int, const void*, sqlite3_uint64,
+                              sqlite3_destructor_type) noexcept nogil
+ctypedef sqlite3_int64 (*f_column_int64)(sqlite3_stmt*, int) noexcept nogil
+ctypedef double (*f_column_double)(sqlite3_stmt*, int) noexcept nogil
+ctypedef const void* (*f_column_ptr)(sqlite3_stmt*, int) noexcept nogil
+
+cdef f_libversion sqlite3_libversion = NULL
+cdef f_open_v2 sqlite3_open_v2 = NULL
+cdef f_db sqlite3_close_v2 = NULL
+cdef f_db_int sqlite3_extended_result_codes = NULL
+cdef f_db sqlite3_extended_errcode = NULL
+cdef f_errmsg sqlite3_errmsg = NULL
+cdef f_exec sqlite3_exec = NULL
+cdef f_db sqlite3_get_autocommit = NULL
+cdef f_prepare_v3 sqlite3_prepare_v3 = NULL
+cdef f_stmt sqlite3_finalize = NULL
+cdef f_stmt sqlite3_reset = NULL
+cdef f_stmt sqlite3_clear_bindings = NULL
+cdef f_stmt sqlite3_step = NULL
+cdef f_stmt sqlite3_bind_parameter_count = NULL
+cdef f_stmt_int sqlite3_bind_null = NULL
+cdef f_bind_int64 sqlite3_bind_int64 = NULL
+cdef f_bind_double sqlite3_bind_double = NULL
+cdef f_bind_text64 sqlite3_bind_text64 = NULL
+cdef f_bind_blob64 sqlite3_bind_blob64 = NULL
+cdef f_stmt sqlite3_column_count = NULL
+cdef f_stmt_int sqlite3_column_type = NULL
+cdef f_column_int64 sqlite3_column_int64 = NULL
+cdef f_column_double sqlite3_column_double = NULL
+cdef f_column_ptr sqlite3_column_text = NULL
+cdef f_column_ptr sqlite3_column_blob = NULL
+cdef f_stmt_int sqlite3_column_bytes = NULL
+
+#: Where the functions were found, once load() succeeded.
+cdef object _loaded_from = None
+
+
+cdef void* _find(void* handle, const char* name, list missing):
+    cdef void* found = dlsym(handle, name)
+    if found == NULL:
+        missing.append(name.decode())
+    return found
+
+
+def load(path):
+    """Look SQLite's functions up through ``path``, the shared object of Python's ``_sqlite3``
+    module (None: the interpreter itself, where the module is built in). Returns "" once they
+    are found (again: at once), else why not; nothing else here works before."""
+    global _loaded_from, sqlite3_libversion, sqlite3_open_v2, sqlite3_close_v2
+    global sqlite3_extended_result_codes, sqlite3_extended_errcode, sqlite3_errmsg, sqlite3_exec
+    global sqlite3_get_autocommit, sqlite3_prepare_v3, sqlite3_finalize, sqlite3_reset
+    global sqlite3_clear_bindings, sqlite3_step, sqlite3_bind_parameter_count, sqlite3_bind_null
+    global sqlite3_bind_int64, sqlite3_bind_double, sqlite3_bind_text64, sqlite3_bind_blob64
+    global sqlite3_column_count, sqlite3_column_type, sqlite3_column_int64
+    global sqlite3_column_double, sqlite3_column_text, sqlite3_column_blob, sqlite3_column_bytes
+    cdef void* h
+    if _loaded_from is not None:
+        return ""
+    # RTLD_NOLOAD: only a library already in the process, the very one sqlite3 runs on. The
+    # handle is never closed: the functions must stay where they are.
+    h = dlopen(NULL, RTLD_NOW) if path is None else dlopen(str(path).encode(), RTLD_NOW | RTLD_NOLOAD)
+    if h == NULL:
+        return f"{path!r} is not loaded"
+    missing = []
+    libversion = <f_libversion>_find(h, b"sqlite3_libversion", missing)
+    open_v2 = <f_open_v2>_find(h, b"sqlite3_open_v2", missing)
+    close_v2 = <f_db>_find(h, b"sqlite3_close_v2", missing)
+    extended_result_codes = <f_db_int>_find(h, b"sqlite3_extended_result_codes", missing)
+    extended_errcode = <f_db>_find(h, b"sqlite3_extended_errcode", missing)
+    errmsg = <f_errmsg>_find(h, b"sqlite3_errmsg", missing)
+    exec_ = <f_exec>_find(h, b"sqlite3_exec", missing)
+    get_autocommit = <f_db>_find(h, b"sqlite3_get_autocommit", missing)
+    prepare_v3 = <f_prepare_v3>_find(h, b"sqlite3_prepare_v3", missing)
+    finalize = <f_stmt>_find(h, b"sqlite3_finalize", missing)
+    reset = <f_stmt>_find(h, b"sqlite3_reset", missing)
+    clear_bindings = <f_stmt>_find(h, b"sqlite3_clear_bindings", missing)
+    step = <f_stmt>_find(h, b"sqlite3_step", missing)
+    bind_parameter_count = <f_stmt>_find(h, b"sqlite3_bind_parameter_count", missing)
+    bind_null = <f_stmt_int>_find(h, b"sqlite3_bind_null", missing)
+    bind_int64 = <f_bind_int64>_find(h, b"sqlite3_bind_int64", missing)
+    bind_double = <f_bind_double>_find(h, b"sqlite3_bind_double", missing)
+    bind_text64 = <f_bind_text64>_find(h, b"sqlite3_bind_text64", missing)
+    bind_blob64 = <f_bind_blob64>_find(h, b"sqlite3_bind_blob64", missing)
+    column_count = <f_stmt>_find(h, b"sqlite3_column_count", missing)
+    column_type = <f_stmt_int>_find(h, b"sqlite3_column_type", missing)
+    column_int64 = <f_column_int64>_find(h, b"sqlite3_column_int64", missing)
+    column_double = <f_column_double>_find(h, b"sqlite3_column_double", missing)
+    column_text = <f_column_ptr>_find(h, b"sqlite3_column_text", missing)
+    column_blob = <f_column_ptr>_find(h, b"sqlite3_column_blob", missing)
+    column_bytes = <f_stmt_int>_find(h, b"sqlite3_column_bytes", missing)
+    if missing:
+        dlclose(h)
+        what = ", ".join(missing) if len(missing) <= 3 else f"{len(missing)} functions"
+        return f"SQLite's {what} cannot be found through {path!r}"
+    sqlite3_libversion = libversion
+    sqlite3_open_v2 = open_v2
+    sqlite3_close_v2 = close_v2
+    sqlite3_extended_result_codes = extended_result_codes
+    sqlite3_extended_errcode = extended_errcode
+    sqlite3_errmsg = errmsg
+    sqlite3_exec = exec_
+    sqlite3_get_autocommit = get_autocommit
+    sqlite3_prepare_v3 = prepare_v3
+    sqlite3_finalize = finalize
+    sqlite3_reset = reset
+    sqlite3_clear_bindings = clear_bindings
+    sqlite3_step = step
+    sqlite3_bind_parameter_count = bind_parameter_count
+    sqlite3_bind_null = bind_null
+    sqlite3_bind_int64 = bind_int64
+    sqlite3_bind_double = bind_double
+    sqlite3_bind_text64 = bind_text64
+    sqlite3_bind_blob64 = bind_blob64
+    sqlite3_column_count = column_count
+    sqlite3_column_type = column_type
+    sqlite3_column_int64 = column_int64
+    sqlite3_column_double = column_double
+    sqlite3_column_text = column_text
+    sqlite3_column_blob = column_blob
+    sqlite3_column_bytes = column_bytes
+    _loaded_from = path if path is not None else ""
+    return ""
+
+
+def sqlite_version():
+    """The version of the SQLite library found by :func:`load`."""
+    if _loaded_from is None:
+        raise RuntimeError("load() has not found SQLite")
+    return sqlite3_libversion().decode()
+
+
+cdef object _error(int code, str message):
+    """The ``sqlite3`` exception Python's module raises for ``code`` (extended result code)."""
+    if (code & 0xFF) == SQLITE_CONSTRAINT:
+        exc = _sqlite3.IntegrityError(message)
+    else:
+        exc = _sqlite3.OperationalError(message)
+    exc.sqlite_errorcode = code
+    return exc
+
+
+cdef class _Statement:
+    cdef sqlite3_stmt* st
+    cdef int params
+
+
+cdef class Connection:
+    """One SQLite connection to a database file that is already in WAL mode.
+
+    Every method runs holding the GIL and never waits for a lock (see the module's docstring).
+    Not thread-safe: its owner serializes calls. After ``fork()`` the child must open its own:
+    any call in the child raises, and the child never closes its parent's.
+    """
+
+    cdef sqlite3* db
+    cdef dict _statements
+    cdef int _pid
+    cdef readonly str path
+
+    def __cinit__(self):
+        self.db = NULL
+        self._statements = {}
+        self._pid = getpid()
+        self.path = ""
+
+    def __init__(self, str path, str synchronous="normal"):
+        cdef sqlite3* db = NULL
+        cdef int rc
+        if _loaded_from is None:
+            raise RuntimeError("load() has not found SQLite")
+        if synchronous not in ("off", "normal"):
+            raise ValueError(
+                f"synchronous must be 'off' or 'normal' (a commit must not wait for the disk "
+                f"holding the GIL), got {synchronous!r}"
+            )
+        self.path = path
+        rc = sqlite3_open_v2(_os.fsencode(path), &db, SQLITE_OPEN_READWRITE, NULL)
+        if rc != SQLITE_OK:
+            message = sqlite3_errmsg(db).decode("utf-8", "replace") if db != NULL else ""
+            sqlite3_close_v2(db)
+            raise _error(rc, f"unable to open database file {path!r}: {message}")
+        self.db = db
+        sqlite3_extended_result_codes(db, 1)
+        try:
+            mode = self.query("PRAGMA journal_mode", ())
+            if not mode or str(mode[0][0]).lower() != "wal":
+                raise _error(1, f"database {path!r} is not in WAL mode")
+            self._exec(f"PRAGMA synchronous = {synchronous.upper()}")
+            # Checkpoints are the backend's business (it runs them where it may wait).
+            self._exec("PRAGMA wal_autocheckpoint = 0")
+        except BaseException:
+            self.close()
+            raise
+
+    def __dealloc__(self):
+        if self.db != NULL and self._pid == getpid():
+            self._finalize_all()
+            sqlite3_close_v2(self.db)
+        self.db = NULL
+
+    cdef int _check(self) except -1:
+        if self.db == NULL:
+            raise _sqlite3.ProgrammingError("Cannot operate on a closed database.")
+        if self._pid != getpid():
+            raise _sqlite3.ProgrammingError(
+                "this SQLite connection was opened by another process (before fork())"
+            )
+        return 0
+
+    cdef object _fail(self):
+        return _error(
+            sqlite3_extended_errcode(self.db), sqlite3_errmsg(self.db).decode("utf-8", "replace")
+        )
+
+    cdef int _exec(self, str sql) except -1:
+        if sqlite3_exec(self.db, sql.encode(), NULL, NULL, NULL) != SQLITE_OK:
+            raise self._fail()
+        return 0
+
+    cdef _Statement _prepare(self, str sql):
+        cdef _Statement s = self._statements.get(sql)
+        cdef sqlite3_stmt* st = NULL
+        if s is not None:
+            return s
+        data = sql.encode()
+        if sqlite3_prepare_v3(
+            self.db, data, <int>len(data), SQLITE_PREPARE_PERSISTENT, &st, NULL
+        ) != SQLITE_OK:
+            raise self._fail()
+        s = _Statement()
+        s.st = st
+        s.params = sqlite3_bind_parameter_count(st)
+        self._statements[sql] = s
+        return s
+
+    cdef int _bind(self, _Statement s, object params) except -1:
+        cdef Py_ssize_t size
+        cdef const char* text
+        cdef int i = 0
+        cdef int rc
+        if len(params) != s.params:
+            raise _sqlite3.ProgrammingError(
+                f"Incorrect number of bindings supplied. The current statement uses "
+                f"{s.params}, and there are {len(params)} supplied."
+            )
+        for value in params:
+            i += 1
+            if value is None:
+                rc = sqlite3_bind_null(s.st, i)
+            elif type(value) is bytes:
+                # The caller holds ``params`` until the statement is reset: no copy.
+                rc = sqlite3_bind_blob64(
+                    s.st, i, PyBytes_AS_STRING(value), <sqlite3_uint64>PyBytes_GET_SIZE(value),
+                    SQLITE_STATIC,
+                )
+            elif type(value) is str:
+                text = PyUnicode_AsUTF8AndSize(value, &size)
+                rc = sqlite3_bind_text64(
+                    s.st, i, text, <sqlite3_uint64>size, SQLITE_STATIC, SQLITE_UTF8
+                )
+            elif isinstance(value, int):
+                rc = sqlite3_bind_int64(s.st, i, <sqlite3_int64>value)
+            elif isinstance(value, float):
+                rc = sqlite3_bind_double(s.st, i, <double>value)
+            elif isinstance(value, (bytearray, memoryview)):
+                copy = bytes(value)
+                rc = sqlite3_bind_blob64(
+                    s.st, i, PyBytes_AS_STRING(copy), <sqlite3_uint64>PyBytes_GET_SIZE(copy),
+                    SQLITE_TRANSIENT,
+                )
+            else:
+                raise _sqlite3.ProgrammingError(
+                    f"Error binding parameter {i}: type '{type(value).__name__}' is not supported"
+                )
+            if rc != SQLITE_OK:
+                raise self._fail()
+        return 0
+
+    cdef object _row(self, sqlite3_stmt* st, int columns):
+        cdef int c
+        cdef int kind
+        cdef int n
+        cdef const void* blob
+        row = []
+        for c in range(columns):
+            kind = sqlite3_column_type(st, c)
+            if kind == SQLITE_INTEGER:
+                row.append(sqlite3_column_int64(st, c))
+            elif kind == SQLITE_FLOAT:
+                row.append(sqlite3_column_double(st, c))
+            elif kind == SQLITE_TEXT:
+                text = <const char*>sqlite3_column_text(st, c)
+                n = sqlite3_column_bytes(st, c)
+                row.append(PyUnicode_DecodeUTF8(text, n, NULL))
+            elif kind == SQLITE_BLOB:
+                blob = sqlite3_column_blob(st, c)
+                n = sqlite3_column_bytes(st, c)
+                row.append(PyBytes_FromStringAndSize(<const char*>blob, n) if n else b"")
+            else:
+                row.append(None)
+        return tuple(row)
+
+    @property
+    def in_transaction(self):
+        """Whether a transaction is open."""
+        self._check()
+        return not sqlite3_get_autocommit(self.db)
+
+    def begin(self):
+        """``BEGIN IMMEDIATE``: True once the write lock is taken, False at once if another
+        connection holds it (nothing is left open then)."""
+        cdef int rc
+        self._check()
+        rc = sqlite3_exec(self.db, b"BEGIN IMMEDIATE", NULL, NULL, NULL)
+        if rc == SQLITE_OK:
+            return True
+        if (rc & 0xFF) == SQLITE_BUSY or (rc & 0xFF) == SQLITE_LOCKED:
+            return False
+        raise self._fail()
+
+    def commit(self):
+        self._check()
+        self._exec("COMMIT")
+
+    def rollback(self):
+        """Roll back the open transaction, if any."""
+        self._check()
+        if not sqlite3_get_autocommit(self.db):
+            self._exec("ROLLBACK")
+
+    def query(self, str sql, params):
+        """Run one statement with ``params``; its rows as tuples."""
+        cdef _Statement s
+        cdef int rc
+        cdef int columns
+        self._check()
+        s = self._prepare(sql)
+        rows = []
+        try:
+            self._bind(s, params)
+            columns = sqlite3_column_count(s.st)
+            while True:
+                rc = sqlite3_step(s.st)
+                if rc == SQLITE_ROW:
+                    rows.append(self._row(s.st, columns))
+                elif rc == SQLITE_DONE:
+                    break
+                else:
+                    raise self._fail()
+        finally:
+            sqlite3_reset(s.st)
+            sqlite3_clear_bindings(s.st)
+        return rows
+
+    def executemany(self, str sql, rows):
+        """Run one statement once per parameter tuple in ``rows``."""
+        cdef _Statement s
+        cdef int rc
+        self._check()
+        s = self._prepare(sql)
+        try:
+            for params in rows:
+                self._bind(s, params)
+                rc = sqlite3_step(s.st)
+                if rc != SQLITE_DONE and rc != SQLITE_ROW:
+                    raise self._fail()
+                sqlite3_reset(s.st)
+        finally:
+            sqlite3_reset(s.st)
+            sqlite3_clear_bindings(s.st)
+
+    cdef void _finalize_all(self):
+        cdef _Statement s
+        for s in self._statements.values():
+            sqlite3_finalize(s.st)
+            s.st = NULL
+        self._statements.clear()
+
+    def close(self):
+        """Roll back what is open and close; closing twice does nothing."""
+        if self.db == NULL or self._pid != getpid():
+            self.db = NULL
+            return
+        if not sqlite3_get_autocommit(self.db):
+            sqlite3_exec(self.db, b"ROLLBACK", NULL, NULL, NULL)
+        self._finalize_all()
+        sqlite3_close_v2(self.db)
+        self.db = NULL
