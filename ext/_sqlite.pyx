@@ -450,6 +450,8 @@ cdef class Connection:
 
     cdef void _finalize_all(self):
         cdef _Statement s
+        if self._statements is None:  # cleared already (object being torn down)
+            return
         for s in self._statements.values():
             sqlite3_finalize(s.st)
             s.st = NULL
