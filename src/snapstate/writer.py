@@ -34,7 +34,7 @@ from time import monotonic
 from typing import Any, Literal, Protocol
 
 from .backends._async import AsyncBackend
-from .backends._base import Backend, WriteBatch, batch_bytes
+from .backends._base import Backend, WriteBatch, batch_bytes, batch_threads
 from .errors import ConfigurationError, SnapstateError, StorageError, StoreUnavailableError
 
 __all__ = [
@@ -89,14 +89,6 @@ class AsyncWriter(Protocol):
 # -- group commit, shared by every writer ------------------------------------------------------
 
 
-def _threads(batch: WriteBatch) -> frozenset[str]:
-    out = {c.thread_id for c in batch.checkpoints}
-    out.update(b.thread_id for b in batch.blobs)
-    out.update(w.thread_id for w in batch.writes)
-    out.update(w.thread_id for w in batch.replace_writes)
-    return frozenset(out)
-
-
 def _dependent(thread_id: str) -> StorageError:
     return StorageError(
         f"a write of thread {thread_id!r} was not stored because an earlier write of that "
@@ -126,7 +118,7 @@ def _group_commit(
     errors: list[BaseException | None] = []
     failed: set[str] = set()
     for b in batches:
-        threads = _threads(b)
+        threads = batch_threads(b)
         lost = threads & failed
         if lost:
             errors.append(_dependent(min(lost)))
@@ -385,7 +377,7 @@ class _Item:
     def __init__(self, batch: WriteBatch, seq: int, at: float) -> None:
         self.batch = batch
         self.seq = seq
-        self.threads = _threads(batch)
+        self.threads = batch_threads(batch)
         self.size = batch_bytes(batch)
         self.at = at
 

@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from types import ModuleType
 from typing import Any, Literal, Protocol
 
@@ -566,19 +566,29 @@ class SqliteBackend(Backend):
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise _translate(exc, what) from None
-            try:
+            with _rolled_back_on_error(lambda: conn.execute("ROLLBACK"), what):
                 yield conn
                 conn.execute("COMMIT")
-            except BaseException as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise _translate(exc, what) from None
-                raise
             if self._file:
-                cp = self._wal_checkpointer()
-                if cp.committed():
-                    cp.catch_up(conn)
+                self._committed(conn)
+
+    def _committed(self, conn: sqlite3.Connection | None) -> None:
+        """Count a commit for the WAL checkpointer, and run the catch-up checkpoint it may ask
+        for on ``conn`` (None: a pooled ``sqlite3`` connection)."""
+        cp = self._wal_checkpointer()
+        if not cp.committed():
+            return
+        if conn is not None:
+            cp.catch_up(conn)
+            return
+        with self._conn() as pooled:
+            cp.catch_up(pooled)
+
+    @property
+    def _native_guard(self) -> Any:
+        """The lock that serializes the compiled connection: the shared connection's, else its
+        own."""
+        return self._shared_lock if self._shared is not None else self._native_lock
 
     def _wal_checkpointer(self) -> _WalCheckpointer:
         cp = self._checkpointer
@@ -665,8 +675,7 @@ class SqliteBackend(Backend):
         """Store ``batch`` through the compiled connection; False, with nothing written, when
         that would wait (another connection holds the write lock) or when a shared connection
         is inside a transaction (``sqlite3``'s path then waits, or reports it)."""
-        lock = self._shared_lock if self._shared is not None else self._native_lock
-        with lock:
+        with self._native_guard:
             if self._closed or (self._shared is not None and self._shared.in_transaction):
                 return False
             try:
@@ -677,22 +686,10 @@ class SqliteBackend(Backend):
                 if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED):
                     return False  # opening it met a lock (WAL recovery, say): sqlite3 waits
                 raise _translate(exc, "writing a batch") from None
-            try:
+            with _rolled_back_on_error(conn.rollback, "writing a batch"):
                 _store(conn, batch)
                 conn.commit()
-            except BaseException as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.rollback()
-                if isinstance(exc, sqlite3.Error):
-                    raise _translate(exc, "writing a batch") from None
-                raise
-            cp = self._wal_checkpointer()
-            if cp.committed():
-                if self._shared is not None:
-                    cp.catch_up(self._shared)
-                else:
-                    with self._conn() as py_conn:
-                        cp.catch_up(py_conn)
+            self._committed(self._shared)
         return True
 
     def _native_connection(self) -> Any:
@@ -973,7 +970,7 @@ class SqliteBackend(Backend):
         """Close the connections this backend opened (a shared connection stays open, with its
         ``wal_autocheckpoint`` setting back)."""
         self._closed = True
-        with self._shared_lock if self._shared is not None else self._native_lock:
+        with self._native_guard:
             native, self._native = self._native, None
         if native is not None:
             native.close()  # does nothing in a forked child
@@ -996,6 +993,20 @@ class SqliteBackend(Backend):
 
     def __repr__(self) -> str:
         return f"SqliteBackend({self.path!r}, synchronous={self.synchronous!r})"
+
+
+@contextlib.contextmanager
+def _rolled_back_on_error(rollback: Callable[[], Any], what: str) -> Iterator[None]:
+    """Run the block of a write transaction; on any error roll back (a failed rollback is left
+    to the error at hand) and raise it, a SQLite error as the store's."""
+    try:
+        yield
+    except BaseException as exc:
+        with contextlib.suppress(sqlite3.Error):
+            rollback()
+        if isinstance(exc, sqlite3.Error):
+            raise _translate(exc, what) from None
+        raise
 
 
 def _store(db: _Statements, batch: WriteBatch) -> None:
