@@ -140,63 +140,38 @@ def load(path):
     h = dlopen(NULL, RTLD_NOW) if path is None else dlopen(str(path).encode(), RTLD_NOW | RTLD_NOLOAD)
     if h == NULL:
         return f"{path!r} is not loaded"
+    # Every user checks _loaded_from first: pointers a failed lookup leaves set are never used.
     missing = []
-    libversion = <f_libversion>_find(h, b"sqlite3_libversion", missing)
-    open_v2 = <f_open_v2>_find(h, b"sqlite3_open_v2", missing)
-    close_v2 = <f_db>_find(h, b"sqlite3_close_v2", missing)
-    extended_result_codes = <f_db_int>_find(h, b"sqlite3_extended_result_codes", missing)
-    extended_errcode = <f_db>_find(h, b"sqlite3_extended_errcode", missing)
-    errmsg = <f_errmsg>_find(h, b"sqlite3_errmsg", missing)
-    exec_ = <f_exec>_find(h, b"sqlite3_exec", missing)
-    get_autocommit = <f_db>_find(h, b"sqlite3_get_autocommit", missing)
-    prepare_v3 = <f_prepare_v3>_find(h, b"sqlite3_prepare_v3", missing)
-    finalize = <f_stmt>_find(h, b"sqlite3_finalize", missing)
-    reset = <f_stmt>_find(h, b"sqlite3_reset", missing)
-    clear_bindings = <f_stmt>_find(h, b"sqlite3_clear_bindings", missing)
-    step = <f_stmt>_find(h, b"sqlite3_step", missing)
-    bind_parameter_count = <f_stmt>_find(h, b"sqlite3_bind_parameter_count", missing)
-    bind_null = <f_stmt_int>_find(h, b"sqlite3_bind_null", missing)
-    bind_int64 = <f_bind_int64>_find(h, b"sqlite3_bind_int64", missing)
-    bind_double = <f_bind_double>_find(h, b"sqlite3_bind_double", missing)
-    bind_text64 = <f_bind_text64>_find(h, b"sqlite3_bind_text64", missing)
-    bind_blob64 = <f_bind_blob64>_find(h, b"sqlite3_bind_blob64", missing)
-    column_count = <f_stmt>_find(h, b"sqlite3_column_count", missing)
-    column_type = <f_stmt_int>_find(h, b"sqlite3_column_type", missing)
-    column_int64 = <f_column_int64>_find(h, b"sqlite3_column_int64", missing)
-    column_double = <f_column_double>_find(h, b"sqlite3_column_double", missing)
-    column_text = <f_column_ptr>_find(h, b"sqlite3_column_text", missing)
-    column_blob = <f_column_ptr>_find(h, b"sqlite3_column_blob", missing)
-    column_bytes = <f_stmt_int>_find(h, b"sqlite3_column_bytes", missing)
+    sqlite3_libversion = <f_libversion>_find(h, b"sqlite3_libversion", missing)
+    sqlite3_open_v2 = <f_open_v2>_find(h, b"sqlite3_open_v2", missing)
+    sqlite3_close_v2 = <f_db>_find(h, b"sqlite3_close_v2", missing)
+    sqlite3_extended_result_codes = <f_db_int>_find(h, b"sqlite3_extended_result_codes", missing)
+    sqlite3_extended_errcode = <f_db>_find(h, b"sqlite3_extended_errcode", missing)
+    sqlite3_errmsg = <f_errmsg>_find(h, b"sqlite3_errmsg", missing)
+    sqlite3_exec = <f_exec>_find(h, b"sqlite3_exec", missing)
+    sqlite3_get_autocommit = <f_db>_find(h, b"sqlite3_get_autocommit", missing)
+    sqlite3_prepare_v3 = <f_prepare_v3>_find(h, b"sqlite3_prepare_v3", missing)
+    sqlite3_finalize = <f_stmt>_find(h, b"sqlite3_finalize", missing)
+    sqlite3_reset = <f_stmt>_find(h, b"sqlite3_reset", missing)
+    sqlite3_clear_bindings = <f_stmt>_find(h, b"sqlite3_clear_bindings", missing)
+    sqlite3_step = <f_stmt>_find(h, b"sqlite3_step", missing)
+    sqlite3_bind_parameter_count = <f_stmt>_find(h, b"sqlite3_bind_parameter_count", missing)
+    sqlite3_bind_null = <f_stmt_int>_find(h, b"sqlite3_bind_null", missing)
+    sqlite3_bind_int64 = <f_bind_int64>_find(h, b"sqlite3_bind_int64", missing)
+    sqlite3_bind_double = <f_bind_double>_find(h, b"sqlite3_bind_double", missing)
+    sqlite3_bind_text64 = <f_bind_text64>_find(h, b"sqlite3_bind_text64", missing)
+    sqlite3_bind_blob64 = <f_bind_blob64>_find(h, b"sqlite3_bind_blob64", missing)
+    sqlite3_column_count = <f_stmt>_find(h, b"sqlite3_column_count", missing)
+    sqlite3_column_type = <f_stmt_int>_find(h, b"sqlite3_column_type", missing)
+    sqlite3_column_int64 = <f_column_int64>_find(h, b"sqlite3_column_int64", missing)
+    sqlite3_column_double = <f_column_double>_find(h, b"sqlite3_column_double", missing)
+    sqlite3_column_text = <f_column_ptr>_find(h, b"sqlite3_column_text", missing)
+    sqlite3_column_blob = <f_column_ptr>_find(h, b"sqlite3_column_blob", missing)
+    sqlite3_column_bytes = <f_stmt_int>_find(h, b"sqlite3_column_bytes", missing)
     if missing:
         dlclose(h)
         what = ", ".join(missing) if len(missing) <= 3 else f"{len(missing)} functions"
         return f"SQLite's {what} cannot be found through {path!r}"
-    sqlite3_libversion = libversion
-    sqlite3_open_v2 = open_v2
-    sqlite3_close_v2 = close_v2
-    sqlite3_extended_result_codes = extended_result_codes
-    sqlite3_extended_errcode = extended_errcode
-    sqlite3_errmsg = errmsg
-    sqlite3_exec = exec_
-    sqlite3_get_autocommit = get_autocommit
-    sqlite3_prepare_v3 = prepare_v3
-    sqlite3_finalize = finalize
-    sqlite3_reset = reset
-    sqlite3_clear_bindings = clear_bindings
-    sqlite3_step = step
-    sqlite3_bind_parameter_count = bind_parameter_count
-    sqlite3_bind_null = bind_null
-    sqlite3_bind_int64 = bind_int64
-    sqlite3_bind_double = bind_double
-    sqlite3_bind_text64 = bind_text64
-    sqlite3_bind_blob64 = bind_blob64
-    sqlite3_column_count = column_count
-    sqlite3_column_type = column_type
-    sqlite3_column_int64 = column_int64
-    sqlite3_column_double = column_double
-    sqlite3_column_text = column_text
-    sqlite3_column_blob = column_blob
-    sqlite3_column_bytes = column_bytes
     _loaded_from = path if path is not None else ""
     return ""
 
