@@ -1,0 +1,32 @@
+"""pytest-benchmark: the chat graph's saver calls, replayed one by one on each saver (see
+``bench_calls``): per-call medians, WAL pages per commit, and LangGraph's time per step over
+ours."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .bench_calls import KINDS, compare, ratios, table
+
+ROUNDS = int(os.environ.get("SNAPSTATE_BENCH_ROUNDS", "5"))
+
+
+def test_saver_calls(benchmark: Any) -> None:
+    """One interleaved replay of every saver (Postgres ones when the server is reachable)."""
+    benchmark.group = "Saver calls of the chat graph, replayed outside it"
+    result: list[Any] = []
+    benchmark.pedantic(lambda: result.append(compare(rounds=ROUNDS)), rounds=1, iterations=1)
+    (calls,) = result
+    print("\n" + table(calls))
+    info: dict[str, Any] = {"role": "ours"}
+    for name, c in calls.items():
+        short = name.replace("snapstate", "ours").replace("langgraph", "lg").replace("-", "_")
+        for kind in KINDS:
+            info[f"{short}_{kind}_us"] = c.median_us("wall", kind)
+            info[f"{short}_{kind}_cpu_us"] = c.median_us("cpu", kind)
+            if c.pages[kind]:
+                info[f"{short}_{kind}_wal_pages"] = c.median("pages", kind)
+        info[f"{short}_per_step_us"] = c.step_us()
+    info.update(ratios(calls))
+    benchmark.extra_info.update(info)

@@ -1,0 +1,88 @@
+"""The replay of a chat graph's saver calls (``benchmarks.bench_calls``).
+
+Timings are not asserted (benchmarks prove speed): these check that the recorded calls are
+the graph's, that replaying them stores the same history the graph would, that WAL pages are
+counted per commit, and that the ratios and the table say what they measure.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+from benchmarks import bench_calls as bc
+from benchmarks import bench_langgraph as bl
+
+
+@pytest.fixture(scope="module")
+def calls() -> list[bc.Call]:
+    return bc.record(turns=3)
+
+
+def test_record_keeps_every_call_of_the_graph(calls: list[bc.Call]) -> None:
+    kinds = [c.kind for c in calls]
+    # The input checkpoint, the one after the input is applied, then one per node step.
+    assert kinds.count("put") == 2 + 2 * 3
+    assert kinds.count("put_writes") >= 2 * 3
+    assert kinds[0] == "put"
+
+
+def test_replay_stores_the_graph_history(calls: list[bc.Call]) -> None:
+    from snapstate.langgraph import InMemorySaver
+
+    saver = InMemorySaver()
+    measured = bc.replay(saver, calls, "replayed")
+    assert len(measured.wall["put"]) == [c.kind for c in calls].count("put")
+    assert all(w >= 0 for w in measured.wall["put_writes"])
+    assert not measured.pages["put"]  # no WAL to count
+    cfg: dict[str, Any] = {"configurable": {"thread_id": "replayed"}}
+    latest = saver.get_tuple(cfg)
+    assert latest is not None
+    expected = bl.conversation(3)
+    assert [m.content for m in latest.checkpoint["channel_values"]["messages"]] == [
+        m.content for m in expected
+    ]
+    assert len(list(saver.list(cfg))) == [c.kind for c in calls].count("put")
+
+
+def test_replay_counts_wal_pages_per_commit(calls: list[bc.Call], tmp_path: Any) -> None:
+    with bl.open_saver("floor-committing", str(tmp_path)) as floor:
+        wal = os.path.join(tmp_path, "floor-committing.db-wal")
+        measured = bc.replay(floor, calls, "t", wal)
+    # One 4-byte row per call: every commit grows the WAL by whole frames, at least one.
+    pages = measured.pages["put"] + measured.pages["put_writes"]
+    assert len(pages) == len(calls)
+    assert all(p >= 1 and p == int(p) for p in pages)
+
+
+def test_compare_replays_each_saver_on_a_fresh_store() -> None:
+    result = bc.compare(["snapstate-memory", "snapstate-sqlite"], rounds=2, turns=2)
+    assert set(result) == {"snapstate-memory", "snapstate-sqlite"}
+    puts = 2 + 2 * 2
+    for c in result.values():
+        assert len(c.wall["put"]) == 2 * puts  # round 0 dropped
+    sqlite = result["snapstate-sqlite"]
+    assert sqlite.pages["put"] and min(sqlite.pages["put"]) >= 1
+
+
+def test_ratios_and_table() -> None:
+    ours, theirs = bc.Calls(), bc.Calls()
+    ours.wall = {"put": [10e-6, 30e-6, 20e-6], "put_writes": [5e-6]}
+    theirs.wall = {"put": [100e-6], "put_writes": [25e-6]}
+    ours.pages["put"] = [3.0, 5.0, 4.0]
+    result = {"snapstate-sqlite": ours, "langgraph-sqlite": theirs}
+    assert ours.step_us() == pytest.approx(25.0)
+    assert bc.ratios(result) == {"sqlite_calls_ratio": pytest.approx(5.0)}
+    text = bc.table(result)
+    assert "sqlite_calls_ratio: 5.00x" in text
+    row = next(line for line in text.splitlines() if line.startswith("snapstate-sqlite"))
+    assert row.split()[-2:] == ["4.0", "-"]  # pages per put, none counted for put_writes
+
+
+def test_compare_replays_on_postgres(pg_dsn: str) -> None:
+    names = ["pg-floor-committing", "pg-snapstate-postgres"]
+    result = bc.compare(names, rounds=1, turns=1, dsn=pg_dsn)
+    for name in names:
+        assert len(result[name].wall["put"]) == 2 + 2 * 1
+        assert not result[name].pages["put"]  # no WAL file to count
