@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -335,6 +336,44 @@ def test_given_pool_is_used_without_a_lock(pg_dsn: str, pg_schema: str) -> None:
             )
             assert cp.get("t").checkpoint.channel_values == {"x": 1}
         assert not pool.closed
+
+
+def test_threads_first_using_an_owned_pool_wait_until_it_is_open(
+    pg_dsn: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A backend given a conninfo opens its pool on first use. Threads arriving while one of
+    # them opens it must wait for it, never take it before it is open (psycopg_pool then
+    # reports it closed). Opening is slowed down here so that they all arrive meanwhile.
+    real_open = psycopg_pool.ConnectionPool.open
+
+    def slow_open(self: Any, *args: Any, **kwargs: Any) -> None:
+        time.sleep(0.2)
+        real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg_pool.ConnectionPool, "open", slow_open)
+    backend = PostgresBackend(pg_dsn, schema=pg_schema, max_connections=4)
+    start = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def first_call() -> None:
+        start.wait()
+        try:
+            backend.setup()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_call) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert errors == []
+        assert [m.applied_at is not None for m in backend.migration_status()] == [True] * len(
+            MIGRATIONS
+        )
+    finally:
+        backend.close()
 
 
 async def test_async_connection_and_pool(pg_dsn: str, pg_schema: str) -> None:

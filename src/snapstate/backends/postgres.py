@@ -371,7 +371,7 @@ class PostgresBackend(Backend):
                         "a conninfo string needs psycopg_pool", hint="pip install psycopg_pool"
                     )
                 assert self._conninfo is not None
-                self._pool = psycopg_pool.ConnectionPool(
+                pool = psycopg_pool.ConnectionPool(
                     self._conninfo,
                     min_size=1,
                     max_size=self._cfg.max_connections,
@@ -381,8 +381,10 @@ class PostgresBackend(Backend):
                     name="snapstate",
                     open=False,
                 )
-                self._pool.open(wait=False)
+                pool.open(wait=False)
+                # Published only once open: other threads take self._pool without the lock.
                 self._pid = os.getpid()
+                self._pool = pool
             return self._pool
 
     def _check_idle(self, conn: psycopg.Connection[Any]) -> None:
