@@ -767,3 +767,51 @@ def _row(thread_id: str, i: int = 1) -> Any:
     from snapstate.backends import CheckpointRow
 
     return CheckpointRow(thread_id, "", f"{i:08d}", None, None, 0.0, b"{}", b"\x01\x93\xa0\x80\x80")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("held", [False, True])
+def test_a_forked_child_starts_with_an_empty_queue(tmp_path: Path, held: bool) -> None:
+    """The parent's queued checkpoints stay the parent's: the child neither stores them nor
+    waits for them, and stores its own. ``held``: the writer's lock is held at the fork, as by
+    a thread of the parent's that the child does not have."""
+    import os
+
+    from snapstate.backends.sqlite import SqliteBackend
+
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork on this platform")
+    backend = SqliteBackend(tmp_path / "fork.db")
+    with Checkpointer(backend, durability="batched", max_delay=HOUR) as cp:
+        cp.put(ck(1), thread_id="parent")  # queued: nothing commits for an hour
+        writer = cp._writer
+        assert isinstance(writer, BatchedWriter)
+        if held:
+            writer._cv.acquire()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = 1
+            try:
+                # Two threads' first calls in the child find one queue between them.
+                threads = [
+                    threading.Thread(target=cp.put, args=(ck(i),), kwargs={"thread_id": "child"})
+                    for i in (2, 3)
+                ]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                cp.flush()
+                if checkpoint_ids(backend, "child") == ["00000003", "00000002"]:
+                    if checkpoint_ids(backend, "parent") == []:
+                        code = 0
+            finally:
+                os._exit(code)
+        if held:
+            writer._cv.release()
+        _, status = os.waitpid(pid, 0)
+        assert os.WEXITSTATUS(status) == 0
+        assert checkpoint_ids(backend, "parent") == []  # still queued here
+        cp.flush()
+        assert checkpoint_ids(backend, "parent") == ["00000001"]
+        assert checkpoint_ids(backend, "child") == ["00000003", "00000002"]

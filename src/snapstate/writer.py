@@ -501,6 +501,19 @@ def _closed_error() -> StorageError:
 _live_writers: weakref.WeakSet[BatchedWriter] = weakref.WeakSet()
 
 
+def _reset_after_fork() -> None:
+    """In a forked child, before any of its code runs: every batched writer starts empty. The
+    child has none of the parent's threads, so no committer would store what was queued, and
+    the parent commits it itself. Done here, where the child has one thread, rather than at
+    each writer's next call, where two of the child's threads could both start it over."""
+    for writer in list(_live_writers):
+        writer._start()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
 @atexit.register
 def _drain_at_exit() -> None:
     for writer in list(_live_writers):
@@ -536,10 +549,11 @@ class BatchedWriter:
         _live_writers.add(self)
 
     def _start(self) -> None:
+        """An empty queue and no committer yet (also a forked child's start: the parent's
+        queue and committer are the parent's business, see :func:`_reset_after_fork`)."""
         self._cv = threading.Condition()
         self._w = _Window(*self._limits)
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
 
     # -- callers -------------------------------------------------------------------------------
 
@@ -549,13 +563,7 @@ class BatchedWriter:
         if err is not None:
             raise err
 
-    def _check_fork(self) -> None:
-        if self._pid != os.getpid():
-            # A forked child: the queue and the committer are the parent's business.
-            self._start()
-
     def submit(self, batch: WriteBatch) -> None:
-        self._check_fork()
         with self._cv:
             self._ready()
             if self._closed:
@@ -603,7 +611,6 @@ class BatchedWriter:
         if thread_id is None:
             self.flush()
             return
-        self._check_fork()
         with self._cv:
             seq = self._w.last_seq.get(thread_id)
             if seq is not None:
@@ -612,14 +619,12 @@ class BatchedWriter:
 
     def flush(self) -> None:
         """Commit everything queued now, and wait for it."""
-        self._check_fork()
         with self._cv:
             self._wait_for(self._w.seq)
             self._ready()
 
     def close(self) -> None:
         """Commit everything queued, then stop the background thread."""
-        self._check_fork()
         with self._cv:
             if self._closed:
                 self._ready()
