@@ -164,25 +164,22 @@ def test_four_processes_write_one_file(tmp_path: Path) -> None:
 def test_forked_child_uses_its_own_connections(tmp_path: Path, during_a_write: bool) -> None:
     """``during_a_write``: the lock that serializes the backend's compiled connection is held at
     the fork, as by a thread the child does not have; the child gets a lock of its own."""
-    if not hasattr(os, "fork"):
-        pytest.skip("no fork on this platform")
+    from .forking import child_succeeded, fork_child
+
     backend = SqliteBackend(tmp_path / "fork.db")
     saver = Checkpointer(backend)
     saver.put(cp(1, {"x": "parent"}), thread_id="t")
+
+    def in_child() -> bool:
+        saver.put(cp(2, {"x": "child"}), thread_id="t")
+        return True
+
     if during_a_write:
         backend._native_lock.acquire()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        code = 1
-        try:
-            saver.put(cp(2, {"x": "child"}), thread_id="t")
-            code = 0
-        finally:
-            os._exit(code)
+    pid = fork_child(in_child)
     if during_a_write:
         backend._native_lock.release()
-    _, status = os.waitpid(pid, 0)
-    assert os.WEXITSTATUS(status) == 0
+    assert child_succeeded(pid)
     got = saver.get("t")
     assert got is not None and got.checkpoint.channel_values == {"x": "child"}
     saver.close()

@@ -775,42 +775,38 @@ def test_a_forked_child_starts_with_an_empty_queue(tmp_path: Path, held: bool) -
     """The parent's queued checkpoints stay the parent's: the child neither stores them nor
     waits for them, and stores its own. ``held``: the writer's lock is held at the fork, as by
     a thread of the parent's that the child does not have."""
-    import os
-
     from snapstate.backends.sqlite import SqliteBackend
 
-    if not hasattr(os, "fork"):
-        pytest.skip("no fork on this platform")
+    from .forking import child_succeeded, fork_child
+
     backend = SqliteBackend(tmp_path / "fork.db")
     with Checkpointer(backend, durability="batched", max_delay=HOUR) as cp:
         cp.put(ck(1), thread_id="parent")  # queued: nothing commits for an hour
         writer = cp._writer
         assert isinstance(writer, BatchedWriter)
+
+        def in_child() -> bool:
+            # Two threads' first calls in the child find one queue between them.
+            threads = [
+                threading.Thread(target=cp.put, args=(ck(i),), kwargs={"thread_id": "child"})
+                for i in (2, 3)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            cp.flush()
+            return (
+                checkpoint_ids(backend, "child") == ["00000003", "00000002"]
+                and checkpoint_ids(backend, "parent") == []
+            )
+
         if held:
             writer._cv.acquire()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child
-            code = 1
-            try:
-                # Two threads' first calls in the child find one queue between them.
-                threads = [
-                    threading.Thread(target=cp.put, args=(ck(i),), kwargs={"thread_id": "child"})
-                    for i in (2, 3)
-                ]
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    t.join()
-                cp.flush()
-                if checkpoint_ids(backend, "child") == ["00000003", "00000002"]:
-                    if checkpoint_ids(backend, "parent") == []:
-                        code = 0
-            finally:
-                os._exit(code)
+        pid = fork_child(in_child)
         if held:
             writer._cv.release()
-        _, status = os.waitpid(pid, 0)
-        assert os.WEXITSTATUS(status) == 0
+        assert child_succeeded(pid)
         assert checkpoint_ids(backend, "parent") == []  # still queued here
         cp.flush()
         assert checkpoint_ids(backend, "parent") == ["00000001"]
