@@ -376,6 +376,33 @@ def test_threads_first_using_an_owned_pool_wait_until_it_is_open(
         backend.close()
 
 
+@pytest.mark.parametrize("held", [False, True])
+def test_a_forked_child_opens_a_pool_of_its_own(pg_dsn: str, pg_schema: str, held: bool) -> None:
+    """The child neither uses nor closes the parent's pool (their sessions are the parent's)
+    and works through its own. ``held``: the lock that guards the pool is held at the fork, as
+    by a thread the child does not have."""
+    from .forking import child_ok
+
+    def ck(i: int) -> Checkpoint:
+        return Checkpoint(id=f"{i:02d}", channel_values={"x": i}, channel_versions={"x": i})
+
+    backend = PostgresBackend(pg_dsn, schema=pg_schema, max_connections=2)
+    with Checkpointer(backend) as cp:
+        cp.put(ck(1), thread_id="parent")
+        parents = backend._pool
+
+        def in_child() -> bool:
+            cp.put(ck(2), thread_id="child")
+            got = cp.get("child")
+            return got is not None and backend._pool is not parents
+
+        assert child_ok(in_child, held=backend._pool_lock if held else None)
+        assert backend._pool is parents
+        cp.put(ck(3), thread_id="parent")  # the parent's sessions are intact
+        assert cp.get("parent").checkpoint.id == "03"
+        assert cp.get("child").checkpoint.id == "02"
+
+
 async def test_async_connection_and_pool(pg_dsn: str, pg_schema: str) -> None:
     conn = await psycopg.AsyncConnection.connect(pg_dsn)
     try:

@@ -160,11 +160,12 @@ def test_four_processes_write_one_file(tmp_path: Path) -> None:
         assert saver.stats().threads == 4
 
 
-@pytest.mark.parametrize("during_a_write", [False, True])
-def test_forked_child_uses_its_own_connections(tmp_path: Path, during_a_write: bool) -> None:
-    """``during_a_write``: the lock that serializes the backend's compiled connection is held at
-    the fork, as by a thread the child does not have; the child gets a lock of its own."""
-    from .forking import child_succeeded, fork_child
+@pytest.mark.parametrize("held", ["", "_native_lock", "_pool_lock", "_checkpointer_lock"])
+def test_forked_child_uses_its_own_connections(tmp_path: Path, held: str) -> None:
+    """``held``: one of the backend's locks is held at the fork, as by a thread the child does
+    not have (the compiled connection's, during a write; the connection pool's; the one that
+    starts the WAL checkpointer). The child gets locks of its own."""
+    from .forking import child_ok
 
     backend = SqliteBackend(tmp_path / "fork.db")
     saver = Checkpointer(backend)
@@ -172,14 +173,10 @@ def test_forked_child_uses_its_own_connections(tmp_path: Path, during_a_write: b
 
     def in_child() -> bool:
         saver.put(cp(2, {"x": "child"}), thread_id="t")
-        return True
+        got = saver.get("t")
+        return got is not None and got.checkpoint.channel_values == {"x": "child"}
 
-    if during_a_write:
-        backend._native_lock.acquire()
-    pid = fork_child(in_child)
-    if during_a_write:
-        backend._native_lock.release()
-    assert child_succeeded(pid)
+    assert child_ok(in_child, held=getattr(backend, held) if held else None)
     got = saver.get("t")
     assert got is not None and got.checkpoint.channel_values == {"x": "child"}
     saver.close()

@@ -777,7 +777,7 @@ def test_a_forked_child_starts_with_an_empty_queue(tmp_path: Path, held: bool) -
     a thread of the parent's that the child does not have."""
     from snapstate.backends.sqlite import SqliteBackend
 
-    from .forking import child_succeeded, fork_child
+    from .forking import child_ok
 
     backend = SqliteBackend(tmp_path / "fork.db")
     with Checkpointer(backend, durability="batched", max_delay=HOUR) as cp:
@@ -801,12 +801,7 @@ def test_a_forked_child_starts_with_an_empty_queue(tmp_path: Path, held: bool) -
                 and checkpoint_ids(backend, "parent") == []
             )
 
-        if held:
-            writer._cv.acquire()
-        pid = fork_child(in_child)
-        if held:
-            writer._cv.release()
-        assert child_succeeded(pid)
+        assert child_ok(in_child, held=writer._cv if held else None)
         assert checkpoint_ids(backend, "parent") == []  # still queued here
         cp.flush()
         assert checkpoint_ids(backend, "parent") == ["00000001"]

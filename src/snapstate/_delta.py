@@ -23,6 +23,7 @@ import threading
 from collections import OrderedDict
 from typing import Any, Protocol
 
+from . import _forksafe
 from .backends._base import BLOB_DELTA, BLOB_FULL
 from .errors import DecodeError
 
@@ -59,6 +60,13 @@ class DeltaPolicy:
         if not isinstance(keyframe_every, int) or keyframe_every < 0:
             raise ValueError(f"keyframe_every must be an int >= 0, got {keyframe_every!r}")
         self.keyframe_every = keyframe_every
+        self._start_in_child()
+        _forksafe.track(self)
+
+    def _start_in_child(self) -> None:
+        """A fresh lock and nothing remembered: at the start, and in a forked child. A write of
+        the parent's may be in progress at the fork and fail there: a delta in the child must
+        not name its version as a base (see snapstate._forksafe)."""
         self._lock = threading.Lock()
         self._last: OrderedDict[tuple[str, str, str], _Last] = OrderedDict()
 

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from . import _delta
+from . import _delta, _forksafe
 from ._model import Checkpoint, PendingWrite, Snapshot, Version
 from .backends._async import AsyncBackend, as_async_backend
 from .backends._base import (
@@ -147,8 +147,14 @@ class _ReusingEncoder:
 
     def __init__(self, codec: Codec) -> None:
         self.codec = codec
-        self._lock = threading.Lock()
         self._recent: OrderedDict[int, tuple[Any, bytes]] = OrderedDict()
+        self._start_in_child()
+        _forksafe.track(self)
+
+    def _start_in_child(self) -> None:
+        """A fresh lock and nothing being encoded: at the start, and in a forked child, where
+        the parent's encodings in progress would never finish (see snapstate._forksafe)."""
+        self._lock = threading.Lock()
         # Values being encoded right now, and where their bytes will be. LangGraph may call
         # put_writes and the next put at the same time from two threads (durability="sync"):
         # the second waits for the first's bytes instead of encoding the value again.

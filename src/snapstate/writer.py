@@ -26,13 +26,13 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
-import os
 import threading
 import weakref
 from collections.abc import Callable, Generator
 from time import monotonic
 from typing import Any, Literal, Protocol
 
+from . import _forksafe
 from .backends._async import AsyncBackend
 from .backends._base import Backend, WriteBatch, batch_bytes, batch_threads
 from .errors import ConfigurationError, SnapstateError, StorageError, StoreUnavailableError
@@ -203,9 +203,15 @@ class SyncWriter:
     def __init__(self, backend: Backend, on_failure: FailureHook | None = None) -> None:
         self._backend = backend
         self._on_failure = on_failure
+        self._limit = _slots(backend)
+        self._start_in_child()
+        _forksafe.track(self)
+
+    def _start_in_child(self) -> None:
+        """No commit running and nobody queued: at the start, and in a forked child, whose
+        parent's callers (and their commits) are not there (see :mod:`snapstate._forksafe`)."""
         self._cv = threading.Condition()
         self._queue: list[_Ticket] = []
-        self._limit = _slots(backend)
         self._running = 0
 
     def submit(self, batch: WriteBatch) -> None:
@@ -501,19 +507,6 @@ def _closed_error() -> StorageError:
 _live_writers: weakref.WeakSet[BatchedWriter] = weakref.WeakSet()
 
 
-def _reset_after_fork() -> None:
-    """In a forked child, before any of its code runs: every batched writer starts empty. The
-    child has none of the parent's threads, so no committer would store what was queued, and
-    the parent commits it itself. Done here, where the child has one thread, rather than at
-    each writer's next call, where two of the child's threads could both start it over."""
-    for writer in list(_live_writers):
-        writer._start()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)
-
-
 @atexit.register
 def _drain_at_exit() -> None:
     for writer in list(_live_writers):
@@ -544,13 +537,14 @@ class BatchedWriter:
         self._backend = backend
         self._on_failure = on_failure
         self._limits = _options(max_delay, max_batch, max_bytes)
-        self._start()
+        self._start_in_child()
         self._closed = False
         _live_writers.add(self)
+        _forksafe.track(self)
 
-    def _start(self) -> None:
-        """An empty queue and no committer yet (also a forked child's start: the parent's
-        queue and committer are the parent's business, see :func:`_reset_after_fork`)."""
+    def _start_in_child(self) -> None:
+        """An empty queue and no committer yet: at the start, and in a forked child, where
+        what the parent queued stays the parent's to commit (see :mod:`snapstate._forksafe`)."""
         self._cv = threading.Condition()
         self._w = _Window(*self._limits)
         self._thread: threading.Thread | None = None

@@ -117,13 +117,24 @@ def test_the_caller_compresses_what_a_stuck_helper_has_not_taken(
     assert data[F.HEADER_SIZE :] == chunked_payload(body_of(value))
 
 
-def test_a_forked_child_starts_its_own_helpers(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("held", [False, True])
+def test_a_forked_child_starts_its_own_helpers(held: bool) -> None:
+    """The parent's helper threads are not in the child; ``held``: the lock that starts the
+    pool is held at the fork, as by a thread the child does not have."""
+    from ..forking import child_ok
+
     if F._HELPERS == 0:
         pytest.skip("one CPU: no helper threads")
     first = F._helpers()
     assert F._helpers() is first
-    monkeypatch.setattr(F.os, "getpid", lambda: -1)
-    assert F._helpers() is not first
+    value = grid(9000)
+    expected = Codec().encode(value)
+
+    def in_child() -> bool:
+        return F._helpers() is not first and Codec().encode(value) == expected
+
+    assert child_ok(in_child, held=F._pool_lock if held else None)
+    assert F._helpers() is first
 
 
 class TestRefused:

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from .. import _forksafe
 from ..codec._format import raw_size
 from ..errors import DecodeError, InvalidArgumentError, ThreadDeletedError
 
@@ -598,6 +599,12 @@ PAYLOAD_MIN_BYTES = 64 * 1024
 _DIGESTS = 4
 _digest_lock = threading.Lock()
 _recent_digests: OrderedDict[int, tuple[Any, bytes]] = OrderedDict()
+
+
+@_forksafe.on_fork
+def _digests_in_child() -> None:
+    global _digest_lock
+    _digest_lock = threading.Lock()
 
 
 def payload_digest(data: Any) -> bytes:

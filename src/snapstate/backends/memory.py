@@ -12,6 +12,7 @@ from collections.abc import Collection, Iterator, Sequence
 
 import msgspec
 
+from .. import _forksafe
 from ._base import (
     Backend,
     BlobRef,
@@ -36,10 +37,16 @@ class MemoryBackend(Backend):
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
+        _forksafe.track(self)
         self._checkpoints: dict[_Key, dict[str, CheckpointRow]] = {}
         self._blobs: dict[_Key, dict[tuple[str, str], BlobRow]] = {}
         self._writes: dict[_Key, dict[str, dict[tuple[str, int], WriteRow]]] = {}
         self._tombstones: dict[str, tuple[str, float]] = {}
+
+    def _start_in_child(self) -> None:
+        """In a forked child: a lock of its own; the rows are the child's copy of the parent's
+        (see snapstate._forksafe)."""
+        self._lock = threading.RLock()
 
     def setup(self) -> None:
         pass

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import threading
 import time
 import weakref
@@ -35,6 +34,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 
+from .. import _forksafe
 from ..errors import (
     ConfigurationError,
     InvalidArgumentError,
@@ -328,7 +328,6 @@ class PostgresBackend(Backend):
         self._pool: Any = None
         self._owned = False
         self._pool_lock = threading.Lock()
-        self._pid = os.getpid()
         self._idle_since: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
         self._closed = False
         if isinstance(conninfo, str):
@@ -354,17 +353,25 @@ class PostgresBackend(Backend):
         self.write_concurrency = _write_concurrency(
             self._shared, self._pool, max_connections, write_concurrency
         )
+        _forksafe.track(self)
 
     # -- connections ---------------------------------------------------------------------------
 
+    def _start_in_child(self) -> None:
+        """In a forked child, while it has one thread: locks of its own (the parent's may be
+        held, at the fork, by a thread the child does not have) and, for a pool of its own
+        making, none of the parent's: the child opens its own on first use."""
+        self._shared_lock = threading.RLock()
+        self._pool_lock = threading.Lock()
+        if self._owned and self._pool is not None:
+            _FORKED_AWAY.append(self._pool)  # the parent's: leave its sockets alone
+            self._pool = None
+
     def _own_pool(self) -> Any:
         pool = self._pool
-        if pool is not None and self._pid == os.getpid():
+        if pool is not None:
             return pool
         with self._pool_lock:
-            if self._pool is not None and self._pid != os.getpid():
-                _FORKED_AWAY.append(self._pool)  # the parent's: leave its sockets alone
-                self._pool = None
             if self._pool is None:
                 if psycopg_pool is None:  # pragma: no cover
                     raise ConfigurationError(
@@ -383,7 +390,6 @@ class PostgresBackend(Backend):
                 )
                 pool.open(wait=False)
                 # Published only once open: other threads take self._pool without the lock.
-                self._pid = os.getpid()
                 self._pool = pool
             return self._pool
 
@@ -586,7 +592,7 @@ class PostgresBackend(Backend):
             pool, owned = self._pool, self._owned
             if owned:
                 self._pool = None
-        if owned and pool is not None and self._pid == os.getpid():
+        if owned and pool is not None:
             pool.close()
 
     def __repr__(self) -> str:

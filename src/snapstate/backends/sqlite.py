@@ -28,6 +28,7 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
+from .. import _forksafe
 from ..codec._format import raw_size
 from ..errors import (
     ConfigurationError,
@@ -257,20 +258,6 @@ def _checkpoint_row(r: tuple[Any, ...]) -> CheckpointRow:
     return CheckpointRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6].encode(), r[7])
 
 
-#: Backends that opened a compiled connection: a forked child gets a fresh lock for it (the
-#: parent's may have been held, at the fork, by a thread the child does not have).
-_NATIVE_USERS: weakref.WeakSet[SqliteBackend] = weakref.WeakSet()
-
-
-def _native_lock_for_child() -> None:
-    for backend in list(_NATIVE_USERS):
-        backend._native_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_native_lock_for_child)
-
-
 #: Every live checkpointer thread, so that a fork waits until none of them is inside SQLite.
 _CHECKPOINTERS: weakref.WeakSet[_WalCheckpointer] = weakref.WeakSet()
 
@@ -458,6 +445,7 @@ class SqliteBackend(Backend):
         self._native: Any = None
         self._native_pid = 0
         self._native_lock = threading.Lock()
+        _forksafe.track(self)
         if isinstance(path, sqlite3.Connection):
             self._shared = path
             self.path = "<connection>"
@@ -535,10 +523,6 @@ class SqliteBackend(Backend):
             with self._shared_lock:
                 yield self._shared
             return
-        if os.getpid() != self._pid:
-            # A forked child must not use its parent's connections: drop them unclosed.
-            with self._pool_lock:
-                self._idle, self._all, self._pid = [], [], os.getpid()
         with self._pool_lock:
             conn = self._idle.pop() if self._idle else None
         if conn is None:
@@ -699,8 +683,19 @@ class SqliteBackend(Backend):
             assert _NATIVE is not None
             self._native = _NATIVE.Connection(self._file, self.synchronous)
             self._native_pid = os.getpid()
-            _NATIVE_USERS.add(self)
         return self._native
+
+    def _start_in_child(self) -> None:
+        """In a forked child, while it has one thread: locks of its own (the parent's may be
+        held, at the fork, by a thread the child does not have, and would then never be let
+        go) and none of the parent's pooled connections (dropped unclosed: they belong to the
+        parent). The compiled connection and the WAL checkpointer, also the parent's, are
+        replaced on first use (their process ids differ)."""
+        self._shared_lock = threading.RLock()
+        self._pool_lock = threading.Lock()
+        self._idle, self._all, self._pid = [], [], os.getpid()
+        self._checkpointer_lock = threading.Lock()
+        self._native_lock = threading.Lock()
 
     def delete_threads(self, thread_ids: Sequence[str]) -> None:
         ids = list(thread_ids)

@@ -38,6 +38,8 @@ from typing import Any
 import lz4.block
 import xxhash
 
+from .. import _forksafe
+
 __all__ = [
     "FORMAT_VERSION",
     "CHUNKED_VERSION",
@@ -227,21 +229,25 @@ def header(flags: int, payload: Any, version: int = FORMAT_VERSION) -> bytes:
 #: Threads that compress chunks beside the caller: one fewer than the CPUs, at most 3.
 _HELPERS = max(0, min(3, (os.cpu_count() or 1) - 1))
 _pool: ThreadPoolExecutor | None = None
-_pool_pid = 0
 _pool_lock = threading.Lock()
+
+
+@_forksafe.on_fork
+def _helpers_in_child() -> None:
+    # The parent's helper threads are not in the child: it starts its own pool on first use.
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
 
 
 def _helpers() -> ThreadPoolExecutor | None:
     """The process's pool of chunk compressors (a forked child starts its own)."""
-    global _pool, _pool_pid
+    global _pool
     if _HELPERS == 0:
         return None
-    pid = os.getpid()
-    if _pool is None or _pool_pid != pid:
+    if _pool is None:
         with _pool_lock:
-            if _pool is None or _pool_pid != pid:
+            if _pool is None:
                 _pool = ThreadPoolExecutor(_HELPERS, thread_name_prefix="snapstate-lz4")
-                _pool_pid = pid
     return _pool
 
 

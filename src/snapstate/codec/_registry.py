@@ -27,6 +27,7 @@ from typing import Any
 
 import msgspec
 
+from .. import _forksafe
 from ..errors import ConfigurationError
 from . import _format as F
 
@@ -226,6 +227,12 @@ def _describe(cls: type) -> TypeInfo:
 _lock = threading.Lock()
 #: Bumped whenever any registry changes, so resolution caches can notice.
 generation = 0
+
+
+@_forksafe.on_fork
+def _lock_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()
 
 
 def _bump() -> None:
