@@ -35,10 +35,16 @@ def on_fork(fn: F) -> F:
 
 
 def _in_child() -> None:
-    for fn in _functions:
-        fn()
-    for obj in list(_objects):
-        obj._start_in_child()
+    # Every one of them starts over even if another fails; the first failure is then raised
+    # (Python prints it: an at-fork hook has no caller to report to).
+    first: BaseException | None = None
+    for start in [*_functions, *(obj._start_in_child for obj in list(_objects))]:
+        try:
+            start()
+        except BaseException as exc:  # pragma: no cover - the starts only make locks
+            first = first or exc
+    if first is not None:  # pragma: no cover
+        raise first
 
 
 if hasattr(os, "register_at_fork"):
