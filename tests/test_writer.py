@@ -9,6 +9,7 @@ at once.
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import subprocess
 import sys
@@ -806,3 +807,70 @@ def test_a_forked_child_starts_with_an_empty_queue(tmp_path: Path, held: bool) -
         cp.flush()
         assert checkpoint_ids(backend, "parent") == ["00000001"]
         assert checkpoint_ids(backend, "child") == ["00000003", "00000002"]
+
+
+# The loop closed below without cancelling its tasks drops its committer's pending wait.
+@pytest.mark.filterwarnings("ignore:coroutine 'Condition.wait' was never awaited")
+def test_a_batched_async_checkpointer_outlives_its_event_loop(tmp_path: Path) -> None:
+    """``asyncio.run`` twice with one checkpointer: the second loop gets a committer of its
+    own, and what the first loop's shutdown left queued is committed, not lost."""
+    from snapstate.backends.sqlite import SqliteBackend
+
+    path = tmp_path / "loops.db"
+    cp = AsyncCheckpointer(path, durability="batched", max_delay=HOUR)
+
+    async def put_and_read(i: int) -> str:
+        await cp.put(ck(i), thread_id="t")
+        got = await cp.get("t")
+        assert got is not None
+        return got.checkpoint.id
+
+    assert asyncio.run(put_and_read(1)) == "00000001"
+    assert asyncio.run(put_and_read(2)) == "00000002"
+
+    # A loop closed without cancelling its tasks (no asyncio.run): its committer never ran.
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(cp.put(ck(3), thread_id="t"))
+    loop.close()
+    reader = SqliteBackend(path)
+    assert checkpoint_ids(reader, "t") == ["00000002", "00000001"]  # 3 is still queued
+    asyncio.run(cp.flush())
+    gc.collect()  # the closed loop's dropped wait is reported here, under this test's filter
+    assert checkpoint_ids(reader, "t") == ["00000003", "00000002", "00000001"]
+    asyncio.run(cp.aclose())
+    reader.close()
+
+
+def test_two_running_loops_cannot_share_a_batched_writer(tmp_path: Path) -> None:
+    cp = AsyncCheckpointer(tmp_path / "two.db", durability="batched", max_delay=HOUR)
+    other = asyncio.new_event_loop()
+    ready = threading.Event()
+
+    async def hold() -> None:
+        await cp.put(ck(1), thread_id="a")
+        ready.set()
+        await asyncio.sleep(3600)
+
+    task = other.create_task(hold())
+    runner = threading.Thread(target=other.run_forever)
+    runner.start()
+    try:
+        assert ready.wait(10)
+        with pytest.raises(StorageError, match="another running event loop"):
+            asyncio.run(cp.put(ck(2), thread_id="b"))
+    finally:
+
+        async def finish() -> None:
+            task.cancel()
+            await cp.aclose()  # the first loop's: it stores what it queued
+
+        asyncio.run_coroutine_threadsafe(finish(), other).result(10)
+        other.call_soon_threadsafe(other.stop)
+        runner.join()
+        other.close()
+    from snapstate.backends.sqlite import SqliteBackend
+
+    reader = SqliteBackend(tmp_path / "two.db")
+    assert checkpoint_ids(reader, "a") == ["00000001"]
+    assert checkpoint_ids(reader, "b") == []
+    reader.close()

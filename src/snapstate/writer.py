@@ -689,13 +689,33 @@ class AsyncBatchedWriter:
         self._on_failure = on_failure
         self._w = _Window(*_options(max_delay, max_batch, max_bytes))
         self._cv: asyncio.Condition | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
     def _cond(self) -> asyncio.Condition:
-        if self._cv is None:
+        """The condition of the running loop.
+
+        A checkpointer may outlive its loop (``asyncio.run`` called twice): on a new loop the
+        writer makes a condition and a committer there, and commits there what is still
+        queued. Two loops running at once cannot share it.
+        """
+        loop = asyncio.get_running_loop()
+        if self._cv is None or self._loop is not loop:
+            if self._loop is not None and self._loop is not loop and self._loop.is_running():
+                raise StorageError(
+                    "this checkpointer's batched writer is in use by another running event loop",
+                    hint="give each event loop a checkpointer of its own",
+                )
             self._cv = asyncio.Condition()
+            self._loop = loop
+            self._task = None  # the old loop's committer runs no more
         return self._cv
+
+    def _ensure_committer(self) -> None:
+        """Start the running loop's committer if items are queued and none runs."""
+        if self._w.queue and (self._task is None or self._task.done()):
+            self._task = asyncio.get_running_loop().create_task(self._run())
 
     def _ready(self) -> None:
         err = self._w.pop_error()
@@ -725,8 +745,7 @@ class AsyncBatchedWriter:
             w.seq += 1
             item.seq = w.seq
             w.add(item)
-            if self._task is None or self._task.done():
-                self._task = asyncio.get_running_loop().create_task(self._run())
+            self._ensure_committer()
             if len(w.queue) == 1 or w.due(item.at) == 0.0:
                 cv.notify_all()
 
@@ -735,6 +754,7 @@ class AsyncBatchedWriter:
         if w.done_seq >= seq:
             return
         cv = self._cond()
+        self._ensure_committer()  # items queued on a loop that has ended
         w.waiting += 1
         cv.notify_all()
         try:
