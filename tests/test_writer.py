@@ -841,8 +841,10 @@ def test_a_batched_async_checkpointer_outlives_its_event_loop(tmp_path: Path) ->
     reader.close()
 
 
-def test_two_running_loops_cannot_share_a_batched_writer(tmp_path: Path) -> None:
-    cp = AsyncCheckpointer(tmp_path / "two.db", durability="batched", max_delay=HOUR)
+@pytest.mark.parametrize("durability", ["sync", "batched"])
+def test_two_running_loops_cannot_share_a_writer(tmp_path: Path, durability: str) -> None:
+    options: dict[str, Any] = {"max_delay": HOUR} if durability == "batched" else {}
+    cp = AsyncCheckpointer(tmp_path / "two.db", durability=durability, **options)
     other = asyncio.new_event_loop()
     ready = threading.Event()
 
@@ -874,3 +876,25 @@ def test_two_running_loops_cannot_share_a_batched_writer(tmp_path: Path) -> None
     assert checkpoint_ids(reader, "a") == ["00000001"]
     assert checkpoint_ids(reader, "b") == []
     reader.close()
+
+
+def test_an_async_sync_writer_outlives_a_loop_closed_mid_commit(backend: GatedBackend) -> None:
+    """A loop closed (without its shutdown) while a commit held the only slot: the next loop's
+    callers get the slot, instead of waiting forever for a hand-off that cannot come."""
+    writer = AsyncSyncWriter(ThreadedAsyncBackend(backend))  # writes in a worker thread
+    backend.gate.clear()
+    loop = asyncio.new_event_loop()
+    first = loop.create_task(writer.submit(batch_of("first")))
+    # Run the loop until the commit holds the slot, inside the (gated) backend.
+    loop.run_until_complete(loop.run_in_executor(None, backend.entered.acquire))
+    loop.close()
+    backend.gate.set()  # the commit ends; its loop is gone
+    assert not first.done()  # its caller never returned: the batch was never acknowledged
+
+    async def second() -> None:
+        await asyncio.wait_for(writer.submit(batch_of("second")), 10)
+
+    asyncio.run(second())
+    assert backend.stored("second") == ["00000000"]
+    del first
+    gc.collect()  # the closed loop's task is dropped here, inside this test

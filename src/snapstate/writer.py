@@ -301,8 +301,29 @@ class AsyncSyncWriter:
         #: Commits running, plus leads handed to a waiter that has not started yet.
         self._running = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        #: The loop the queue and the slots belong to, and how many loops came before it.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._epoch = 0
+
+    def _on_loop(self) -> int:
+        """The epoch of the running loop. A checkpointer may outlive its loop: when a loop
+        ended (even closed in the middle of a commit, without its shutdown), the next one
+        starts with free slots and an empty queue; the ended loop's callers never returned,
+        so nothing they submitted was acknowledged. Two loops running at once cannot share
+        the writer."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            if self._loop is not None and self._loop.is_running():
+                raise StorageError(
+                    "this checkpointer's writer is in use by another running event loop",
+                    hint="give each event loop a checkpointer of its own",
+                )
+            self._loop, self._epoch = loop, self._epoch + 1
+            self._queue, self._running = [], 0
+        return self._epoch
 
     async def submit(self, batch: WriteBatch) -> None:
+        epoch = self._on_loop()
         ticket = _Ticket(batch)
         self._queue.append(ticket)
         if self._running >= self._limit:
@@ -313,7 +334,7 @@ class AsyncSyncWriter:
                 # The batch stays queued and is committed by the next leader; if the lead had
                 # just been handed to this task, pass it on.
                 if future.done() and not future.cancelled() and future.result():
-                    self._hand_off()
+                    self._hand_off(epoch)
                 raise
             if not lead:
                 if ticket.error is not None:
@@ -321,7 +342,7 @@ class AsyncSyncWriter:
                 return
         else:
             self._running += 1
-        await self._lead()
+        await self._lead(epoch)
         if not ticket.done:
             # Another leader took this batch into its commit before this task got to lead:
             # wait for that commit.
@@ -330,24 +351,28 @@ class AsyncSyncWriter:
         if ticket.error is not None:
             raise ticket.error
 
-    async def _lead(self) -> None:
-        """Commit everything queued as one group, then pass the lead on."""
+    async def _lead(self, epoch: int) -> None:
+        """Commit everything queued as one group, then pass the lead on (on the loop of
+        ``epoch``: a lead of an ended loop, closed late, passes nothing on)."""
         group, self._queue = self._queue, []
         errors: list[BaseException | None] | None = None
         try:
             errors = await _drive_async(self._backend, [t.batch for t in group])
         finally:
+            live = epoch == self._epoch  # else the waiters' loop has ended: nobody to wake
             for i, t in enumerate(group):
                 t.error = errors[i] if errors is not None else _interrupted()
                 t.done = True
                 if t.error is not None and self._on_failure is not None:
                     self._on_failure(t.batch)
-                if t.future is not None and not t.future.done():
+                if live and t.future is not None and not t.future.done():
                     t.future.set_result(False)
-            self._hand_off()
+            self._hand_off(epoch)
 
-    def _hand_off(self) -> None:
+    def _hand_off(self, epoch: int) -> None:
         """Make the first live waiter the next leader, or free the slot."""
+        if epoch != self._epoch:
+            return  # the slots of an ended loop's were given back when the next loop came
         handed = False
         for t in self._queue:
             f = t.future
@@ -358,7 +383,7 @@ class AsyncSyncWriter:
                 handed = True  # its task will lead, and take the whole queue
         if self._queue and not handed:
             # Only cancelled submitters are queued: commit their batches in a task of our own.
-            task = asyncio.get_running_loop().create_task(self._lead())
+            task = asyncio.get_running_loop().create_task(self._lead(epoch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return
