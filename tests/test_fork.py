@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -24,6 +25,7 @@ import pytest
 from snapstate import Checkpoint, Checkpointer, codec
 from snapstate.backends import MemoryBackend
 from snapstate.backends import _base as backend_base
+from snapstate.backends import sqlite as mod
 from snapstate.backends.sqlite import SqliteBackend
 from snapstate.codec import _registry
 
@@ -129,3 +131,43 @@ def test_the_child_starts_over_what_the_parent_held(tmp_path: Path, case: str) -
         cp.put(ck(2), thread_id="parent")
         got = cp.get("parent")
         assert got is not None and got.checkpoint.channel_values == ck(2).channel_values
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_a_fork_waits_for_a_write_in_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, big: bool
+) -> None:
+    """A fork while another thread's SQLite transaction holds the write lock would leave the
+    child believing a connection of its own holds it: the child's writes would wait for it
+    until their busy timeout, and fail. The fork waits for the transaction instead. ``big``:
+    the write goes through ``sqlite3`` (too large for the compiled connection)."""
+    backend = SqliteBackend(tmp_path / "busy.db", busy_timeout=2)
+    with Checkpointer(backend) as cp:
+        cp.put(ck(0), thread_id="parent")
+        entered, release = threading.Event(), threading.Event()
+        real = mod._store
+
+        def slow(db: Any, batch: Any) -> None:
+            if any(c.thread_id == "slow" for c in batch.checkpoints):
+                entered.set()
+                release.wait(10)
+            real(db, batch)
+
+        monkeypatch.setattr(mod, "_store", slow)
+        if big:
+            monkeypatch.setattr(mod, "_HOLD_MAX_BYTES", 0)
+        writer = threading.Thread(target=cp.put, args=(ck(1),), kwargs={"thread_id": "slow"})
+        writer.start()
+        assert entered.wait(10)
+        ends = threading.Timer(0.3, release.set)  # the write in progress ends a little later
+        ends.start()
+
+        def in_child() -> bool:
+            cp.put(ck(2, CHILDS), thread_id="child")
+            return cp.get("child") is not None
+
+        pid = fork_child(in_child)
+        assert child_succeeded(pid)
+        writer.join()
+        ends.join()
+        assert cp.get("slow") is not None

@@ -282,6 +282,69 @@ if hasattr(os, "register_at_fork"):
     )
 
 
+class _Gate:
+    """Counts the threads inside SQLite through a backend: ``fork()`` waits until there are
+    none, and holds new ones back until it is done.
+
+    Besides SQLite's own mutexes, a process keeps the lock state of its connections to a file
+    in memory the child inherits. A fork while one of them is inside a transaction (the write
+    lock taken, say) leaves the child believing a connection of its own holds that lock: its
+    writes then wait for it until their busy timeout, and fail. A thread already inside may
+    enter again (a commit runs its WAL bookkeeping on a pooled connection) without waiting.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
+        self._inside = 0
+        self._forking = False
+        self._depth = threading.local()
+
+    def __enter__(self) -> None:
+        depth = getattr(self._depth, "n", 0)
+        with self._lock:
+            while self._forking and not depth:
+                self._cv.wait()
+            self._inside += 1
+        self._depth.n = depth + 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth.n -= 1
+        with self._lock:
+            self._inside -= 1
+            if self._forking and not self._inside:
+                self._cv.notify_all()
+
+    def before_fork(self) -> None:
+        own = getattr(self._depth, "n", 0)  # never wait for the forking thread itself
+        with self._lock:
+            self._forking = True
+            while self._inside > own:
+                self._cv.wait()
+
+    def after_fork_in_parent(self) -> None:
+        with self._lock:
+            self._forking = False
+            self._cv.notify_all()
+
+
+_GATE = _Gate()
+
+
+@_forksafe.on_fork
+def _gate_in_child() -> None:
+    global _GATE
+    _GATE = _Gate()  # the child has none of the parent's threads, inside or waiting
+
+
+# Registered after the checkpointers' hook, so that it runs before it (fork runs the "before"
+# hooks in reverse order): a commit inside the gate may be waiting for a checkpointer.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=lambda: _GATE.before_fork(), after_in_parent=lambda: _GATE.after_fork_in_parent()
+    )
+
+
 class _WalCheckpointer:
     """Runs the WAL checkpoints of one database file in a background thread.
 
@@ -519,24 +582,25 @@ class SqliteBackend(Backend):
     def _conn(self) -> Iterator[sqlite3.Connection]:
         if self._closed:
             raise StoreUnavailableError(f"SQLite backend for {self.path!r} is closed")
-        if self._shared is not None:
-            with self._shared_lock:
-                yield self._shared
-            return
-        with self._pool_lock:
-            conn = self._idle.pop() if self._idle else None
-        if conn is None:
-            conn = self._connect()
+        with _GATE:
+            if self._shared is not None:
+                with self._shared_lock:
+                    yield self._shared
+                return
             with self._pool_lock:
-                self._all.append(conn)
-        try:
-            yield conn
-        finally:
-            if conn.in_transaction:  # never hand out a connection mid-transaction
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            with self._pool_lock:
-                self._idle.append(conn)
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                conn = self._connect()
+                with self._pool_lock:
+                    self._all.append(conn)
+            try:
+                yield conn
+            finally:
+                if conn.in_transaction:  # never hand out a connection mid-transaction
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                with self._pool_lock:
+                    self._idle.append(conn)
 
     @contextlib.contextmanager
     def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
@@ -659,7 +723,7 @@ class SqliteBackend(Backend):
         """Store ``batch`` through the compiled connection; False, with nothing written, when
         that would wait (another connection holds the write lock) or when a shared connection
         is inside a transaction (``sqlite3``'s path then waits, or reports it)."""
-        with self._native_guard:
+        with _GATE, self._native_guard:
             if self._closed or (self._shared is not None and self._shared.in_transaction):
                 return False
             try:
@@ -982,9 +1046,10 @@ class SqliteBackend(Backend):
                 )
         if os.getpid() != self._pid:
             return
-        for conn in conns:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
+        with _GATE:
+            for conn in conns:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
 
     def __repr__(self) -> str:
         return f"SqliteBackend({self.path!r}, synchronous={self.synchronous!r})"
