@@ -360,7 +360,6 @@ class _WalCheckpointer:
     def __init__(self, path: str, busy_timeout: float) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
-        self.pid = os.getpid()
         #: Commits since the thread last started a checkpoint (approximate: not locked).
         self.pending = 0
         #: Set by the thread when its checkpoint left frames behind for the next commit.
@@ -495,7 +494,6 @@ class SqliteBackend(Backend):
         self._idle: list[sqlite3.Connection] = []
         self._all: list[sqlite3.Connection] = []
         self._pool_lock = threading.Lock()
-        self._pid = os.getpid()
         self._closed = False
         self._checkpointer: _WalCheckpointer | None = None
         self._checkpointer_lock = threading.Lock()
@@ -503,10 +501,9 @@ class SqliteBackend(Backend):
         self._shared_autocheckpoint: int | None = None
         #: The database file (for a shared connection: the file behind it).
         self._file = ""
-        #: The compiled connection small writes go through, the process that opened it, and
-        #: (without a shared connection) the lock that serializes its use.
+        #: The compiled connection small writes go through, and (without a shared connection)
+        #: the lock that serializes its use.
         self._native: Any = None
-        self._native_pid = 0
         self._native_lock = threading.Lock()
         _forksafe.track(self)
         if isinstance(path, sqlite3.Connection):
@@ -640,11 +637,10 @@ class SqliteBackend(Backend):
 
     def _wal_checkpointer(self) -> _WalCheckpointer:
         cp = self._checkpointer
-        if cp is not None and cp.pid == os.getpid():
+        if cp is not None:
             return cp
         with self._checkpointer_lock:
-            # A forked child has no thread of its parent's: it starts its own.
-            if self._checkpointer is None or self._checkpointer.pid != os.getpid():
+            if self._checkpointer is None:
                 self._checkpointer = _WalCheckpointer(self._file, self.busy_timeout)
             return self._checkpointer
 
@@ -741,25 +737,25 @@ class SqliteBackend(Backend):
         return True
 
     def _native_connection(self) -> Any:
-        """The compiled connection of this process, opened on first use (its owner's lock held)."""
-        if self._native is None or self._native_pid != os.getpid():
-            # A forked child opens its own; the parent's is dropped unclosed.
+        """The compiled connection, opened on first use (its owner's lock held)."""
+        if self._native is None:
             assert _NATIVE is not None
             self._native = _NATIVE.Connection(self._file, self.synchronous)
-            self._native_pid = os.getpid()
         return self._native
 
     def _start_in_child(self) -> None:
         """In a forked child, while it has one thread: locks of its own (the parent's may be
         held, at the fork, by a thread the child does not have, and would then never be let
-        go) and none of the parent's pooled connections (dropped unclosed: they belong to the
-        parent). The compiled connection and the WAL checkpointer, also the parent's, are
-        replaced on first use (their process ids differ)."""
+        go), and none of the parent's connections or WAL checkpointer thread: the child opens
+        its own on first use. The parent's connections are dropped unclosed (they belong to the
+        parent; the compiled one does nothing when dropped in another process)."""
         self._shared_lock = threading.RLock()
         self._pool_lock = threading.Lock()
-        self._idle, self._all, self._pid = [], [], os.getpid()
+        self._idle, self._all = [], []
         self._checkpointer_lock = threading.Lock()
+        self._checkpointer = None
         self._native_lock = threading.Lock()
+        self._native = None
 
     def delete_threads(self, thread_ids: Sequence[str]) -> None:
         ids = list(thread_ids)
@@ -1032,20 +1028,18 @@ class SqliteBackend(Backend):
         with self._native_guard:
             native, self._native = self._native, None
         if native is not None:
-            native.close()  # does nothing in a forked child
+            native.close()
         with self._pool_lock:
             conns, self._all, self._idle = self._all, [], []
         with self._checkpointer_lock:
             cp, self._checkpointer = self._checkpointer, None
-        if cp is not None and cp.pid == os.getpid():
+        if cp is not None:
             cp.stop()
         if self._shared is not None and self._shared_autocheckpoint is not None:
             with self._shared_lock, contextlib.suppress(sqlite3.Error):
                 self._shared.execute(
                     f"PRAGMA wal_autocheckpoint = {int(self._shared_autocheckpoint)}"
                 )
-        if os.getpid() != self._pid:
-            return
         with _GATE:
             for conn in conns:
                 with contextlib.suppress(sqlite3.Error):
