@@ -172,6 +172,21 @@ def _interrupted() -> StorageError:
 # -- sync ----------------------------------------------------------------------------------------
 
 
+def _running_loop(bound: asyncio.AbstractEventLoop | None) -> asyncio.AbstractEventLoop:
+    """The running loop, for an asyncio writer bound to ``bound`` (None: to no loop yet).
+
+    A checkpointer may outlive its loop (``asyncio.run`` called twice), and then moves to the
+    next one; two loops running at once cannot share it.
+    """
+    loop = asyncio.get_running_loop()
+    if bound is not None and bound is not loop and bound.is_running():
+        raise StorageError(
+            "this checkpointer's writer is in use by another running event loop",
+            hint="give each event loop a checkpointer of its own",
+        )
+    return loop
+
+
 def _slots(backend: Backend | AsyncBackend) -> int:
     """How many commits a sync writer may run at once (``Backend.write_concurrency``)."""
     return max(1, int(getattr(backend, "write_concurrency", 1)))
@@ -306,18 +321,12 @@ class AsyncSyncWriter:
         self._epoch = 0
 
     def _on_loop(self) -> int:
-        """The epoch of the running loop. A checkpointer may outlive its loop: when a loop
-        ended (even closed in the middle of a commit, without its shutdown), the next one
-        starts with free slots and an empty queue; the ended loop's callers never returned,
-        so nothing they submitted was acknowledged. Two loops running at once cannot share
-        the writer."""
-        loop = asyncio.get_running_loop()
+        """The epoch of the running loop (see :func:`_running_loop`). When a loop ended (even
+        closed in the middle of a commit, without its shutdown), the next one starts with free
+        slots and an empty queue; the ended loop's callers never returned, so nothing they
+        submitted was acknowledged."""
+        loop = _running_loop(self._loop)
         if self._loop is not loop:
-            if self._loop is not None and self._loop.is_running():
-                raise StorageError(
-                    "this checkpointer's writer is in use by another running event loop",
-                    hint="give each event loop a checkpointer of its own",
-                )
             self._loop, self._epoch = loop, self._epoch + 1
             self._queue, self._running = [], 0
         return self._epoch
@@ -719,19 +728,11 @@ class AsyncBatchedWriter:
         self._closed = False
 
     def _cond(self) -> asyncio.Condition:
-        """The condition of the running loop.
-
-        A checkpointer may outlive its loop (``asyncio.run`` called twice): on a new loop the
+        """The condition of the running loop (see :func:`_running_loop`): on a new loop the
         writer makes a condition and a committer there, and commits there what is still
-        queued. Two loops running at once cannot share it.
-        """
-        loop = asyncio.get_running_loop()
+        queued."""
+        loop = _running_loop(self._loop)
         if self._cv is None or self._loop is not loop:
-            if self._loop is not None and self._loop is not loop and self._loop.is_running():
-                raise StorageError(
-                    "this checkpointer's batched writer is in use by another running event loop",
-                    hint="give each event loop a checkpointer of its own",
-                )
             self._cv = asyncio.Condition()
             self._loop = loop
             self._task = None  # the old loop's committer runs no more
