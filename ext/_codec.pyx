@@ -123,7 +123,7 @@ cdef object KNOWN_VERSIONS = _F.KNOWN_VERSIONS
 cdef int CHUNKED_VERSION = _F.CHUNKED_VERSION
 cdef Py_ssize_t CHUNK_SIZE = _F.CHUNK_SIZE
 cdef object pack_chunks = _F.pack_chunks
-cdef object unpack_chunks = _F.unpack_chunks
+cdef object unchunked = _F.unchunked
 cdef object too_deep = _F.too_deep
 cdef object safe_repr = _F.safe_repr
 cdef object xxh3_64 = _xxhash.xxh3_64_intdigest
@@ -1061,10 +1061,8 @@ cdef class Core:
         cdef uint32_t size
         cdef _Reader reader
         if version == CHUNKED_VERSION:
-            if not flags & FLAG_LZ4:
-                raise BadData("chunked payload without the compression flag")
-            body = unpack_chunks(PyMemoryView_FromMemory(<char*>p + HEADER_SIZE, n - HEADER_SIZE,
-                                                         PyBUF_READ))
+            body = unchunked(flags, PyMemoryView_FromMemory(<char*>p + HEADER_SIZE,
+                                                            n - HEADER_SIZE, PyBUF_READ))
             reader = _Reader(self, body, 0, len(<bytes>body))
         elif flags & FLAG_LZ4:
             if n - HEADER_SIZE < 4:

@@ -47,6 +47,7 @@ __all__ = [
     "CHUNK_SIZE",
     "pack_chunks",
     "unpack_chunks",
+    "unchunked",
     "HEADER_SIZE",
     "FLAG_LZ4",
     "KNOWN_FLAGS",
@@ -332,6 +333,14 @@ def unpack_chunks(payload: Any) -> bytes:
         except lz4.block.LZ4BlockError:
             raise BadData(f"corrupt compressed payload (chunk {i})") from None
     return b"".join(parts)
+
+
+def unchunked(flags: int, payload: Any) -> bytes:
+    """The document of a CHUNKED_VERSION value, from its header's flags and its payload;
+    BadData if the compression flag is missing or the payload is malformed."""
+    if not flags & FLAG_LZ4:
+        raise BadData("chunked payload without the compression flag")
+    return unpack_chunks(payload)
 
 
 def type_name(cls: type) -> str:

@@ -326,9 +326,7 @@ class Core:
                 f"corrupt"
             )
         if version == F.CHUNKED_VERSION:
-            if not flags & F.FLAG_LZ4:
-                raise F.BadData("chunked payload without the compression flag")
-            body: Any = F.unpack_chunks(payload)
+            body: Any = F.unchunked(flags, payload)
         else:
             body = _decompress(payload) if flags & F.FLAG_LZ4 else payload
         try:
