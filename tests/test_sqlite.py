@@ -284,39 +284,24 @@ def test_fork_waits_while_the_checkpointer_is_inside_sqlite(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A fork while the background thread runs a checkpoint must not hang the child."""
-    if not hasattr(os, "fork"):
-        pytest.skip("no fork on this platform")
-    import time
-
     import snapstate.backends.sqlite as mod
+
+    from .forking import child_succeeded, fork_child
 
     monkeypatch.setattr(mod, "_CHECKPOINT_IDLE", 0.0)  # checkpoint without pause
     monkeypatch.setattr(mod, "_CHECKPOINT_EVERY", 1)
     saver = Checkpointer(tmp_path / "busy.db")
     saver.put(cp(0, {"x": 0}), thread_id="t")
+
+    def in_child() -> bool:
+        conn = sqlite3.connect(tmp_path / "busy.db")
+        conn.execute("SELECT count(*) FROM checkpoints").fetchone()
+        conn.close()
+        return True
+
     try:
         for i in range(1, 201):
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - runs in the child
-                code = 1
-                try:
-                    conn = sqlite3.connect(tmp_path / "busy.db")
-                    conn.execute("SELECT count(*) FROM checkpoints").fetchone()
-                    conn.close()
-                    code = 0
-                finally:
-                    os._exit(code)
-            deadline = time.monotonic() + 20
-            while True:
-                done, status = os.waitpid(pid, os.WNOHANG)
-                if done:
-                    break
-                if time.monotonic() > deadline:
-                    os.kill(pid, 9)
-                    os.waitpid(pid, 0)
-                    pytest.fail(f"fork {i}: the child hung opening the database")
-                time.sleep(0.005)
-            assert os.WEXITSTATUS(status) == 0
+            assert child_succeeded(fork_child(in_child)), f"fork {i}: the child hung or failed"
     finally:
         saver.close()
 

@@ -285,23 +285,23 @@ def test_closed_connection(tmp_path: Path) -> None:
 
 @needs_module
 def test_a_forked_child_neither_uses_nor_closes_its_parents(tmp_path: Path) -> None:
-    if not hasattr(os, "fork"):
-        pytest.skip("no fork on this platform")
+    from .forking import child_succeeded, fork_child
+
     conn = native.Connection(str(wal_db(tmp_path / "fork.db")))
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        code = 1
+
+    def in_child() -> bool:
+        nonlocal conn
         try:
-            try:
-                conn.begin()
-            except sqlite3.ProgrammingError as exc:
-                code = 0 if "another process" in str(exc) else 2
-            conn.close()
-            del conn
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.WEXITSTATUS(status) == 0
+            conn.begin()
+        except sqlite3.ProgrammingError as exc:
+            refused = "another process" in str(exc)
+        else:
+            refused = False
+        conn.close()
+        del conn
+        return refused
+
+    assert child_succeeded(fork_child(in_child))
     assert conn.begin()
     conn.executemany("INSERT INTO t (k, v) VALUES (?, ?)", [("after", 1)])
     conn.commit()
