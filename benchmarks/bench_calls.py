@@ -17,7 +17,13 @@ interleaved; round 0 warms up and is dropped. The floors are ``bench_langgraph``
 that keeps references (``floor``) and the one that commits a 4-byte row per call
 (``floor-committing``, in SQLite or in Postgres).
 
+A second measurement, :func:`stream`, replays the same calls as many graph threads one after
+another on one SQLite store, as a busy process writes: commits keep coming for seconds, so the
+store's WAL checkpoints happen during the stream and their cost lands on the calls. It reports
+the mean, median, 99th percentile and slowest call, and the WAL file's size at the end.
+
     python -m benchmarks.bench_calls           # SQLite and memory; Postgres when reachable
+    python -m benchmarks.bench_calls --stream  # the stream, on both SQLite savers
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -44,6 +51,10 @@ __all__ = [
     "compare",
     "ratios",
     "table",
+    "Stream",
+    "stream",
+    "compare_streams",
+    "stream_table",
     "SaverCalls",
 ]
 
@@ -251,6 +262,88 @@ def table(result: dict[str, Calls]) -> str:
     return "\n".join(lines)
 
 
+#: Graph threads :func:`stream` replays one after another on one store (about 4000 calls).
+STREAM_THREADS = 20
+#: The savers :func:`compare_streams` runs by default.
+STREAM_SAVERS = ("snapstate-sqlite", "langgraph-sqlite")
+
+
+@dataclass
+class Stream:
+    """Every call of a stream: wall seconds per call, the whole stream's seconds, and the
+    bytes of the store's WAL file at its end."""
+
+    wall: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    wal_bytes: int = 0
+
+    def mean_us(self) -> float:
+        """The stream's time per call: what the calls cost together, stalls included."""
+        return self.seconds / len(self.wall) * 1e6
+
+    def quantile_us(self, q: float) -> float:
+        """The ``q`` quantile (0 to 1) of one call's wall time."""
+        ordered = sorted(self.wall)
+        return ordered[min(int(q * len(ordered)), len(ordered) - 1)] * 1e6
+
+
+def stream(
+    name: str, calls: Sequence[Call], directory: str, threads: int = STREAM_THREADS
+) -> Stream:
+    """Replay ``calls`` as ``threads`` graph threads, one after another, on one fresh SQLite
+    store of saver ``name`` (``bench_langgraph``'s names) in ``directory``."""
+    out = Stream()
+    with _open(name, directory, "") as (saver, wal):
+        start = time.perf_counter()
+        for i in range(threads):
+            measured = replay(saver, calls, f"stream-{i}")
+            for kind in KINDS:
+                out.wall.extend(measured.wall[kind])
+        out.seconds = time.perf_counter() - start
+        out.wal_bytes = _wal_size(wal)
+    return out
+
+
+def compare_streams(
+    names: Sequence[str] = STREAM_SAVERS,
+    *,
+    rounds: int = 1,
+    threads: int = STREAM_THREADS,
+    turns: int = TURNS,
+) -> dict[str, Stream]:
+    """Each saver's stream, ``rounds`` times (savers interleaved; each round a fresh store;
+    every round counts: a stream warms up within its first thread)."""
+    calls = record(turns)
+    out = {n: Stream() for n in names}
+    with tempfile.TemporaryDirectory() as directory:
+        for r in range(rounds):
+            for name in names:
+                where = os.path.join(directory, f"s{r}-{name}")
+                os.makedirs(where)
+                got = stream(name, calls, where, threads)
+                mine = out[name]
+                mine.wall.extend(got.wall)
+                mine.seconds += got.seconds
+                mine.wal_bytes = max(mine.wal_bytes, got.wal_bytes)
+    return out
+
+
+def stream_table(result: dict[str, Stream], threads: int = STREAM_THREADS) -> str:
+    lines = [
+        f"{threads} chat graph threads' calls replayed one after another on one SQLite store;"
+        " µs per call; WAL: the file's size at the end",
+        "",
+        f"{'saver':20s} {'calls':>6s} {'mean':>8s} {'median':>8s} {'p99':>8s} {'slowest':>9s}"
+        f" {'WAL MB':>7s}",
+    ]
+    for name, s in result.items():
+        lines.append(
+            f"{name:20s} {len(s.wall):6d} {s.mean_us():8.1f} {s.quantile_us(0.5):8.1f}"
+            f" {s.quantile_us(0.99):8.1f} {s.quantile_us(1.0):9.1f} {s.wal_bytes / 1e6:7.1f}"
+        )
+    return "\n".join(lines)
+
+
 class SaverCalls:
     """ASV: the replayed chat calls, LangGraph's time per step over ours (higher is better),
     and our time per step in µs."""
@@ -292,9 +385,12 @@ class SaverCalls:
     track_postgres_step_us.unit = "us"  # type: ignore[attr-defined]
 
 
-def main() -> None:
+def main(argv: Sequence[str] = ()) -> None:
+    if "--stream" in argv:
+        print(stream_table(compare_streams()))
+        return
     print(table(compare()))
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .bench_calls import KINDS, compare, ratios, table
+from .bench_calls import KINDS, compare, compare_streams, ratios, stream_table, table
 
 ROUNDS = int(os.environ.get("SNAPSTATE_BENCH_ROUNDS", "5"))
 
@@ -29,4 +29,26 @@ def test_saver_calls(benchmark: Any) -> None:
                 info[f"{short}_{kind}_wal_pages"] = c.median("pages", kind)
         info[f"{short}_per_step_us"] = c.step_us()
     info.update(ratios(calls))
+    benchmark.extra_info.update(info)
+
+
+def test_saver_calls_stream(benchmark: Any) -> None:
+    """The chat calls of many graph threads on one SQLite store, WAL checkpoints included."""
+    benchmark.group = "Saver calls of many chat threads on one SQLite store"
+    result: list[Any] = []
+    benchmark.pedantic(lambda: result.append(compare_streams()), rounds=1, iterations=1)
+    (streams,) = result
+    print("\n" + stream_table(streams))
+    info: dict[str, Any] = {"role": "ours"}
+    for name, s in streams.items():
+        short = name.replace("snapstate", "ours").replace("langgraph", "lg").replace("-", "_")
+        info[f"{short}_stream_mean_us"] = s.mean_us()
+        info[f"{short}_stream_median_us"] = s.quantile_us(0.5)
+        info[f"{short}_stream_p99_us"] = s.quantile_us(0.99)
+        info[f"{short}_stream_slowest_us"] = s.quantile_us(1.0)
+        info[f"{short}_stream_wal_mb"] = s.wal_bytes / 1e6
+    if {"snapstate-sqlite", "langgraph-sqlite"} <= streams.keys():
+        info["sqlite_stream_mean_ratio"] = (
+            streams["langgraph-sqlite"].mean_us() / streams["snapstate-sqlite"].mean_us()
+        )
     benchmark.extra_info.update(info)

@@ -86,3 +86,21 @@ def test_compare_replays_on_postgres(pg_dsn: str) -> None:
     for name in names:
         assert len(result[name].wall["put"]) == 2 + 2 * 1
         assert not result[name].pages["put"]  # no WAL file to count
+
+
+def test_stream_replays_every_thread_on_one_store(calls: list[bc.Call]) -> None:
+    result = bc.compare_streams(["snapstate-sqlite"], rounds=2, threads=3, turns=3)
+    s = result["snapstate-sqlite"]
+    assert len(s.wall) == 2 * 3 * len(calls)  # every call of every thread, both rounds
+    assert s.seconds >= sum(s.wall)
+    assert s.wal_bytes > 0  # measured before the store closed
+
+
+def test_stream_statistics_and_table() -> None:
+    s = bc.Stream(wall=[1e-6 * x for x in (5, 1, 3, 2, 4)], seconds=20e-6, wal_bytes=2_500_000)
+    assert s.mean_us() == pytest.approx(4.0)  # the whole stream's time per call
+    assert s.quantile_us(0.5) == pytest.approx(3.0)
+    assert s.quantile_us(1.0) == pytest.approx(5.0)
+    assert s.quantile_us(0.0) == pytest.approx(1.0)
+    row = bc.stream_table({"snapstate-sqlite": s}).splitlines()[-1].split()
+    assert row == ["snapstate-sqlite", "5", "4.0", "3.0", "5.0", "5.0", "2.5"]
