@@ -309,28 +309,66 @@ def test_fork_waits_while_the_checkpointer_is_inside_sqlite(
 def test_the_wal_starts_over_while_commits_keep_coming(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """After a background checkpoint, a commit copies what was committed meanwhile, so the
-    next one starts the WAL over instead of growing it without end."""
+    """After a background checkpoint of a WAL past its bound, a commit copies what was
+    committed meanwhile, so the next one starts the WAL over instead of growing it without
+    end."""
     import snapstate.backends.sqlite as mod
 
     monkeypatch.setattr(mod, "_CHECKPOINT_EVERY", 20)
-    path = tmp_path / "grow.db"
+    monkeypatch.setattr(mod, "_WAL_RESTART_BYTES", 1 << 20)
+    # A WAL that never started over holds all 600 commits here: about 20 MB (measured).
+    assert _commit_steadily(tmp_path / "grow.db", 600, 2 * mod._CHECKPOINT_EVERY) < 10_000_000
+
+
+def _commit_steadily(path: Path, commits: int, wait_at: int) -> int:
+    """``commits`` puts of about 3 pages each into a new file, one after another; the size of
+    its WAL file at the end. Whenever ``wait_at`` commits are pending, the checkpoint thread
+    gets to start its checkpoint before commits go on (on a loaded machine it may otherwise not
+    run for many commits: the WAL reached 14 MB once so); what is tested is what happens when
+    it runs."""
+    import snapstate.backends.sqlite as mod
+
     backend = SqliteBackend(path)
     with Checkpointer(backend) as saver:
-        value = os.urandom(8000)  # about 3 pages a commit
-        for i in range(600):
+        value = os.urandom(8000)
+        for i in range(commits):
             saver.put(cp(i, {f"x{i % 7}": value}), thread_id="t")
             wal = backend._wal_checkpointer()
-            if wal.pending >= 2 * mod._CHECKPOINT_EVERY:
-                # On a loaded machine the thread may not get to run for many commits (the WAL
-                # reached 14 MB once so); what is tested is what happens when it does run, so
-                # let it start a checkpoint before committing on.
+            if wal.pending >= wait_at:
                 deadline = time.monotonic() + 10
                 while wal.pending >= mod._CHECKPOINT_EVERY and time.monotonic() < deadline:
                     time.sleep(0.001)
-        # A WAL that never started over holds all 600 commits here: about 20 MB (measured).
-        assert os.path.getsize(f"{path}-wal") < 10_000_000
+        size = os.path.getsize(f"{path}-wal")
         assert saver.get("t") is not None
+    return size
+
+
+def test_a_wal_under_its_bound_is_never_checkpointed_inline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Until the WAL passes _WAL_RESTART_BYTES, commits that keep coming leave every
+    checkpoint to the thread, and the WAL grows instead; past it, a commit copies the tail."""
+    import snapstate.backends.sqlite as mod
+
+    monkeypatch.setattr(mod, "_CHECKPOINT_EVERY", 10)
+    inline: list[int] = []
+    real = mod._WalCheckpointer.catch_up
+
+    def spy(self: Any, conn: sqlite3.Connection) -> None:
+        inline.append(1)
+        real(self, conn)
+
+    monkeypatch.setattr(mod._WalCheckpointer, "catch_up", spy)
+
+    monkeypatch.setattr(mod, "_WAL_RESTART_BYTES", 1 << 40)
+    grown = _commit_steadily(tmp_path / "under.db", 300, mod._CHECKPOINT_EVERY)
+    assert inline == []
+    # Never started over: the WAL holds all 300 commits (about 10 MB measured).
+    assert grown > 5_000_000
+    monkeypatch.setattr(mod, "_WAL_RESTART_BYTES", 1 << 20)
+    bounded = _commit_steadily(tmp_path / "over.db", 300, mod._CHECKPOINT_EVERY)
+    assert inline != []
+    assert bounded < grown
 
 
 def test_an_occasional_commit_never_checkpoints_inline(

@@ -66,6 +66,9 @@ Synchronous = Literal["off", "normal", "full", "extra"]
 #: Rows per ``IN (...)``/``VALUES`` list; SQLite allows 32766 bound variables per statement.
 _CHUNK = 400
 
+#: Bytes of a WAL frame's header (each frame is one page after it).
+_FRAME_HEADER = 24
+
 #: Commits between two WAL checkpoints. A background thread runs them (PASSIVE: it never waits
 #: for or blocks a writer), so that no commit pays for one. SQLite's own default is a checkpoint
 #: run by whichever commit takes the WAL past 1000 pages; under ``synchronous=NORMAL`` that
@@ -82,6 +85,15 @@ _CHECKPOINT_IDLE = 1.0
 #: If that many commits pass without a finished background checkpoint (the thread cannot keep
 #: up), the committing connection runs a PASSIVE checkpoint itself: the WAL stays bounded.
 _CHECKPOINT_INLINE_AFTER = 20 * _CHECKPOINT_EVERY
+#: While commits keep coming, the WAL grows to about this many bytes before a commit copies the
+#: tail a background checkpoint left behind, so that the WAL starts over (see
+#: :meth:`_WalCheckpointer.committed`). A tail is everything committed during the thread's
+#: checkpoint, and copying it ends with an fsync of the database file, in the committing
+#: thread: under a steady stream of commits it was as long as a third of the thread's own
+#: checkpoint (10 to 30 ms on a slow disk). Starting the WAL over after every background
+#: checkpoint kept it near 10 MB and paid that copy every 200 commits; at this size, 20 chat
+#: threads' calls in a row copied 3 tails instead of 18 (docs/backends.md has the benchmark).
+_WAL_RESTART_BYTES = 32 << 20
 
 #: Batches up to this many rows and bytes (:func:`~snapstate.backends._base.batch_bytes`) are
 #: written through the compiled connection, holding the GIL: a ``sync`` put or put_writes of a
@@ -362,7 +374,8 @@ class _WalCheckpointer:
         self.busy_timeout = busy_timeout
         #: Commits since the thread last started a checkpoint (approximate: not locked).
         self.pending = 0
-        #: Set by the thread when its checkpoint left frames behind for the next commit.
+        #: Set by the thread when its checkpoint left frames behind for the next commit to
+        #: copy: only once the WAL has grown past _WAL_RESTART_BYTES.
         self.tail = False
         self.in_sqlite = threading.Lock()
         self._wake = threading.Event()
@@ -379,12 +392,11 @@ class _WalCheckpointer:
         of ``sqlite3`` (a checkpoint waits for the disk, so never holding the GIL)."""
         self.pending += 1
         if self.tail:
-            # The thread has just copied the bulk, and commits made meanwhile left a few
-            # frames behind it. Copying them here leaves the WAL fully checkpointed, so the
-            # next commit starts it over from its first frame, overwriting blocks the file
-            # already has instead of growing it (measured: a commit that grows the WAL costs
-            # 1.6x one that overwrites it). Only under a steady stream of commits: when none
-            # came during the thread's checkpoint, the next commit starts over by itself.
+            # The thread has just copied the bulk of a WAL grown past _WAL_RESTART_BYTES, and
+            # commits made meanwhile left frames behind it. Copying them here leaves the WAL
+            # fully checkpointed, so the next commit starts it over from its first frame
+            # instead of growing it without end. Only under a steady stream of commits: when
+            # none came during the thread's checkpoint, the next commit starts over by itself.
             self.tail = False
             return True
         if self.pending >= _CHECKPOINT_EVERY:
@@ -408,13 +420,13 @@ class _WalCheckpointer:
             self.in_sqlite.release()
 
     @staticmethod
-    def checkpoint(conn: sqlite3.Connection) -> bool:
-        """One PASSIVE checkpoint; whether the WAL held frames."""
+    def checkpoint(conn: sqlite3.Connection) -> int:
+        """One PASSIVE checkpoint; the frames the WAL held (0: none, or it failed)."""
         try:
             row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error:
-            return False
-        return row is not None and row[1] > 0
+            return 0
+        return max(row[1], 0) if row is not None else 0
 
     def _run(self) -> None:
         try:
@@ -425,6 +437,7 @@ class _WalCheckpointer:
                     isolation_level=None,
                     check_same_thread=False,
                 )
+                frame_bytes = conn.execute("PRAGMA page_size").fetchone()[0] + _FRAME_HEADER
         except sqlite3.Error:
             return  # commits fall back to checkpointing inline
         try:
@@ -434,9 +447,10 @@ class _WalCheckpointer:
                 if not self._stop.is_set():
                     self.pending = 0
                     with self.in_sqlite:
-                        copied = self.checkpoint(conn)
-                    # Commits made while it ran left frames behind it: the next one copies them.
-                    self.tail = copied and self.pending > 0
+                        frames = self.checkpoint(conn)
+                    # Commits made while it ran left frames behind it: once the WAL is large,
+                    # the next commit copies them, and the one after starts the WAL over.
+                    self.tail = self.pending > 0 and frames * frame_bytes >= _WAL_RESTART_BYTES
         finally:
             with self.in_sqlite:
                 conn.close()
