@@ -56,6 +56,7 @@ __all__ = [
     "compare_streams",
     "stream_table",
     "SaverCalls",
+    "SaverStream",
 ]
 
 #: The savers replayed, by ``bench_langgraph``'s names; ``pg-`` names ``bench_postgres``'s.
@@ -383,6 +384,35 @@ class SaverCalls:
     track_postgres_calls_ratio.unit = "x"  # type: ignore[attr-defined]
     track_sqlite_step_us.unit = "us"  # type: ignore[attr-defined]
     track_postgres_step_us.unit = "us"  # type: ignore[attr-defined]
+
+
+class SaverStream:
+    """ASV: 20 chat threads' calls on one SQLite store (:func:`compare_streams`): LangGraph's
+    mean time per call over ours (higher is better), and our mean and 99th percentile in µs."""
+
+    timeout = 600
+
+    def setup_cache(self) -> dict[str, float]:
+        result = compare_streams()
+        ours, theirs = result["snapstate-sqlite"], result["langgraph-sqlite"]
+        return {
+            "ratio": theirs.mean_us() / ours.mean_us(),
+            "mean": ours.mean_us(),
+            "p99": ours.quantile_us(0.99),
+        }
+
+    def track_sqlite_stream_mean_ratio(self, values: dict[str, float]) -> float:
+        return values["ratio"]
+
+    def track_sqlite_stream_mean_us(self, values: dict[str, float]) -> float:
+        return values["mean"]
+
+    def track_sqlite_stream_p99_us(self, values: dict[str, float]) -> float:
+        return values["p99"]
+
+    track_sqlite_stream_mean_ratio.unit = "x"  # type: ignore[attr-defined]
+    track_sqlite_stream_mean_us.unit = "us"  # type: ignore[attr-defined]
+    track_sqlite_stream_p99_us.unit = "us"  # type: ignore[attr-defined]
 
 
 def main(argv: Sequence[str] = ()) -> None:

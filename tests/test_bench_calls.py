@@ -104,3 +104,16 @@ def test_stream_statistics_and_table() -> None:
     assert s.quantile_us(0.0) == pytest.approx(1.0)
     row = bc.stream_table({"snapstate-sqlite": s}).splitlines()[-1].split()
     assert row == ["snapstate-sqlite", "5", "4.0", "3.0", "5.0", "5.0", "2.5"]
+
+
+def test_asv_stream_tracks_the_ratio_and_our_times(monkeypatch: pytest.MonkeyPatch) -> None:
+    ours = bc.Stream(wall=[1e-6 * x for x in range(1, 101)], seconds=100 * 60e-6)
+    theirs = bc.Stream(wall=[240e-6] * 100, seconds=100 * 240e-6)
+    monkeypatch.setattr(
+        bc, "compare_streams", lambda: {"snapstate-sqlite": ours, "langgraph-sqlite": theirs}
+    )
+    asv = bc.SaverStream()
+    values = asv.setup_cache()
+    assert asv.track_sqlite_stream_mean_ratio(values) == pytest.approx(4.0)
+    assert asv.track_sqlite_stream_mean_us(values) == pytest.approx(60.0)
+    assert asv.track_sqlite_stream_p99_us(values) == pytest.approx(100.0)
