@@ -315,7 +315,7 @@ def test_the_wal_starts_over_while_commits_keep_coming(
     import snapstate.backends.sqlite as mod
 
     monkeypatch.setattr(mod, "_CHECKPOINT_EVERY", 20)
-    monkeypatch.setattr(mod, "_WAL_RESTART_BYTES", 1 << 20)
+    monkeypatch.setattr(mod, "_WAL_RESTART_FRAMES", 256)
     # A WAL that never started over holds all 600 commits here: about 20 MB (measured).
     assert _commit_steadily(tmp_path / "grow.db", 600, 2 * mod._CHECKPOINT_EVERY) < 10_000_000
 
@@ -346,7 +346,7 @@ def _commit_steadily(path: Path, commits: int, wait_at: int) -> int:
 def test_a_wal_under_its_bound_is_never_checkpointed_inline(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Until the WAL passes _WAL_RESTART_BYTES, commits that keep coming leave every
+    """Until the WAL passes _WAL_RESTART_FRAMES, commits that keep coming leave every
     checkpoint to the thread, and the WAL grows instead; past it, a commit copies the tail."""
     import snapstate.backends.sqlite as mod
 
@@ -360,12 +360,12 @@ def test_a_wal_under_its_bound_is_never_checkpointed_inline(
 
     monkeypatch.setattr(mod._WalCheckpointer, "catch_up", spy)
 
-    monkeypatch.setattr(mod, "_WAL_RESTART_BYTES", 1 << 40)
+    monkeypatch.setattr(mod, "_WAL_RESTART_FRAMES", 1 << 40)
     grown = _commit_steadily(tmp_path / "under.db", 300, mod._CHECKPOINT_EVERY)
     assert inline == []
     # Never started over: the WAL holds all 300 commits (about 10 MB measured).
     assert grown > 5_000_000
-    monkeypatch.setattr(mod, "_WAL_RESTART_BYTES", 1 << 20)
+    monkeypatch.setattr(mod, "_WAL_RESTART_FRAMES", 256)
     bounded = _commit_steadily(tmp_path / "over.db", 300, mod._CHECKPOINT_EVERY)
     assert inline != []
     assert bounded < grown

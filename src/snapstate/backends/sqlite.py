@@ -66,9 +66,6 @@ Synchronous = Literal["off", "normal", "full", "extra"]
 #: Rows per ``IN (...)``/``VALUES`` list; SQLite allows 32766 bound variables per statement.
 _CHUNK = 400
 
-#: Bytes of a WAL frame's header (each frame is one page after it).
-_FRAME_HEADER = 24
-
 #: Commits between two WAL checkpoints. A background thread runs them (PASSIVE: it never waits
 #: for or blocks a writer), so that no commit pays for one. SQLite's own default is a checkpoint
 #: run by whichever commit takes the WAL past 1000 pages; under ``synchronous=NORMAL`` that
@@ -85,15 +82,16 @@ _CHECKPOINT_IDLE = 1.0
 #: If that many commits pass without a finished background checkpoint (the thread cannot keep
 #: up), the committing connection runs a PASSIVE checkpoint itself: the WAL stays bounded.
 _CHECKPOINT_INLINE_AFTER = 20 * _CHECKPOINT_EVERY
-#: While commits keep coming, the WAL grows to about this many bytes before a commit copies the
-#: tail a background checkpoint left behind, so that the WAL starts over (see
+#: While commits keep coming, the WAL grows to about this many frames (pages: 32 MB at SQLite's
+#: default 4 KB) before a commit copies the tail a background checkpoint left behind, so that
+#: the WAL starts over (see
 #: :meth:`_WalCheckpointer.committed`). A tail is everything committed during the thread's
 #: checkpoint, and copying it ends with an fsync of the database file, in the committing
 #: thread: under a steady stream of commits it was as long as a third of the thread's own
 #: checkpoint (10 to 30 ms on a slow disk). Starting the WAL over after every background
 #: checkpoint kept it near 10 MB and paid that copy every 200 commits; at this size, 20 chat
 #: threads' calls in a row copied 3 tails instead of 18 (docs/backends.md has the benchmark).
-_WAL_RESTART_BYTES = 32 << 20
+_WAL_RESTART_FRAMES = 8192
 
 #: Batches up to this many rows and bytes (:func:`~snapstate.backends._base.batch_bytes`) are
 #: written through the compiled connection, holding the GIL: a ``sync`` put or put_writes of a
@@ -375,7 +373,7 @@ class _WalCheckpointer:
         #: Commits since the thread last started a checkpoint (approximate: not locked).
         self.pending = 0
         #: Set by the thread when its checkpoint left frames behind for the next commit to
-        #: copy: only once the WAL has grown past _WAL_RESTART_BYTES.
+        #: copy: only once the WAL has grown past _WAL_RESTART_FRAMES.
         self.tail = False
         self.in_sqlite = threading.Lock()
         self._wake = threading.Event()
@@ -392,7 +390,7 @@ class _WalCheckpointer:
         of ``sqlite3`` (a checkpoint waits for the disk, so never holding the GIL)."""
         self.pending += 1
         if self.tail:
-            # The thread has just copied the bulk of a WAL grown past _WAL_RESTART_BYTES, and
+            # The thread has just copied the bulk of a WAL grown past _WAL_RESTART_FRAMES, and
             # commits made meanwhile left frames behind it. Copying them here leaves the WAL
             # fully checkpointed, so the next commit starts it over from its first frame
             # instead of growing it without end. Only under a steady stream of commits: when
@@ -437,7 +435,6 @@ class _WalCheckpointer:
                     isolation_level=None,
                     check_same_thread=False,
                 )
-                frame_bytes = conn.execute("PRAGMA page_size").fetchone()[0] + _FRAME_HEADER
         except sqlite3.Error:
             return  # commits fall back to checkpointing inline
         try:
@@ -450,7 +447,7 @@ class _WalCheckpointer:
                         frames = self.checkpoint(conn)
                     # Commits made while it ran left frames behind it: once the WAL is large,
                     # the next commit copies them, and the one after starts the WAL over.
-                    self.tail = self.pending > 0 and frames * frame_bytes >= _WAL_RESTART_BYTES
+                    self.tail = self.pending > 0 and frames >= _WAL_RESTART_FRAMES
         finally:
             with self.in_sqlite:
                 conn.close()
