@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import multiprocessing as mp
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,8 @@ from snapstate.backends import ListQuery, MemoryBackend
 from snapstate.backends.sqlite import MIGRATIONS, SqliteBackend
 from snapstate.cli import main
 from snapstate.errors import SchemaVersionError
+
+from .processes import run_together
 
 
 def make_v1_store(path: Path, threads: int = 3, steps: int = 6) -> dict[tuple[str, str], object]:
@@ -123,7 +124,7 @@ def test_first_schema_upgrades_with_every_checkpoint_intact(tmp_path: Path) -> N
     assert applied(path) == [(m[0], m[1]) for m in MIGRATIONS]
 
 
-def _setup_in_process(path: str, barrier: mp.synchronize.Barrier, q: mp.Queue) -> None:  # type: ignore[name-defined]
+def _setup_in_process(path: str, barrier: Any, q: Any) -> None:
     try:
         barrier.wait(30)
         SqliteBackend(path).setup()
@@ -136,15 +137,7 @@ def _setup_in_process(path: str, barrier: mp.synchronize.Barrier, q: mp.Queue) -
 def test_concurrent_setup_from_four_processes(tmp_path: Path, start: str) -> None:
     path = tmp_path / "shared.db"
     expected = make_v1_store(path) if start == "old" else {}
-    ctx = mp.get_context("spawn")
-    barrier = ctx.Barrier(4)
-    q = ctx.Queue()
-    procs = [ctx.Process(target=_setup_in_process, args=(str(path), barrier, q)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    results = [q.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(60)
+    results = run_together(_setup_in_process, [(str(path),)] * 4, timeout=120)
     assert results == ["ok"] * 4
     assert applied(path) == [(m[0], m[1]) for m in MIGRATIONS]
     with Checkpointer(path) as cp:
@@ -323,18 +316,7 @@ def test_postgres_first_schema_upgrades_concurrently_with_checkpoints_intact(
                 f"INSERT INTO {quoted}.blobs VALUES (%s,%s,%s,%s,%s,%s,%s)",
                 (b.thread_id, b.namespace, b.channel, b.version, b.kind, b.base, b.data),
             )
-    ctx = mp.get_context("spawn")
-    barrier = ctx.Barrier(4)
-    q = ctx.Queue()
-    procs = [
-        ctx.Process(target=_pg_setup_in_process, args=(pg_dsn, pg_schema, barrier, q))
-        for _ in range(4)
-    ]
-    for p in procs:
-        p.start()
-    results = [q.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(60)
+    results = run_together(_pg_setup_in_process, [(pg_dsn, pg_schema)] * 4, timeout=120)
     assert results == ["ok"] * 4
     with psycopg.connect(pg_dsn) as conn:
         ids = sorted(r[0] for r in conn.execute(f"SELECT id FROM {quoted}.schema_migrations"))

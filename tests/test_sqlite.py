@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import sqlite3
 import threading
@@ -14,6 +13,8 @@ import pytest
 
 from snapstate import Checkpoint, Checkpointer, ConfigurationError
 from snapstate.backends.sqlite import SqliteBackend
+
+from .processes import run_together
 
 
 def cp(i: int, values: dict[str, Any]) -> Checkpoint:
@@ -137,15 +138,7 @@ def _write_thread(path: str, n: int, count: int, barrier: Any, q: Any) -> None:
 def test_four_processes_write_one_file(tmp_path: Path) -> None:
     path = str(tmp_path / "procs.db")
     count = 150
-    ctx = mp.get_context("spawn")
-    barrier = ctx.Barrier(4)
-    q = ctx.Queue()
-    procs = [ctx.Process(target=_write_thread, args=(path, n, count, barrier, q)) for n in range(4)]
-    for p in procs:
-        p.start()
-    results = [q.get(timeout=240) for _ in procs]
-    for p in procs:
-        p.join(60)
+    results = run_together(_write_thread, [(path, n, count) for n in range(4)])
     assert results == ["ok"] * 4
     with Checkpointer(path) as saver:
         for n in range(4):
@@ -158,6 +151,48 @@ def test_four_processes_write_one_file(tmp_path: Path) -> None:
                 assert s.checkpoint.channel_values["m"] == [f"p{n} item {j}" for j in range(i + 1)]
                 assert s.metadata == {"proc": n, "i": i}
         assert saver.stats().threads == 4
+
+
+def _write_steadily(
+    path: str, n: int, count: int, bounds: tuple[int, int, int], barrier: Any, q: Any
+) -> None:
+    import snapstate.backends.sqlite as mod
+
+    mod._CHECKPOINT_EVERY, mod._WAL_RESTART_FRAMES, mod._WAL_FORCE_RESTART_FRAMES = bounds
+    try:
+        with Checkpointer(path) as saver:
+            barrier.wait(60)
+            value = os.urandom(8000)
+            for i in range(count):
+                saver.put(cp(i, {f"x{i % 5}": value}), thread_id=f"proc-{n}")
+        q.put("ok")
+    except BaseException as exc:  # reported to the parent
+        q.put(f"{type(exc).__name__}: {exc}")
+
+
+def _steady_processes(path: Path, force_restart_frames: int) -> int:
+    """Three processes putting 600 checkpoints each at once; the WAL file's size at the end (a
+    WAL file keeps the size it grew to). The parent holds a connection, so the last process to
+    close leaves the WAL file in place."""
+    bounds = (20, 128, force_restart_frames)
+    with Checkpointer(path) as saver:
+        saver.setup()
+        keep = sqlite3.connect(path)
+        results = run_together(_write_steadily, [(str(path), n, 600, bounds) for n in range(3)])
+        assert results == ["ok"] * 3
+        size = os.path.getsize(f"{path}-wal")
+        assert [len(list(saver.list(f"proc-{n}"))) for n in range(3)] == [600] * 3
+        keep.close()
+    return size
+
+
+def test_processes_writing_steadily_still_start_the_wal_over(tmp_path: Path) -> None:
+    """With other processes committing all the time, no write begins while the WAL is fully
+    copied, so it would grow for as long as they write (measured: 41 to 63 MB here, against
+    9 to 13 MB); past _WAL_FORCE_RESTART_FRAMES the checkpoint thread starts it over."""
+    unbounded = _steady_processes(tmp_path / "never.db", 1 << 40)
+    bounded = _steady_processes(tmp_path / "forced.db", 256)
+    assert bounded < unbounded / 2
 
 
 @pytest.mark.parametrize("held", ["", "_native_lock", "_pool_lock", "_checkpointer_lock"])

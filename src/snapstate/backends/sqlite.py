@@ -84,14 +84,23 @@ _CHECKPOINT_IDLE = 1.0
 _CHECKPOINT_INLINE_AFTER = 20 * _CHECKPOINT_EVERY
 #: While commits keep coming, the WAL grows to about this many frames (pages: 32 MB at SQLite's
 #: default 4 KB) before a commit copies the tail a background checkpoint left behind, so that
-#: the WAL starts over (see
-#: :meth:`_WalCheckpointer.committed`). A tail is everything committed during the thread's
-#: checkpoint, and copying it ends with an fsync of the database file, in the committing
-#: thread: under a steady stream of commits it was as long as a third of the thread's own
-#: checkpoint (10 to 30 ms on a slow disk). Starting the WAL over after every background
-#: checkpoint kept it near 10 MB and paid that copy every 200 commits; at this size, 20 chat
-#: threads' calls in a row copied 3 tails instead of 18 (docs/backends.md has the benchmark).
+#: the WAL starts over (see :meth:`_WalCheckpointer.committed`). A tail is everything
+#: committed during the thread's checkpoint, and copying it ends with an fsync of the database
+#: file, in the committing thread: under a steady stream of commits it took about 40% as long
+#: as the thread's own checkpoint (10 to 30 ms on a slow disk). Starting the WAL over after
+#: every background checkpoint kept it near 10 MB and paid that copy every 200 commits; at this
+#: size, 20 chat threads' calls in a row copied 3 tails instead of 18 (docs/backends.md has the
+#: benchmark).
 _WAL_RESTART_FRAMES = 8192
+#: Another process committing meanwhile defeats that copy: a write must begin while the WAL is
+#: fully copied to start it over, and with several processes committing steadily none does (4
+#: processes of 8000 puts each grew it to 1 GB). A WAL of this many frames is started over by
+#: the thread itself: a RESTART checkpoint holds new writers back, waits up to
+#: :data:`_RESTART_WAIT` seconds for the writer in progress and for readers of the WAL to
+#: finish, copies what is left, and leaves the WAL to start over at the next write. If it cannot
+#: within that wait, it has copied what it could, and the next background checkpoint tries again.
+_WAL_FORCE_RESTART_FRAMES = 2 * _WAL_RESTART_FRAMES
+_RESTART_WAIT = 0.1
 
 #: Batches up to this many rows and bytes (:func:`~snapstate.backends._base.batch_bytes`) are
 #: written through the compiled connection, holding the GIL: a ``sync`` put or put_writes of a
@@ -426,6 +435,17 @@ class _WalCheckpointer:
             return 0
         return max(row[1], 0) if row is not None else 0
 
+    @staticmethod
+    def restart(conn: sqlite3.Connection) -> bool:
+        """A RESTART checkpoint that waits at most :data:`_RESTART_WAIT` seconds; whether it
+        copied everything (the next write then starts the WAL over)."""
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(_RESTART_WAIT * 1000)}")
+            row = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+        except sqlite3.Error:
+            return False
+        return row is not None and row[0] == 0
+
     def _run(self) -> None:
         try:
             with self.in_sqlite:
@@ -445,9 +465,11 @@ class _WalCheckpointer:
                     self.pending = 0
                     with self.in_sqlite:
                         frames = self.checkpoint(conn)
-                    # Commits made while it ran left frames behind it: once the WAL is large,
-                    # the next commit copies them, and the one after starts the WAL over.
-                    self.tail = self.pending > 0 and frames >= _WAL_RESTART_FRAMES
+                        restarted = frames >= _WAL_FORCE_RESTART_FRAMES and self.restart(conn)
+                    # Commits made while it ran left frames behind it: once the WAL is large
+                    # (and unless it was just started over), the next commit copies them, and
+                    # the one after starts the WAL over.
+                    self.tail = not restarted and self.pending > 0 and frames >= _WAL_RESTART_FRAMES
         finally:
             with self.in_sqlite:
                 conn.close()
