@@ -153,48 +153,6 @@ def test_four_processes_write_one_file(tmp_path: Path) -> None:
         assert saver.stats().threads == 4
 
 
-def _write_steadily(
-    path: str, n: int, count: int, bounds: tuple[int, int, int], barrier: Any, q: Any
-) -> None:
-    import snapstate.backends.sqlite as mod
-
-    mod._CHECKPOINT_EVERY, mod._WAL_RESTART_FRAMES, mod._WAL_FORCE_RESTART_FRAMES = bounds
-    try:
-        with Checkpointer(path) as saver:
-            barrier.wait(60)
-            value = os.urandom(8000)
-            for i in range(count):
-                saver.put(cp(i, {f"x{i % 5}": value}), thread_id=f"proc-{n}")
-        q.put("ok")
-    except BaseException as exc:  # reported to the parent
-        q.put(f"{type(exc).__name__}: {exc}")
-
-
-def _steady_processes(path: Path, force_restart_frames: int) -> int:
-    """Three processes putting 600 checkpoints each at once; the WAL file's size at the end (a
-    WAL file keeps the size it grew to). The parent holds a connection, so the last process to
-    close leaves the WAL file in place."""
-    bounds = (20, 128, force_restart_frames)
-    with Checkpointer(path) as saver:
-        saver.setup()
-        keep = sqlite3.connect(path)
-        results = run_together(_write_steadily, [(str(path), n, 600, bounds) for n in range(3)])
-        assert results == ["ok"] * 3
-        size = os.path.getsize(f"{path}-wal")
-        assert [len(list(saver.list(f"proc-{n}"))) for n in range(3)] == [600] * 3
-        keep.close()
-    return size
-
-
-def test_processes_writing_steadily_still_start_the_wal_over(tmp_path: Path) -> None:
-    """With other processes committing all the time, no write begins while the WAL is fully
-    copied, so it would grow for as long as they write (measured: 41 to 63 MB here, against
-    9 to 13 MB); past _WAL_FORCE_RESTART_FRAMES the checkpoint thread starts it over."""
-    unbounded = _steady_processes(tmp_path / "never.db", 1 << 40)
-    bounded = _steady_processes(tmp_path / "forced.db", 256)
-    assert bounded < unbounded / 2
-
-
 @pytest.mark.parametrize("held", ["", "_native_lock", "_pool_lock", "_checkpointer_lock"])
 def test_forked_child_uses_its_own_connections(tmp_path: Path, held: str) -> None:
     """``held``: one of the backend's locks is held at the fork, as by a thread the child does
@@ -404,6 +362,33 @@ def test_a_wal_under_its_bound_is_never_checkpointed_inline(
     bounded = _commit_steadily(tmp_path / "over.db", 300, mod._CHECKPOINT_EVERY)
     assert inline != []
     assert bounded < grown
+
+
+def test_a_wal_never_found_fully_copied_is_started_over_by_the_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the commit's tail copy out of the way (as when other processes keep committing:
+    then no write begins on a fully copied WAL), the WAL grows for as long as commits come;
+    past _WAL_FORCE_RESTART_FRAMES the checkpoint thread starts it over itself."""
+    import snapstate.backends.sqlite as mod
+
+    monkeypatch.setattr(mod, "_CHECKPOINT_EVERY", 10)
+    monkeypatch.setattr(mod, "_WAL_RESTART_FRAMES", 1 << 40)  # no commit copies a tail
+    restarts: list[bool] = []
+    real = mod._WalCheckpointer.restart
+
+    def spy(conn: sqlite3.Connection) -> bool:
+        restarts.append(real(conn))
+        return restarts[-1]
+
+    monkeypatch.setattr(mod._WalCheckpointer, "restart", staticmethod(spy))
+    monkeypatch.setattr(mod, "_WAL_FORCE_RESTART_FRAMES", 1 << 40)
+    grown = _commit_steadily(tmp_path / "never.db", 300, mod._CHECKPOINT_EVERY)
+    assert restarts == []
+    monkeypatch.setattr(mod, "_WAL_FORCE_RESTART_FRAMES", 256)
+    bounded = _commit_steadily(tmp_path / "forced.db", 300, mod._CHECKPOINT_EVERY)
+    assert True in restarts
+    assert bounded < grown / 2
 
 
 def test_an_occasional_commit_never_checkpoints_inline(
