@@ -370,7 +370,8 @@ class _WalCheckpointer:
     Every connection the backend configures has ``wal_autocheckpoint`` off; the backend calls
     :meth:`committed` after each commit, and every :data:`_CHECKPOINT_EVERY` commits (or
     :data:`_CHECKPOINT_IDLE` seconds) this thread runs ``PRAGMA wal_checkpoint(PASSIVE)`` on a
-    connection of its own. A checkpoint copies committed pages from the WAL into the database
+    connection of its own; when the WAL has grown past :data:`_WAL_FORCE_RESTART_FRAMES`, a
+    ``RESTART`` one after it. A checkpoint copies committed pages from the WAL into the database
     file; it never changes what a reader sees, and an interrupted one is simply redone, so
     stopping the thread at any point (interpreter exit included) loses nothing. The thread
     makes its SQLite calls holding ``in_sqlite``, which ``fork()`` waits for.
