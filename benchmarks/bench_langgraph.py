@@ -60,6 +60,7 @@ __all__ = [
     "compare_chat_on",
     "chat_graph",
     "open_saver",
+    "info_prefix",
     "run_thread",
     "compare",
     "Comparison",
@@ -364,6 +365,13 @@ SAVERS: dict[str, tuple[str, str]] = {
     "snapstate-sqlite-batched-drained": ("ours", "the same, timed until its queue is committed"),
     "langgraph-sqlite": ("anchor", "langgraph.checkpoint.sqlite.SqliteSaver"),
 }
+
+
+def info_prefix(name: str) -> str:
+    """A saver's name as the prefix of its keys in a benchmark's ``extra_info``
+    (``snapstate-sqlite`` -> ``ours_sqlite``)."""
+    return name.replace("snapstate", "ours").replace("langgraph", "lg").replace("-", "_")
+
 
 #: The limit whose share no saver that waits for its store in every call can go below.
 BLOCKING_FLOOR = "floor-blocking"

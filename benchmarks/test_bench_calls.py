@@ -7,7 +7,16 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .bench_calls import KINDS, compare, compare_streams, ratios, stream_table, table
+from .bench_calls import (
+    KINDS,
+    compare,
+    compare_streams,
+    ratios,
+    stream_ratios,
+    stream_table,
+    table,
+)
+from .bench_langgraph import info_prefix
 
 ROUNDS = int(os.environ.get("SNAPSTATE_BENCH_ROUNDS", "5"))
 
@@ -21,7 +30,7 @@ def test_saver_calls(benchmark: Any) -> None:
     print("\n" + table(calls))
     info: dict[str, Any] = {"role": "ours"}
     for name, c in calls.items():
-        short = name.replace("snapstate", "ours").replace("langgraph", "lg").replace("-", "_")
+        short = info_prefix(name)
         for kind in KINDS:
             info[f"{short}_{kind}_us"] = c.median_us("wall", kind)
             info[f"{short}_{kind}_cpu_us"] = c.median_us("cpu", kind)
@@ -41,14 +50,11 @@ def test_saver_calls_stream(benchmark: Any) -> None:
     print("\n" + stream_table(streams))
     info: dict[str, Any] = {"role": "ours"}
     for name, s in streams.items():
-        short = name.replace("snapstate", "ours").replace("langgraph", "lg").replace("-", "_")
+        short = info_prefix(name)
         info[f"{short}_stream_mean_us"] = s.mean_us()
         info[f"{short}_stream_median_us"] = s.quantile_us(0.5)
         info[f"{short}_stream_p99_us"] = s.quantile_us(0.99)
         info[f"{short}_stream_slowest_us"] = s.quantile_us(1.0)
         info[f"{short}_stream_wal_mb"] = s.wal_bytes / 1e6
-    if {"snapstate-sqlite", "langgraph-sqlite"} <= streams.keys():
-        info["sqlite_stream_mean_ratio"] = (
-            streams["langgraph-sqlite"].mean_us() / streams["snapstate-sqlite"].mean_us()
-        )
+    info.update(stream_ratios(streams))
     benchmark.extra_info.update(info)

@@ -23,6 +23,7 @@ from .bench_langgraph import (
     compare,
     delta_history,
     delta_thread,
+    info_prefix,
     open_saver,
     run_thread,
     timed_runs,
@@ -71,7 +72,7 @@ def test_chat_graph_overhead_ratios(benchmark: Any) -> None:
     print("\n" + comparison.table())
     info: dict[str, Any] = {"role": "ours"}
     for name in comparison.seconds:
-        short = name.replace("snapstate", "ours").replace("langgraph", "lg").replace("-", "_")
+        short = info_prefix(name)
         info[f"{short}_ms_per_step"] = comparison.per_step_ms(name)
         if name != "none":
             info[f"{short}_overhead_ms"] = comparison.overhead_ms(name)

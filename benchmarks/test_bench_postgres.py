@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from .bench_langgraph import info_prefix
 from .bench_postgres import compare_big, compare_chat, ratios, server_available, throughputs
 
 ROUNDS = int(os.environ.get("SNAPSTATE_BENCH_COMPARE_ROUNDS", "7"))
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.skipif(not server_available(), reason="no PostgreSQL se
 def _info(comparison: Any) -> dict[str, Any]:
     info: dict[str, Any] = {"role": "ours"}
     for name in comparison.seconds:
-        short = name.replace("snapstate", "ours").replace("langgraph", "lg").replace("-", "_")
+        short = info_prefix(name)
         info[f"{short}_ms_per_step"] = comparison.per_step_ms(name)
         if name != "none":
             info[f"{short}_overhead_ms"] = comparison.overhead_ms(name)
