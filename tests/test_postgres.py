@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import msgspec
 import psycopg
 import psycopg_pool
 import pytest
@@ -33,6 +34,7 @@ from snapstate.backends import (
     WriteBatch,
     WriteRow,
 )
+from snapstate.backends import _pg_direct as direct
 from snapstate.backends._base import PAYLOAD_MIN_BYTES
 from snapstate.backends.postgres import MIGRATIONS, AsyncPostgresBackend, PostgresBackend
 from snapstate.errors import (
@@ -703,3 +705,161 @@ def test_a_write_waits_for_another_storing_the_same_payload(pg_dsn: str, pg_sche
         assert [b.data for b in backend.get_blobs("t", "", [("v", "1")])] == [big]
     finally:
         backend.close()
+
+
+# -- writes sent through libpq (backends/_pg_direct.py) ----------------------------------------
+
+
+def test_direct_statements_convert_placeholders_once() -> None:
+    s = direct.statement("INSERT INTO t VALUES (%s, %b::bytea, '100%%', %s::int4)")
+    assert s is not None
+    assert s.sql == b"INSERT INTO t VALUES ($1, $2::bytea, '100%', $3::int4)"
+    assert s.formats == (0, 1, 0)
+    assert s.name.startswith(b"snapstate_") and len(s.name) < 64  # NAMEDATALEN
+    assert direct.statement("INSERT INTO t VALUES (%s, %b::bytea, '100%%', %s::int4)") is s
+    # Named by content: the same text, whatever schema's backend made it, has one name.
+    assert direct.statement("SELECT %s") is not None
+    assert direct.statement("SELECT %s").name != s.name  # type: ignore[union-attr]
+    # Placeholders of other kinds stay with the cursor.
+    assert direct.statement("SELECT %(a)s") is None
+    assert direct.statement("SELECT %t") is None
+
+
+@pytest.mark.parametrize(
+    ("value", "fmt", "sent"),
+    [
+        ("é", 0, "é".encode()),
+        (-3, 0, b"-3"),
+        (0.1 + 0.2, 0, repr(0.1 + 0.2).encode()),
+        (None, 0, None),
+        (b"\x00\xff", 1, b"\x00\xff"),
+        (None, 1, None),
+    ],
+)
+def test_direct_parameters_are_sent_as_libpq_takes_them(value: Any, fmt: int, sent: Any) -> None:
+    s = direct.statement("SELECT %b" if fmt else "SELECT %s")
+    assert s is not None
+    assert direct.encode(s, [value]) == [sent]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["nul\x00", "\udcff", True, float("nan"), float("inf"), [1], bytearray(b"x")],
+    ids=["nul", "surrogate", "bool", "nan", "inf", "list", "bytearray"],
+)
+def test_direct_path_leaves_other_values_to_the_cursor(value: Any) -> None:
+    s = direct.statement("SELECT %s")
+    assert s is not None
+    assert direct.encode(s, [value]) is None
+    assert direct.encode(direct.statement("SELECT %b"), [value]) is None  # type: ignore[arg-type]
+    assert direct.encode(s, []) is None  # a count that does not match
+
+
+def _snapstate_statements(conn: Any) -> list[str]:
+    with conn.cursor(row_factory=tuple_row) as cur:
+        cur.execute(
+            "SELECT name FROM pg_prepared_statements WHERE name LIKE 'snapstate\\_%' ORDER BY 1"
+        )
+        return [r[0] for r in cur.fetchall()]
+
+
+async def _session_statements(backend: Any) -> list[str]:
+    if isinstance(backend, AsyncPostgresBackend):
+        async with backend._connection("test") as conn:
+            async with conn.cursor(row_factory=tuple_row) as cur:
+                await cur.execute(
+                    "SELECT name FROM pg_prepared_statements WHERE name LIKE 'snapstate\\_%'"
+                )
+                return sorted(r[0] for r in await cur.fetchall())
+    with backend._connection("test") as conn:
+        return _snapstate_statements(conn)
+
+
+async def _deallocate_all(backend: Any) -> None:
+    if isinstance(backend, AsyncPostgresBackend):
+        async with backend._connection("test") as conn:
+            await conn.execute("DEALLOCATE ALL")
+        return
+    with backend._connection("test") as conn:
+        conn.execute("DEALLOCATE ALL")
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize("prepare", [True, False], ids=["prepare=on", "prepare=off"])
+async def test_writes_are_prepared_once_per_session_and_again_when_it_loses_them(
+    pg_dsn: str, pg_schema: str, kind: str, prepare: bool
+) -> None:
+    cls = PostgresBackend if kind == "sync" else AsyncPostgresBackend
+    backend = cls(pg_dsn, schema=pg_schema, max_connections=1, prepare=prepare)
+    pg = Awaitable(backend)
+    await pg.setup()
+    try:
+        for i in range(3):  # one shape: a checkpoint, a blob, a write
+            await pg.write(
+                WriteBatch(
+                    checkpoints=[row("t", f"{i}")],
+                    blobs=[blob("t", "a", f"{i}")],
+                    writes=[write("t", f"{i}", 0)],
+                )
+            )
+        names = await _session_statements(backend)
+        assert len(names) == (1 if prepare else 0)
+        # A session that dropped its prepared statements (DISCARD ALL, a pooler): the next
+        # write prepares again and is stored once.
+        await _deallocate_all(backend)
+        await pg.write(WriteBatch(checkpoints=[row("t", "9", "2")], writes=[write("t", "9", 0)]))
+        assert [c.checkpoint_id for c in await pg.list_checkpoints(ListQuery(thread_id="t"))] == [
+            "9",
+            "2",
+            "1",
+            "0",
+        ]
+        assert len(await pg.get_writes("t", "", ["9"])) == 1
+        assert len(await _session_statements(backend)) == (1 if prepare else 0)
+    finally:
+        await pg.close()
+
+
+async def test_direct_and_cursor_writes_store_the_same_rows(
+    pg: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Values sent as text by the direct path read back exactly as the cursor's binary ones:
+    floats to the last bit, negative indices, NULLs, empty and binary data."""
+
+    def batch(tid: str) -> WriteBatch:
+        return WriteBatch(
+            checkpoints=[
+                CheckpointRow(tid, "ns", "2", "1", "run", 0.1 + 0.2, b'{"a":"\\u00e9"}', b"\x00sk"),
+                CheckpointRow(tid, "ns", "1", None, None, 1e-300, b"{}", b""),
+            ],
+            blobs=[
+                BlobRow(tid, "ns", "c", "1", BLOB_FULL, None, b""),
+                BlobRow(tid, "ns", "c", "2", BLOB_DELTA, "1", bytes(range(256))),
+            ],
+            writes=[WriteRow(tid, "ns", "2", "task", -3, "__interrupt__", "p", b"\x00")],
+            replace_writes=[WriteRow(tid, "ns", "2", "task", -1, "__error__", "p", b"e")],
+        )
+
+    await pg.write(batch("direct"))
+    monkeypatch.setattr(direct, "AVAILABLE", False)
+    await pg.write(batch("cursor"))
+    stored = {}
+    for tid in ("direct", "cursor"):
+        expected = batch(tid)
+        rows = await pg.list_checkpoints(ListQuery(thread_id=tid))
+        # JSONB keeps its own text of the metadata; everything else reads back as written.
+        assert [msgspec.json.decode(r.metadata) for r in rows] == [{"a": "é"}, {}]
+        assert [msgspec.structs.replace(r, metadata=b"") for r in rows] == [
+            msgspec.structs.replace(r, metadata=b"") for r in expected.checkpoints
+        ]
+        got = await pg.get_blobs(tid, "ns", [("c", "1"), ("c", "2")])
+        assert sorted(got, key=lambda b: b.version) == expected.blobs
+        writes = await pg.get_writes(tid, "ns", ["2"])
+        assert sorted(writes, key=lambda w: w.idx) == [*expected.writes, *expected.replace_writes]
+        stored[tid] = [msgspec.structs.replace(r, thread_id="") for r in rows]
+    assert stored["direct"] == stored["cursor"]
+
+
+async def test_a_nul_in_an_id_is_refused_with_a_clear_error(pg: Any) -> None:
+    with pytest.raises(InvalidArgumentError, match="NUL"):
+        await pg.write(WriteBatch(checkpoints=[row("t\x00", "1")]))

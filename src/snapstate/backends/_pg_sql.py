@@ -54,11 +54,14 @@ R = TypeVar("R")
 
 
 class Stmt(NamedTuple):
-    """One statement of an operation; ``fetch`` says whether its rows are sent back."""
+    """One statement of an operation; ``fetch`` says whether its rows are sent back. ``direct``:
+    it may go straight through libpq (:mod:`._pg_direct`; only statements whose rows nobody
+    reads)."""
 
     sql: str
     params: Sequence[Any] | Mapping[str, Any] | None = None
     fetch: bool = True
+    direct: bool = False
 
 
 #: An operation: yields statements, receives their rows, returns its result.
@@ -773,7 +776,7 @@ def op_write(q: Statements, batch: WriteBatch) -> Op[None]:
         return
     key, params, threads = write_params(batch)
     try:
-        yield Stmt(q.write_sql(key), params, fetch=False)
+        yield Stmt(q.write_sql(key), params, fetch=False, direct=True)
     except psycopg.Error as exc:
         if exc.sqlstate != TOMBSTONE_SQLSTATE:
             raise

@@ -43,6 +43,7 @@ from ..errors import (
     StorageError,
     StoreUnavailableError,
 )
+from . import _pg_direct as direct
 from . import _pg_sql as sql
 from ._async import AsyncBackend
 from ._base import (
@@ -479,14 +480,25 @@ class PostgresBackend(Backend):
 
     def _drive(self, conn: psycopg.Connection[Any], op: sql.Op[T], transaction: bool) -> T:
         prepare = self._cfg.prepare_arg
-        with conn.cursor(binary=True, row_factory=tuple_row) as cur:
+        cur: psycopg.Cursor[Any] | None = None  # made for the first statement that needs one
+        try:
             with conn.transaction() if transaction else contextlib.nullcontext():
                 try:
                     stmt = next(op)
                     while True:
                         try:
-                            cur.execute(stmt.sql, stmt.params, prepare=prepare)
-                            rows = cur.fetchall() if stmt.fetch else []
+                            call = (
+                                direct.prepared_call(stmt.sql, stmt.params) if stmt.direct else None
+                            )
+                            if call is not None and direct.run(
+                                conn, *call, prepare=self._cfg.prepare
+                            ):
+                                rows: list[Any] = []
+                            else:
+                                if cur is None:
+                                    cur = conn.cursor(binary=True, row_factory=tuple_row)
+                                cur.execute(stmt.sql, stmt.params, prepare=prepare)
+                                rows = cur.fetchall() if stmt.fetch else []
                         except psycopg.Error as exc:
                             if _is_lost(exc, conn):
                                 raise
@@ -495,6 +507,9 @@ class PostgresBackend(Backend):
                             stmt = op.send(rows)
                 except StopIteration as stop:
                     return stop.value  # type: ignore[no-any-return]
+        finally:
+            if cur is not None:
+                cur.close()
 
     # -- the contract --------------------------------------------------------------------------
 
@@ -801,14 +816,25 @@ class AsyncPostgresBackend(AsyncBackend):
         self, conn: psycopg.AsyncConnection[Any], op: sql.Op[T], transaction: bool
     ) -> T:
         prepare = self._cfg.prepare_arg
-        async with conn.cursor(binary=True, row_factory=tuple_row) as cur:
+        cur: psycopg.AsyncCursor[Any] | None = None
+        try:
             async with conn.transaction() if transaction else _anull():
                 try:
                     stmt = next(op)
                     while True:
                         try:
-                            await cur.execute(stmt.sql, stmt.params, prepare=prepare)
-                            rows = await cur.fetchall() if stmt.fetch else []
+                            call = (
+                                direct.prepared_call(stmt.sql, stmt.params) if stmt.direct else None
+                            )
+                            if call is not None and await direct.run_async(
+                                conn, *call, prepare=self._cfg.prepare
+                            ):
+                                rows: list[Any] = []
+                            else:
+                                if cur is None:
+                                    cur = conn.cursor(binary=True, row_factory=tuple_row)
+                                await cur.execute(stmt.sql, stmt.params, prepare=prepare)
+                                rows = await cur.fetchall() if stmt.fetch else []
                         except psycopg.Error as exc:
                             if _is_lost(exc, conn):
                                 raise
@@ -817,6 +843,9 @@ class AsyncPostgresBackend(AsyncBackend):
                             stmt = op.send(rows)
                 except StopIteration as stop:
                     return stop.value  # type: ignore[no-any-return]
+        finally:
+            if cur is not None:
+                await cur.close()
 
     # -- the contract --------------------------------------------------------------------------
 
