@@ -1,11 +1,11 @@
 """Writes sent through the connection's libpq handle, past psycopg's cursor machinery.
 
 A write is one statement whose result nobody reads. Sending it through a psycopg cursor costs
-the client about 40 µs of CPU per call on top of the round trip (a cursor, parameters adapted one
-by one by psycopg's transformer, the query parsed for placeholders, the result wrapped): the
-chat graph's calls replayed by ``python -m benchmarks.bench_calls`` took 229 and 216 µs of CPU
-per ``put`` through the cursor, 186 and 173 µs through ``PGconn.send_query_prepared`` (two
-alternating runs each, AMD EPYC VM with 2 cores).
+the client about 35 µs of CPU per call on top of the round trip (a cursor, parameters adapted
+one by one by psycopg's transformer, the query parsed for placeholders, the result wrapped): the
+chat graph's calls replayed by ``python -m benchmarks.bench_calls`` took 230 µs of CPU per
+``put`` through the cursor and 196 µs through ``PGconn.send_query_prepared`` (medians of six
+alternating runs each, AMD EPYC VM with 2 cores; docs/postgres.md).
 
 The path is taken only where it behaves as the cursor's does, and a statement it cannot send
 goes through the cursor instead (:func:`encode` returns None), so errors stay psycopg's:
