@@ -775,13 +775,13 @@ async def _session_statements(backend: Any) -> list[str]:
         return _snapstate_statements(conn)
 
 
-async def _deallocate_all(backend: Any) -> None:
+async def _deallocate(backend: Any, what: str = "ALL") -> None:
     if isinstance(backend, AsyncPostgresBackend):
         async with backend._connection("test") as conn:
-            await conn.execute("DEALLOCATE ALL")
+            await conn.execute(f"DEALLOCATE {what}")
         return
     with backend._connection("test") as conn:
-        conn.execute("DEALLOCATE ALL")
+        conn.execute(f"DEALLOCATE {what}")
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
@@ -806,7 +806,7 @@ async def test_writes_are_prepared_once_per_session_and_again_when_it_loses_them
         assert len(names) == (1 if prepare else 0)
         # A session that dropped its prepared statements (DISCARD ALL, a pooler): the next
         # write prepares again and is stored once.
-        await _deallocate_all(backend)
+        await _deallocate(backend)
         await pg.write(WriteBatch(checkpoints=[row("t", "9", "2")], writes=[write("t", "9", 0)]))
         assert [c.checkpoint_id for c in await pg.list_checkpoints(ListQuery(thread_id="t"))] == [
             "9",
@@ -816,6 +816,29 @@ async def test_writes_are_prepared_once_per_session_and_again_when_it_loses_them
         ]
         assert len(await pg.get_writes("t", "", ["9"])) == 1
         assert len(await _session_statements(backend)) == (1 if prepare else 0)
+        if not prepare:
+            return
+        # One statement dropped while another stays: each shape still runs, none twice.
+        await pg.write(WriteBatch(writes=[write("t", "9", 1)]))
+        first, second = await _session_statements(backend)
+        await _deallocate(backend, first)
+        for i in (2, 3):
+            await pg.write(
+                WriteBatch(checkpoints=[row("t", "9", "2")], writes=[write("t", "9", 0)])
+            )
+            await pg.write(WriteBatch(writes=[write("t", "9", i)]))
+        assert await _session_statements(backend) == [first, second]
+        # A record of the session's statements lost on our side: preparing one that exists
+        # finds it there and runs it.
+        if isinstance(backend, AsyncPostgresBackend):
+            async with backend._connection("test") as conn:
+                direct._prepared[conn].clear()
+        else:
+            with backend._connection("test") as conn:
+                direct._prepared[conn].clear()
+        await pg.write(WriteBatch(writes=[write("t", "9", 4)]))
+        assert await _session_statements(backend) == [first, second]
+        assert sorted(w.idx for w in await pg.get_writes("t", "", ["9"])) == [0, 1, 2, 3, 4]
     finally:
         await pg.close()
 

@@ -175,7 +175,13 @@ def _send(conn: Any, stmt: Statement, params: list[bytes | None], prepare: bool)
     for attempt in (0, 1):
         if stmt.name not in done:
             pgconn.send_prepare(stmt.name, stmt.sql)
-            _check((yield from _execute(pgconn)), conn)
+            try:
+                _check((yield from _execute(pgconn)), conn)
+            except pg_errors.DuplicatePreparedStatement:
+                # Already in the session (this connection's record of it was dropped below):
+                # a name only ever stands for this text, so it is this very statement.
+                if pgconn.transaction_status != pq.TransactionStatus.IDLE:
+                    raise
             done.add(stmt.name)
         pgconn.send_query_prepared(stmt.name, params, stmt.formats, _BINARY)
         try:
@@ -183,7 +189,7 @@ def _send(conn: Any, stmt: Statement, params: list[bytes | None], prepare: bool)
         except pg_errors.InvalidSqlStatementName:
             if attempt or pgconn.transaction_status != pq.TransactionStatus.IDLE:
                 raise
-            done.clear()  # the session lost its prepared statements: prepare again
+            done.discard(stmt.name)  # the session lost it (DISCARD, DEALLOCATE): prepare again
             continue
         return
 
