@@ -794,51 +794,54 @@ async def test_writes_are_prepared_once_per_session_and_again_when_it_loses_them
     pg = Awaitable(backend)
     await pg.setup()
     try:
-        for i in range(3):  # one shape: a checkpoint, a blob, a write
-            await pg.write(
-                WriteBatch(
-                    checkpoints=[row("t", f"{i}")],
-                    blobs=[blob("t", "a", f"{i}")],
-                    writes=[write("t", f"{i}", 0)],
-                )
+
+        def step(i: int) -> WriteBatch:  # one shape: a checkpoint, a blob and a write
+            return WriteBatch(
+                checkpoints=[row("t", f"{i}")],
+                blobs=[blob("t", "a", f"{i}")],
+                writes=[write("t", f"{i}", 0)],
             )
+
+        await pg.write(step(0))
+        assert await _session_statements(backend) == []  # used once: sent unnamed
+        for i in (1, 2):
+            await pg.write(step(i))
         names = await _session_statements(backend)
-        assert len(names) == (1 if prepare else 0)
+        assert len(names) == (1 if prepare else 0)  # prepared at its second use, once
         # A session that dropped its prepared statements (DISCARD ALL, a pooler): the next
-        # write prepares again and is stored once.
+        # write of that shape prepares it again and is stored once.
         await _deallocate(backend)
-        await pg.write(WriteBatch(checkpoints=[row("t", "9", "2")], writes=[write("t", "9", 0)]))
+        await pg.write(step(3))
+        assert await _session_statements(backend) == names
         assert [c.checkpoint_id for c in await pg.list_checkpoints(ListQuery(thread_id="t"))] == [
-            "9",
+            "3",
             "2",
             "1",
             "0",
         ]
-        assert len(await pg.get_writes("t", "", ["9"])) == 1
-        assert len(await _session_statements(backend)) == (1 if prepare else 0)
+        assert len(await pg.get_writes("t", "", ["3"])) == 1
         if not prepare:
             return
         # One statement dropped while another stays: each shape still runs, none twice.
-        await pg.write(WriteBatch(writes=[write("t", "9", 1)]))
+        for _ in range(2):
+            await pg.write(WriteBatch(writes=[write("t", "3", 1)]))  # insert-or-ignore
         first, second = await _session_statements(backend)
         await _deallocate(backend, first)
         for i in (2, 3):
-            await pg.write(
-                WriteBatch(checkpoints=[row("t", "9", "2")], writes=[write("t", "9", 0)])
-            )
-            await pg.write(WriteBatch(writes=[write("t", "9", i)]))
+            await pg.write(step(4 + i))
+            await pg.write(WriteBatch(writes=[write("t", "3", i)]))
         assert await _session_statements(backend) == [first, second]
         # A record of the session's statements lost on our side: preparing one that exists
         # finds it there and runs it.
         if isinstance(backend, AsyncPostgresBackend):
             async with backend._connection("test") as conn:
-                direct._prepared[conn].clear()
+                direct._sessions[conn].prepared.clear()
         else:
             with backend._connection("test") as conn:
-                direct._prepared[conn].clear()
-        await pg.write(WriteBatch(writes=[write("t", "9", 4)]))
+                direct._sessions[conn].prepared.clear()
+        await pg.write(WriteBatch(writes=[write("t", "3", 4)]))
         assert await _session_statements(backend) == [first, second]
-        assert sorted(w.idx for w in await pg.get_writes("t", "", ["9"])) == [0, 1, 2, 3, 4]
+        assert sorted(w.idx for w in await pg.get_writes("t", "", ["3"])) == [0, 1, 2, 3, 4]
     finally:
         await pg.close()
 
@@ -886,3 +889,30 @@ async def test_direct_and_cursor_writes_store_the_same_rows(
 async def test_a_nul_in_an_id_is_refused_with_a_clear_error(pg: Any) -> None:
     with pytest.raises(InvalidArgumentError, match="NUL"):
         await pg.write(WriteBatch(checkpoints=[row("t\x00", "1")]))
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_session_prepares_only_repeated_statements_and_a_bounded_number(
+    pg_dsn: str, pg_schema: str, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(direct, "MAX_PREPARED", 2)
+    cls = PostgresBackend if kind == "sync" else AsyncPostgresBackend
+    backend = cls(pg_dsn, schema=pg_schema, max_connections=1)
+    pg = Awaitable(backend)
+    await pg.setup()
+    try:
+        # Four shapes (1 to 4 writes per batch); each used once is sent unnamed.
+        for n in range(1, 5):
+            await pg.write(WriteBatch(writes=[write("t", "1", i) for i in range(n)]))
+        assert await _session_statements(backend) == []
+        # Used again, the first two are prepared; the other two stay unnamed past the bound.
+        for round_ in range(3):
+            for n in range(1, 5):
+                await pg.write(
+                    WriteBatch(writes=[write("t", f"{round_ + 2}", i) for i in range(n)])
+                )
+        assert len(await _session_statements(backend)) == 2
+        for cid in ("1", "2", "3", "4"):
+            assert sorted(w.idx for w in await pg.get_writes("t", "", [cid])) == [0, 1, 2, 3]
+    finally:
+        await pg.close()

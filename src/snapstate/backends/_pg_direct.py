@@ -15,12 +15,13 @@ goes through the cursor instead (:func:`encode` returns None), so errors stay ps
   statement says ``%b`` (binary); a string holding NUL, or anything else, falls back (psycopg
   then raises its own clear error, which the backend translates);
 * the connection is open, idle or in a transaction snapstate opened, and not in pipeline mode;
-* with ``prepare=True`` (and the connection's ``prepare_threshold`` not None) each statement is
-  prepared once per connection under a name of snapstate's own (``snapstate_`` and a hash of
-  its text, never one of psycopg's), else sent unnamed each time, as PgBouncer's transaction
-  pooling needs. When a session has lost its prepared statements (``DISCARD ALL``, a pooler
-  handing over another server connection), the server says so; the statement is prepared
-  again and run once more, which is safe because the failed call ran nothing.
+* with ``prepare=True`` (and the connection's ``prepare_threshold`` not None) a statement is
+  prepared on a connection at its second use there, under a name of snapstate's own
+  (``snapstate_`` and a hash of its text, never one of psycopg's), up to 64 per connection;
+  otherwise it is sent unnamed, as PgBouncer's transaction pooling needs. When a session has
+  lost a prepared statement (``DISCARD ALL``, a pooler handing over another server
+  connection), the server says so; the statement is prepared again and run once more, which is
+  safe because the failed call ran nothing.
 
 It uses psycopg's documented ``pq`` module and, to wait for the socket without blocking the
 event loop, the connection's ``wait`` with ``psycopg.generators.execute``, the pair psycopg's
@@ -70,9 +71,41 @@ class Statement:
         self.name = name
 
 
+#: A statement is prepared on a session at its PREPARE_AFTER-th use there (a shape the
+#: batched writer merges once is sent unnamed instead of costing a second round trip and a
+#: statement kept by the server), and a session keeps at most MAX_PREPARED of snapstate's
+#: (psycopg's own cursors keep at most 100 of theirs); past that, statements go unnamed.
+PREPARE_AFTER = 2
+MAX_PREPARED = 64
+#: Statements whose uses a session counts before it forgets the counts (of unprepared ones).
+_MAX_COUNTED = 1024
+
+
+class _Session:
+    """What snapstate has prepared on one connection's server session, and how often it has
+    sent each statement not prepared yet."""
+
+    __slots__ = ("prepared", "uses")
+
+    def __init__(self) -> None:
+        self.prepared: set[bytes] = set()
+        self.uses: dict[bytes, int] = {}
+
+    def should_prepare(self, name: bytes) -> bool:
+        if len(self.prepared) >= MAX_PREPARED:
+            return False
+        n = self.uses.get(name, 0) + 1
+        if n >= PREPARE_AFTER:
+            self.uses.pop(name, None)
+            return True
+        if len(self.uses) >= _MAX_COUNTED:
+            self.uses.clear()
+        self.uses[name] = n
+        return False
+
+
 _statements: dict[str, Statement | None] = {}
-#: Per connection, the names prepared on its server session.
-_prepared: weakref.WeakKeyDictionary[Any, set[bytes]] = weakref.WeakKeyDictionary()
+_sessions: weakref.WeakKeyDictionary[Any, _Session] = weakref.WeakKeyDictionary()
 
 
 def statement(sql: str) -> Statement | None:
@@ -167,29 +200,34 @@ def _check(results: list[Any], conn: Any) -> None:
 def _send(conn: Any, stmt: Statement, params: list[bytes | None], prepare: bool) -> Any:
     """The exchange with the server, as a psycopg generator the connection's ``wait`` drives."""
     pgconn = conn.pgconn
-    if not (prepare and conn.prepare_threshold is not None):
-        pgconn.send_query_params(stmt.sql, params, None, stmt.formats, _BINARY)
-        _check((yield from _execute(pgconn)), conn)
-        return
-    done = _prepared.setdefault(conn, set())
+    session = _sessions.get(conn)
+    if session is None:
+        session = _sessions.setdefault(conn, _Session())
+    named = prepare and conn.prepare_threshold is not None
     for attempt in (0, 1):
-        if stmt.name not in done:
+        if named and stmt.name not in session.prepared and session.should_prepare(stmt.name):
             pgconn.send_prepare(stmt.name, stmt.sql)
             try:
                 _check((yield from _execute(pgconn)), conn)
             except pg_errors.DuplicatePreparedStatement:
-                # Already in the session (this connection's record of it was dropped below):
-                # a name only ever stands for this text, so it is this very statement.
+                # In the session but not in our record of it (a prepare whose reply never
+                # reached us): a name only ever stands for this text, so it is this statement.
                 if pgconn.transaction_status != pq.TransactionStatus.IDLE:
                     raise
-            done.add(stmt.name)
+            session.prepared.add(stmt.name)
+        if not named or stmt.name not in session.prepared:
+            pgconn.send_query_params(stmt.sql, params, None, stmt.formats, _BINARY)
+            _check((yield from _execute(pgconn)), conn)
+            return
         pgconn.send_query_prepared(stmt.name, params, stmt.formats, _BINARY)
         try:
             _check((yield from _execute(pgconn)), conn)
         except pg_errors.InvalidSqlStatementName:
             if attempt or pgconn.transaction_status != pq.TransactionStatus.IDLE:
                 raise
-            done.discard(stmt.name)  # the session lost it (DISCARD, DEALLOCATE): prepare again
+            # The session lost it (DISCARD ALL, DEALLOCATE): prepare it again at once.
+            session.prepared.discard(stmt.name)
+            session.uses[stmt.name] = PREPARE_AFTER
             continue
         return
 
