@@ -717,7 +717,7 @@ def test_direct_statements_convert_placeholders_once() -> None:
     assert s.formats == (0, 1, 0)
     assert s.name.startswith(b"snapstate_") and len(s.name) < 64  # NAMEDATALEN
     assert direct.statement("INSERT INTO t VALUES (%s, %b::bytea, '100%%', %s::int4)") is s
-    # Named by content: the same text, whatever schema's backend made it, has one name.
+    # Named by content: another text (another schema's statement, say) has another name.
     assert direct.statement("SELECT %s") is not None
     assert direct.statement("SELECT %s").name != s.name  # type: ignore[union-attr]
     # Placeholders of other kinds stay with the cursor.
