@@ -7,6 +7,7 @@ Every behaviour test runs against both :class:`PostgresBackend` and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import inspect
 import random
@@ -755,33 +756,38 @@ def test_direct_path_leaves_other_values_to_the_cursor(value: Any) -> None:
     assert direct.encode(s, []) is None  # a count that does not match
 
 
-def _snapstate_statements(conn: Any) -> list[str]:
-    with conn.cursor(row_factory=tuple_row) as cur:
-        cur.execute(
-            "SELECT name FROM pg_prepared_statements WHERE name LIKE 'snapstate\\_%' ORDER BY 1"
-        )
-        return [r[0] for r in cur.fetchall()]
+@contextlib.asynccontextmanager
+async def _session(backend: Any) -> AsyncIterator[Any]:
+    """A connection of the backend's pool (sync or async): with ``max_connections=1``, the
+    session its writes run on."""
+    if isinstance(backend, AsyncPostgresBackend):
+        async with backend._connection("test") as conn:
+            yield conn
+    else:
+        with backend._connection("test") as conn:
+            yield conn
+
+
+async def _resolved(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+async def _on_session(backend: Any, query: str) -> list[tuple[Any, ...]]:
+    """Run ``query`` on the backend's session; its rows."""
+    async with _session(backend) as conn:
+        cur = await _resolved(conn.execute(query))
+        return list(await _resolved(cur.fetchall())) if cur.description else []
 
 
 async def _session_statements(backend: Any) -> list[str]:
-    if isinstance(backend, AsyncPostgresBackend):
-        async with backend._connection("test") as conn:
-            async with conn.cursor(row_factory=tuple_row) as cur:
-                await cur.execute(
-                    "SELECT name FROM pg_prepared_statements WHERE name LIKE 'snapstate\\_%'"
-                )
-                return sorted(r[0] for r in await cur.fetchall())
-    with backend._connection("test") as conn:
-        return _snapstate_statements(conn)
+    rows = await _on_session(
+        backend, "SELECT name FROM pg_prepared_statements WHERE name LIKE 'snapstate\\_%'"
+    )
+    return sorted(r[0] for r in rows)
 
 
 async def _deallocate(backend: Any, what: str = "ALL") -> None:
-    if isinstance(backend, AsyncPostgresBackend):
-        async with backend._connection("test") as conn:
-            await conn.execute(f"DEALLOCATE {what}")
-        return
-    with backend._connection("test") as conn:
-        conn.execute(f"DEALLOCATE {what}")
+    await _on_session(backend, f"DEALLOCATE {what}")
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
@@ -833,12 +839,8 @@ async def test_writes_are_prepared_once_per_session_and_again_when_it_loses_them
         assert await _session_statements(backend) == [first, second]
         # A record of the session's statements lost on our side: preparing one that exists
         # finds it there and runs it.
-        if isinstance(backend, AsyncPostgresBackend):
-            async with backend._connection("test") as conn:
-                direct._sessions[conn].prepared.clear()
-        else:
-            with backend._connection("test") as conn:
-                direct._sessions[conn].prepared.clear()
+        async with _session(backend) as conn:
+            direct._sessions[conn].prepared.clear()
         await pg.write(WriteBatch(writes=[write("t", "3", 4)]))
         assert await _session_statements(backend) == [first, second]
         assert sorted(w.idx for w in await pg.get_writes("t", "", ["3"])) == [0, 1, 2, 3, 4]
