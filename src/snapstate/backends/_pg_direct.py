@@ -204,8 +204,13 @@ def _send(conn: Any, stmt: Statement, params: list[bytes | None], prepare: bool)
     if session is None:
         session = _sessions.setdefault(conn, _Session())
     named = prepare and conn.prepare_threshold is not None
+    lost = False  # the session lost the statement: prepare it again at once
     for attempt in (0, 1):
-        if named and stmt.name not in session.prepared and session.should_prepare(stmt.name):
+        if (
+            named
+            and stmt.name not in session.prepared
+            and (lost or session.should_prepare(stmt.name))
+        ):
             pgconn.send_prepare(stmt.name, stmt.sql)
             try:
                 _check((yield from _execute(pgconn)), conn)
@@ -225,9 +230,8 @@ def _send(conn: Any, stmt: Statement, params: list[bytes | None], prepare: bool)
         except pg_errors.InvalidSqlStatementName:
             if attempt or pgconn.transaction_status != pq.TransactionStatus.IDLE:
                 raise
-            # The session lost it (DISCARD ALL, DEALLOCATE): prepare it again at once.
-            session.prepared.discard(stmt.name)
-            session.uses[stmt.name] = PREPARE_AFTER
+            session.prepared.discard(stmt.name)  # DISCARD ALL, DEALLOCATE
+            lost = True
             continue
         return
 
