@@ -241,6 +241,21 @@ async def test_bad_filter_keys_are_refused(kind: str, api: str, make_saver: Make
         await listed(saver, None, filter={"x') OR 1=1 --": 1})
 
 
+@kinds(*ALL_KINDS)
+async def test_writes_without_a_checkpoint_id_are_refused(
+    kind: str, api: str, make_saver: MakeSaver
+) -> None:
+    saver = await open_saver(make_saver, kind, api)
+    t = tid()
+    with pytest.raises(InvalidArgumentError, match="checkpoint_id") as info:
+        await saver.aput_writes(config(t), [("x", 1)], "task-1")
+    assert repr(t) in str(info.value)  # says which thread
+    with pytest.raises(InvalidArgumentError, match="thread_id"):
+        await saver.aput_writes({"configurable": {}}, [("x", 1)], "task-1")
+    # Nothing was stored for the thread.
+    assert await listed(saver, config(t)) == []
+
+
 # -- retention -----------------------------------------------------------------------------------
 
 

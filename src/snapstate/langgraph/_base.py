@@ -243,13 +243,13 @@ class SyncSaver(_SaverBase):
     ) -> None:
         if not writes:
             return
-        _, thread_id, namespace = cv.thread_of(config)
+        thread_id, namespace, checkpoint_id = cv.writes_target(config)
         indices, replace = cv.write_indices(writes)
         self._engine.put_writes(
             writes,
             thread_id=thread_id,
             namespace=namespace,
-            checkpoint_id=config["configurable"]["checkpoint_id"],
+            checkpoint_id=checkpoint_id,
             task_id=task_id,
             task_path=task_path,
             indices=indices,
@@ -515,13 +515,13 @@ class AsyncSaver(_SaverBase):
     ) -> None:
         if not writes:
             return
-        _, thread_id, namespace = cv.thread_of(config)
+        thread_id, namespace, checkpoint_id = cv.writes_target(config)
         indices, replace = cv.write_indices(writes)
         await (await self._eng()).put_writes(
             writes,
             thread_id=thread_id,
             namespace=namespace,
-            checkpoint_id=config["configurable"]["checkpoint_id"],
+            checkpoint_id=checkpoint_id,
             task_id=task_id,
             task_path=task_path,
             indices=indices,

@@ -76,6 +76,19 @@ def thread_of(config: RunnableConfig) -> tuple[Any, str, str]:
     return thread_id, str(thread_id), conf.get("checkpoint_ns") or ""
 
 
+def writes_target(config: RunnableConfig) -> tuple[str, str, str]:
+    """(thread id, namespace, checkpoint id) that ``put_writes`` stores pending writes under."""
+    _, thread_id, namespace = thread_of(config)
+    checkpoint_id = config["configurable"].get("checkpoint_id")
+    if checkpoint_id is None:
+        raise InvalidArgumentError(
+            f"put_writes needs configurable.checkpoint_id: the checkpoint the writes belong to "
+            f"(thread {thread_id!r}, namespace {namespace!r})",
+            hint="pass the config that put() returned, or one naming a stored checkpoint",
+        )
+    return thread_id, namespace, checkpoint_id
+
+
 def target_of(config: RunnableConfig) -> tuple[str, str, str | None]:
     """(thread id, namespace, checkpoint id or None for the latest) a read addresses."""
     _, thread_id, namespace = thread_of(config)
