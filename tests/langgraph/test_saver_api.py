@@ -256,6 +256,41 @@ async def test_writes_without_a_checkpoint_id_are_refused(
     assert await listed(saver, config(t)) == []
 
 
+@kinds(*ALL_KINDS)
+async def test_malformed_arguments_get_clear_errors(
+    kind: str, api: str, make_saver: MakeSaver
+) -> None:
+    saver = await open_saver(make_saver, kind, api)
+    t = tid()
+    a = await put(saver, t, {"x": 1})
+    cp = generate_checkpoint(channel_values={"x": 2}, channel_versions={"x": 2})
+    meta = {"source": "loop", "step": 1}
+    # A None thread id would otherwise name a thread "None".
+    with pytest.raises(InvalidArgumentError, match="thread_id"):
+        await saver.aput(config(None), cp, meta, {"x": 2})  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="thread_id is None"):
+        await saver.adelete_thread(None)
+    with pytest.raises(InvalidArgumentError, match="target_thread_id is None"):
+        await saver.acopy_thread(t, None)
+    with pytest.raises(InvalidArgumentError, match="thread_ids"):
+        await saver.aprune([t, None])
+    bad = dict(cp)
+    del bad["channel_versions"]
+    with pytest.raises(InvalidArgumentError, match="missing 'channel_versions'"):
+        await saver.aput(config(t, checkpoint_id=a), bad, meta, {"x": 2})
+    with pytest.raises(InvalidArgumentError, match="metadata must be a dict"):
+        await saver.aput(config(t, checkpoint_id=a), cp, "step 1", {"x": 2})
+    with pytest.raises(InvalidArgumentError, match="write 1 is 'y'"):
+        await saver.aput_writes(config(t, checkpoint_id=a), [("x", 1), "y"], "task-1")
+    with pytest.raises(InvalidArgumentError, match="channel of write 0 is a list"):
+        await saver.aput_writes(config(t, checkpoint_id=a), [(["x"], 1)], "task-1")
+    with pytest.raises(InvalidArgumentError, match="channel must be a str, got int"):
+        await saver.aput_writes(config(t, checkpoint_id=a), [(3, 1)], "task-1")
+    # None of those stored or deleted anything.
+    got = await listed(saver, config(t))
+    assert [x.checkpoint["id"] for x in got] == [a] and got[0].pending_writes == []
+
+
 # -- retention -----------------------------------------------------------------------------------
 
 

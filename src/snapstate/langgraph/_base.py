@@ -131,7 +131,7 @@ def _prune_args(thread_ids: Sequence[str], strategy: str) -> list[str]:
         raise InvalidArgumentError(
             f"unknown prune strategy {strategy!r}: use 'keep_latest', 'delete' or 'delete_all'"
         )
-    return [str(t) for t in thread_ids]
+    return [cv.thread_text(t, "a thread id in thread_ids") for t in thread_ids]
 
 
 def _delta_heads(rows: Iterator[Any] | list[Any]) -> list[str]:
@@ -257,7 +257,7 @@ class SyncSaver(_SaverBase):
         )
 
     def delete_thread(self, thread_id: str) -> None:
-        self._engine.delete_thread(str(thread_id))
+        self._engine.delete_thread(cv.thread_text(thread_id))
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints (and their writes) that the given runs saved."""
@@ -265,7 +265,10 @@ class SyncSaver(_SaverBase):
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy a thread, every namespace and pending write, keeping its checkpoint ids."""
-        self._engine.copy_thread(str(source_thread_id), str(target_thread_id))
+        self._engine.copy_thread(
+            cv.thread_text(source_thread_id, "source_thread_id"),
+            cv.thread_text(target_thread_id, "target_thread_id"),
+        )
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """Shrink threads.
@@ -529,7 +532,7 @@ class AsyncSaver(_SaverBase):
         )
 
     async def adelete_thread(self, thread_id: str) -> None:
-        await (await self._eng()).delete_thread(str(thread_id))
+        await (await self._eng()).delete_thread(cv.thread_text(thread_id))
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints (and their writes) that the given runs saved."""
@@ -537,7 +540,10 @@ class AsyncSaver(_SaverBase):
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy a thread, every namespace and pending write, keeping its checkpoint ids."""
-        await (await self._eng()).copy_thread(str(source_thread_id), str(target_thread_id))
+        await (await self._eng()).copy_thread(
+            cv.thread_text(source_thread_id, "source_thread_id"),
+            cv.thread_text(target_thread_id, "target_thread_id"),
+        )
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """See :meth:`SyncSaver.prune`."""

@@ -63,16 +63,26 @@ def next_version(current: str | int | float | None) -> str:
     return f"{n + 1:032}.{random.random():016}"
 
 
+def thread_text(thread_id: Any, what: str = "thread_id") -> str:
+    """A thread id as stored: its text (LangGraph's savers accept ints too); None is refused,
+    where ``str()`` would quietly name a thread "None"."""
+    if thread_id is None:
+        raise InvalidArgumentError(f"{what} is None", hint="name the thread with a str or int")
+    return str(thread_id)
+
+
 def thread_of(config: RunnableConfig) -> tuple[Any, str, str]:
     """(thread id as given, thread id as text, namespace) of a config."""
     try:
         conf = config["configurable"]
         thread_id = conf["thread_id"]
     except (KeyError, TypeError):
+        thread_id = None
+    if thread_id is None:
         raise InvalidArgumentError(
             "config has no configurable.thread_id",
             hint='pass {"configurable": {"thread_id": ...}} when you invoke the graph',
-        ) from None
+        )
     return thread_id, str(thread_id), conf.get("checkpoint_ns") or ""
 
 
@@ -97,13 +107,34 @@ def target_of(config: RunnableConfig) -> tuple[str, str, str | None]:
 
 def to_engine(checkpoint: LGCheckpoint) -> Checkpoint:
     """The engine's checkpoint for a LangGraph one. Values are not copied."""
-    return Checkpoint(
-        id=checkpoint["id"],
-        channel_values=checkpoint["channel_values"],
-        channel_versions=checkpoint["channel_versions"],
-        versions_seen=checkpoint["versions_seen"],
-        ts=checkpoint["ts"],
-        extra={k: v for k, v in checkpoint.items() if k not in _TYPED_KEYS},
+    try:
+        return Checkpoint(
+            id=checkpoint["id"],
+            channel_values=checkpoint["channel_values"],
+            channel_versions=checkpoint["channel_versions"],
+            versions_seen=checkpoint["versions_seen"],
+            ts=checkpoint["ts"],
+            extra={k: v for k, v in checkpoint.items() if k not in _TYPED_KEYS},
+        )
+    except (KeyError, TypeError, AttributeError):
+        raise _malformed_checkpoint(checkpoint) from None
+
+
+def _malformed_checkpoint(checkpoint: Any) -> InvalidArgumentError:
+    if not isinstance(checkpoint, Mapping):
+        what = f"a {type(checkpoint).__name__}"
+    else:
+        missing = [
+            k
+            for k in ("id", "channel_values", "channel_versions", "versions_seen", "ts")
+            if k not in checkpoint
+        ]
+        what = f"missing {', '.join(repr(k) for k in missing)}" if missing else "malformed"
+    return InvalidArgumentError(
+        f"put() needs a LangGraph checkpoint (a dict with id, ts, channel_values, "
+        f"channel_versions and versions_seen); got {what}",
+        hint="build checkpoints with langgraph.checkpoint.base.empty_checkpoint() or "
+        "create_checkpoint()",
     )
 
 
@@ -111,6 +142,10 @@ def merged_metadata(config: RunnableConfig, metadata: CheckpointMetadata) -> dic
     """The metadata LangGraph's savers store: the given metadata without NUL characters, plus
     the plain values of ``config["metadata"]`` and ``config["configurable"]`` (run_id, user
     keys, ...) that are not already set, internal, or LangGraph's own."""
+    if not isinstance(metadata, Mapping):
+        raise InvalidArgumentError(
+            f"checkpoint metadata must be a dict, got {type(metadata).__name__}"
+        )
     return cast(dict[str, Any], get_serializable_checkpoint_metadata(config, metadata))
 
 
@@ -132,8 +167,27 @@ def write_indices(writes: Sequence[tuple[str, Any]]) -> tuple[list[int], bool]:
     overwrites (a task's latest error or interrupt wins); any other call keeps rows that exist,
     so a retried call is harmless.
     """
-    indices = [WRITES_IDX_MAP.get(channel, i) for i, (channel, _) in enumerate(writes)]
+    try:
+        indices = [WRITES_IDX_MAP.get(channel, i) for i, (channel, _) in enumerate(writes)]
+    except (TypeError, ValueError):
+        raise _malformed_writes(writes) from None
     return indices, all(channel in WRITES_IDX_MAP for channel, _ in writes)
+
+
+def _malformed_writes(writes: Any) -> InvalidArgumentError:
+    what = "put_writes() needs a sequence of (channel, value) pairs"
+    try:
+        items = list(writes)
+    except TypeError:
+        return InvalidArgumentError(f"{what}, got {type(writes).__name__}")
+    for i, w in enumerate(items):
+        if not isinstance(w, (tuple, list)) or len(w) != 2:
+            return InvalidArgumentError(f"{what}; write {i} is {w!r:.80}")
+        if not isinstance(w[0], str):
+            return InvalidArgumentError(
+                f"{what}; the channel of write {i} is a {type(w[0]).__name__}, not a str"
+            )
+    return InvalidArgumentError(what)
 
 
 def to_tuple(snap: Snapshot) -> CheckpointTuple:
