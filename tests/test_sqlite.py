@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from snapstate import Checkpoint, Checkpointer, ConfigurationError
+from snapstate import Checkpoint, Checkpointer, ConfigurationError, StoreUnavailableError
 from snapstate.backends.sqlite import SqliteBackend
 
 from .processes import run_together
@@ -61,6 +61,27 @@ def test_given_connection_inside_a_transaction_is_refused(tmp_path: Path) -> Non
     conn.execute("ROLLBACK")
     saver.put(cp(1, {"x": 1}), thread_id="t")
     assert saver.get("t") is not None
+
+
+def test_given_connection_closed_under_the_store(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "e.db", check_same_thread=False)
+    saver = Checkpointer(SqliteBackend(conn))
+    saver.setup()
+    saver.put(cp(1, {"x": 1}), thread_id="t")
+    conn.close()
+    # Writes (the compiled path checks the connection first), reads, deletes: the store's error.
+    for call in (
+        lambda: saver.put(cp(2, {"x": 2}), thread_id="t"),
+        lambda: saver.get("t"),
+        lambda: saver.delete_thread("t"),
+    ):
+        with pytest.raises(StoreUnavailableError, match="connection is closed") as err:
+            call()
+        assert "keep the connection" in str(err.value)
+    saver.close()
+    # Nothing was written or deleted.
+    with contextlib.closing(sqlite3.connect(tmp_path / "e.db")) as check:
+        assert check.execute("SELECT count(*) FROM checkpoints").fetchone() == (1,)
 
 
 @pytest.mark.parametrize(

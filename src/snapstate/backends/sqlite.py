@@ -636,7 +636,7 @@ class SqliteBackend(Backend):
     @contextlib.contextmanager
     def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
         with self._conn() as conn:
-            if conn.in_transaction:
+            if _in_transaction(conn, what):
                 raise ConfigurationError(
                     f"the SQLite connection given to snapstate is inside a transaction ({what})",
                     hint="commit or roll back before handing the connection to snapstate",
@@ -754,7 +754,9 @@ class SqliteBackend(Backend):
         that would wait (another connection holds the write lock) or when a shared connection
         is inside a transaction (``sqlite3``'s path then waits, or reports it)."""
         with _GATE, self._native_guard:
-            if self._closed or (self._shared is not None and self._shared.in_transaction):
+            if self._closed or (
+                self._shared is not None and _in_transaction(self._shared, "writing a batch")
+            ):
                 return False
             try:
                 conn = self._native_connection()
@@ -1083,6 +1085,14 @@ class SqliteBackend(Backend):
         return f"SqliteBackend({self.path!r}, synchronous={self.synchronous!r})"
 
 
+def _in_transaction(conn: sqlite3.Connection, what: str) -> bool:
+    """Whether ``conn`` is inside a transaction; a closed connection is the store's error."""
+    try:
+        return conn.in_transaction
+    except sqlite3.Error as exc:
+        raise _translate(exc, what) from None
+
+
 @contextlib.contextmanager
 def _rolled_back_on_error(rollback: Callable[[], Any], what: str) -> Iterator[None]:
     """Run the block of a write transaction; on any error roll back (a failed rollback is left
@@ -1200,6 +1210,12 @@ def _filter_clause(key: str, value: Any) -> tuple[str, list[Any]]:
 
 def _translate(exc: sqlite3.Error, what: str) -> StorageError:
     text = str(exc)
+    if isinstance(exc, sqlite3.ProgrammingError) and "closed" in text:
+        return StoreUnavailableError(
+            f"the SQLite connection is closed while {what}: {text}",
+            hint="keep the connection given to snapstate open while it is in use, or give "
+            "snapstate a path and let it open and close its own",
+        )
     if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
         return StoreUnavailableError(
             f"SQLite database is locked while {what}: {text}",
