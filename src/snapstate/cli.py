@@ -282,7 +282,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         if args.command == "upgrade":
             _upgrade(args.url, args.hooks, args.thread, args.chunk, out, err)
             return 0
-        # Only `migrate` changes the schema; the other commands need it current.
+        # `migrate` applies (or, with --dry-run, lists) migrations itself; the other commands
+        # bring the schema up to date first, as any checkpointer does on first use.
         with Checkpointer(args.url, auto_setup=args.command != "migrate") as cp:
             if args.command == "migrate":
                 _migrate(cp, args.dry_run, out)
