@@ -79,6 +79,10 @@ def test_given_connection_closed_under_the_store(tmp_path: Path) -> None:
             call()
         assert "keep the connection" in str(err.value)
     saver.close()
+    # A closed store names the file behind the connection it was given.
+    with pytest.raises(StoreUnavailableError, match="is closed") as err:
+        saver.get("t")
+    assert str(tmp_path / "e.db") in str(err.value)
     # Nothing was written or deleted.
     with contextlib.closing(sqlite3.connect(tmp_path / "e.db")) as check:
         assert check.execute("SELECT count(*) FROM checkpoints").fetchone() == (1,)

@@ -542,9 +542,10 @@ class SqliteBackend(Backend):
         _forksafe.track(self)
         if isinstance(path, sqlite3.Connection):
             self._shared = path
-            self.path = "<connection>"
             self._shared_autocheckpoint = path.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
             self._file = file_of(path)
+            # Named in errors and repr: the file when there is one.
+            self.path = f"<connection to {self._file}>" if self._file else "<connection>"
             self._configure(path)
         else:
             self.path = os.fspath(path)
