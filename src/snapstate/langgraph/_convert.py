@@ -45,7 +45,8 @@ __all__ = [
 DELTA_COUNTERS = "counters_since_delta_snapshot"
 
 #: The checkpoint keys the engine keeps in typed fields; any other key travels in ``extra``.
-_TYPED_KEYS = frozenset({"id", "ts", "channel_values", "channel_versions", "versions_seen"})
+_CHECKPOINT_KEYS = ("id", "ts", "channel_values", "channel_versions", "versions_seen")
+_TYPED_KEYS = frozenset(_CHECKPOINT_KEYS)
 
 
 def next_version(current: str | int | float | None) -> str:
@@ -124,15 +125,11 @@ def _malformed_checkpoint(checkpoint: Any) -> InvalidArgumentError:
     if not isinstance(checkpoint, Mapping):
         what = f"a {type(checkpoint).__name__}"
     else:
-        missing = [
-            k
-            for k in ("id", "channel_values", "channel_versions", "versions_seen", "ts")
-            if k not in checkpoint
-        ]
+        missing = [k for k in _CHECKPOINT_KEYS if k not in checkpoint]
         what = f"missing {', '.join(repr(k) for k in missing)}" if missing else "malformed"
     return InvalidArgumentError(
-        f"put() needs a LangGraph checkpoint (a dict with id, ts, channel_values, "
-        f"channel_versions and versions_seen); got {what}",
+        f"put() needs a LangGraph checkpoint (a dict with {', '.join(_CHECKPOINT_KEYS)}); "
+        f"got {what}",
         hint="build checkpoints with langgraph.checkpoint.base.empty_checkpoint() or "
         "create_checkpoint()",
     )
