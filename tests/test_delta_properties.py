@@ -2,20 +2,22 @@
 
 For any sequence of list edits (appends, removals, replacement of an item by id, truncation,
 forks back to an older version, process restarts), every stored version reads back equal to the
-list that was put, on every backend, through ``get`` and through ``list``.
+list that was put, on every backend, through ``get`` and through ``list``; and so does every
+version that retention keeps.
 """
 
 from __future__ import annotations
 
-import itertools
 import uuid
+import weakref
+from collections.abc import Iterable
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from snapstate import Checkpoint, Checkpointer
-from snapstate.backends import BLOB_DELTA
+from snapstate.backends import BLOB_DELTA, Backend
 
 from .fix_backends import BackendFactory
 
@@ -49,43 +51,108 @@ def _apply(op: tuple[Any, ...], current: list[Any], history: list[list[Any]]) ->
     return current  # "same", "restart", or an edit that does not apply to []
 
 
-@settings(
+_opened: weakref.WeakKeyDictionary[BackendFactory, Backend] = weakref.WeakKeyDictionary()
+
+
+def one_backend(factory: BackendFactory) -> Backend:
+    """The test's backend, which its examples share (each writes a thread of its own): a test
+    of many examples then holds one store's connections, not one set per example."""
+    if factory not in _opened:
+        _opened[factory] = factory()
+    return _opened[factory]
+
+
+class History:
+    """A thread's ``messages`` channel put through a saver, one edit a step, and what each
+    checkpoint must read back."""
+
+    def __init__(self, backend: Any, keyframe_every: int) -> None:
+        self.backend = backend
+        self.keyframe_every = keyframe_every
+        self.saver = Checkpointer(backend, delta_keyframe_every=keyframe_every)
+        self.thread = uuid.uuid4().hex
+        self.current: list[Any] = []
+        self.history: list[list[Any]] = []
+        self.expected: dict[str, list[Any]] = {}
+
+    def put(self, edits: Iterable[tuple[Any, ...]]) -> None:
+        for op in edits:
+            if op[0] == "restart":
+                self.saver = Checkpointer(self.backend, delta_keyframe_every=self.keyframe_every)
+            self.current = _apply(op, self.current, self.history)
+            step = len(self.history)
+            cid = f"{step:06d}"
+            self.saver.put(
+                Checkpoint(
+                    id=cid,
+                    channel_values={"messages": self.current, "step": step},
+                    channel_versions={"messages": step + 1, "step": step + 1},
+                ),
+                thread_id=self.thread,
+            )
+            self.history.append(list(self.current))
+            self.expected[cid] = list(self.current)
+
+    def check(self) -> None:
+        """Every checkpoint expected reads back exactly, alone (in a new process's saver) and
+        listed, and no other is left."""
+        for cid, want in self.expected.items():
+            got = Checkpointer(self.backend).get(self.thread, checkpoint_id=cid)
+            assert got is not None, cid
+            assert got.checkpoint.channel_values["messages"] == want, cid
+        listed = {
+            s.checkpoint.id: s.checkpoint.channel_values["messages"]
+            for s in self.saver.list(self.thread)
+        }
+        assert listed == self.expected
+
+
+PROPERTIES = settings(
     max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+
+
+@PROPERTIES
 @given(edits=st.lists(edit, max_size=40), keyframe_every=st.sampled_from([2, 3, 5, 32]))
 def test_any_edit_sequence_reads_back_exactly(
     backend_factory: BackendFactory, edits: list[tuple[Any, ...]], keyframe_every: int
 ) -> None:
-    backend = backend_factory()
-    thread = uuid.uuid4().hex
-    saver = Checkpointer(backend, delta_keyframe_every=keyframe_every)
-    current: list[Any] = []
-    history: list[list[Any]] = []
-    expected: dict[str, list[Any]] = {}
-    for step, op in enumerate(itertools.chain([("append", [])], edits)):
-        if op[0] == "restart":
-            saver = Checkpointer(backend, delta_keyframe_every=keyframe_every)
-        current = _apply(op, current, history)
-        cid = f"{step:06d}"
-        saver.put(
-            Checkpoint(
-                id=cid,
-                channel_values={"messages": current, "step": step},
-                channel_versions={"messages": step + 1, "step": step + 1},
-            ),
-            thread_id=thread,
-        )
-        history.append(list(current))
-        expected[cid] = list(current)
+    h = History(one_backend(backend_factory), keyframe_every)
+    h.put([("append", []), *edits])
+    h.check()
 
-    for cid, want in expected.items():
-        got = Checkpointer(backend).get(thread, checkpoint_id=cid)
-        assert got is not None
-        assert got.checkpoint.channel_values["messages"] == want, cid
-    listed = {s.checkpoint.id: s.checkpoint.channel_values["messages"] for s in saver.list(thread)}
-    assert listed == expected
+
+@PROPERTIES
+@given(
+    edits=st.lists(edit, min_size=1, max_size=30),
+    more=st.lists(edit, max_size=10),
+    keyframe_every=st.sampled_from([2, 3, 5, 32]),
+    keep=st.integers(1, 4),
+)
+def test_retention_keeps_the_kept_checkpoints_whole(
+    backend_factory: BackendFactory,
+    edits: list[tuple[Any, ...]],
+    more: list[tuple[Any, ...]],
+    keyframe_every: int,
+    keep: int,
+) -> None:
+    """``retain(keep_last=...)`` deletes older checkpoints whose values later deltas build on:
+    what it keeps still reads back exactly, later puts build on it, and a second pass finds
+    nothing more to delete."""
+    h = History(one_backend(backend_factory), keyframe_every)
+    h.put([("append", []), *edits])
+    h.saver.retain(keep_last=keep, thread_ids=[h.thread])
+    h.expected = {cid: h.expected[cid] for cid in sorted(h.expected)[-keep:]}
+    h.check()
+    h.put(more)
+    h.check()
+    h.saver.retain(keep_last=keep, thread_ids=[h.thread])
+    h.expected = {cid: h.expected[cid] for cid in sorted(h.expected)[-keep:]}
+    h.check()
+    again = h.saver.retain(keep_last=keep, thread_ids=[h.thread])
+    assert (again.checkpoints_deleted, again.blobs_deleted) == (0, 0)
 
 
 def test_pure_appends_are_mostly_deltas(backend_factory: BackendFactory) -> None:
