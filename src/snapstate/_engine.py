@@ -682,10 +682,38 @@ def _check_retention(keep_last: int | None, idle_for: float | None, chunk: int) 
         raise InvalidArgumentError(f"chunk must be an int >= 1, got {chunk!r}")
 
 
+#: Given a thread's checkpoint rows, the namespaces to delete whole (see Checkpointer.prune).
+DropNamespaces = Callable[[Sequence[CheckpointRow]], Collection[str]]
+
+
+class _RowsPolicy:
+    """A keep predicate that needs all of a thread's rows first (see ``_keeper``)."""
+
+    def __init__(self, make: Callable[[Sequence[CheckpointRow]], Callable[[CheckpointRow], bool]]):
+        self.make = make
+
+
+def _latest_except(drop: DropNamespaces | None) -> _RowsPolicy | None:
+    """Each namespace's latest checkpoint, but none of the namespaces ``drop`` names."""
+    if drop is None:
+        return None
+
+    def make(rows: Sequence[CheckpointRow]) -> Callable[[CheckpointRow], bool]:
+        dropped = set(drop(rows))
+        latest = _newest_per_namespace(rows, 1)
+        return lambda r: r.namespace not in dropped and (r.namespace, r.checkpoint_id) in latest
+
+    return _RowsPolicy(make)
+
+
 def _keeper(
-    rows: Sequence[CheckpointRow], keep: Callable[[CheckpointRow], bool] | int | None
+    rows: Sequence[CheckpointRow],
+    keep: Callable[[CheckpointRow], bool] | _RowsPolicy | int | None,
 ) -> Callable[[CheckpointRow], bool]:
-    """``keep`` as a predicate: a callable as is, N = the newest N per namespace, None = 1."""
+    """``keep`` as a predicate: a callable as is, a rows policy made from ``rows``, N = the
+    newest N per namespace, None = 1."""
+    if isinstance(keep, _RowsPolicy):
+        return keep.make(rows)
     if callable(keep):
         return keep
     kept = _newest_per_namespace(rows, 1 if keep is None else keep)
@@ -1018,9 +1046,13 @@ class Checkpointer:
         thread_ids: Sequence[str],
         *,
         strategy: Literal["keep_latest", "delete", "delete_all"] = "keep_latest",
+        drop_namespaces: DropNamespaces | None = None,
     ) -> None:
         """Shrink threads: ``"keep_latest"`` keeps each namespace's latest checkpoint (and its
         writes) and deletes the rest; ``"delete"`` (alias ``"delete_all"``) deletes the threads.
+
+        ``drop_namespaces``, given a thread's checkpoint rows, names namespaces that
+        ``"keep_latest"`` deletes whole (the LangGraph savers name finished subgraph calls).
         """
         self._ensure()
         ids = self._plan.prune_args(thread_ids, strategy)
@@ -1033,7 +1065,7 @@ class Checkpointer:
                 self._plan.delta.forget(tid)
             return
         for tid in ids:
-            self._retain(tid, None)
+            self._retain(tid, _latest_except(drop_namespaces))
 
     def retain(
         self,
@@ -1162,7 +1194,7 @@ class Checkpointer:
     def _retain(
         self,
         thread_id: str,
-        keep: Callable[[CheckpointRow], bool] | int | None,
+        keep: Callable[[CheckpointRow], bool] | _RowsPolicy | int | None,
         *,
         dry_run: bool = False,
         chunk: int = RETENTION_CHUNK,
@@ -1410,6 +1442,7 @@ class AsyncCheckpointer:
         thread_ids: Sequence[str],
         *,
         strategy: Literal["keep_latest", "delete", "delete_all"] = "keep_latest",
+        drop_namespaces: DropNamespaces | None = None,
     ) -> None:
         """See :meth:`Checkpointer.prune`."""
         await self._ensure()
@@ -1423,10 +1456,10 @@ class AsyncCheckpointer:
                 self._plan.delta.forget(tid)
             return
         for tid in ids:
-            await self._retain(tid, None)
+            await self._retain(tid, _latest_except(drop_namespaces))
 
     async def _retain(
-        self, thread_id: str, keep: Callable[[CheckpointRow], bool] | int | None
+        self, thread_id: str, keep: Callable[[CheckpointRow], bool] | _RowsPolicy | int | None
     ) -> tuple[int, int]:
         index = await self.backend.blob_index(thread_id)
         rows = await self.backend.list_checkpoints(ListQuery(thread_id=thread_id))

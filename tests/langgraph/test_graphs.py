@@ -212,3 +212,67 @@ async def test_batched_durability(kind: str, make_saver: MakeSaver) -> None:
         messages = (await read.state(cfg)).values["messages"]
         assert len(messages) == 8 and messages[-1].content == "the sum is 12"
         assert len(await read.history(cfg)) == len(await run.history(cfg))
+
+
+async def namespaces(saver: Any, cfg: dict[str, Any], is_async: bool) -> dict[str, int]:
+    """How many checkpoints each namespace of the thread holds, the subgraph calls' task ids
+    left out (they differ from run to run)."""
+    every = {"configurable": {"thread_id": cfg["configurable"]["thread_id"]}}
+    listed = [t async for t in saver.alist(every)] if is_async else list(saver.list(every))
+    counts: dict[str, int] = {}
+    for t in listed:
+        ns = t.config["configurable"]["checkpoint_ns"].split(":")[0]
+        counts[ns] = counts.get(ns, 0) + 1
+    return counts
+
+
+async def prune_subgraph_calls(saver: Any, is_async: bool) -> tuple[dict[str, int], ...]:
+    """Three finished subgraph calls and a fourth interrupted, counted before and after
+    ``prune(strategy="keep_latest")``; then the interrupted call resumes and finishes."""
+    run = Driver(graphs.with_subgraph(), saver, is_async)
+    cfg = thread()
+    for answer in ("yes", "no", "yes"):
+        await run.invoke({"text": "hello", "approved": False}, cfg)
+        await run.invoke(Command(resume=answer), cfg)
+    await run.invoke({"text": "again", "approved": False}, cfg)
+    before = await namespaces(saver, cfg, is_async)
+    if is_async:
+        await saver.aprune([cfg["configurable"]["thread_id"]], strategy="keep_latest")
+    else:
+        saver.prune([cfg["configurable"]["thread_id"]], strategy="keep_latest")
+    after = await namespaces(saver, cfg, is_async)
+    out = await run.invoke(Command(resume="yes"), cfg)
+    assert out["text"] == "again (drafted) [published]" and out["approved"] is True
+    return before, after
+
+
+@kinds(*ALL_KINDS)
+async def test_keep_latest_drops_finished_subgraph_calls(
+    kind: str, make_saver: MakeSaver, request: pytest.FixtureRequest
+) -> None:
+    """As LangGraph's Postgres saver does: a finished call's namespace goes whole, the
+    interrupted call keeps its latest checkpoint and resumes."""
+    is_async = kind in ASYNC_KINDS
+    before, after = await prune_subgraph_calls(await make_saver(kind), is_async)
+    assert before == {"": 14, "draft": 15}  # four calls: 4 checkpoints each, 3 for the last
+    assert after == {"": 1, "draft": 1}  # the interrupted call's latest
+    if kind == "postgres":
+        # The same graph on LangGraph's own saver, in a schema of its own.
+        from langgraph.checkpoint.postgres import PostgresSaver as Upstream
+        from psycopg import Connection
+        from psycopg.rows import dict_row
+
+        dsn = request.getfixturevalue("pg_dsn")
+        schema = "lg_" + uuid.uuid4().hex[:16]
+        with Connection.connect(dsn, autocommit=True) as admin:
+            admin.execute(f'CREATE SCHEMA "{schema}"')
+        try:
+            with Connection.connect(
+                dsn, autocommit=True, row_factory=dict_row, options=f"-c search_path={schema}"
+            ) as conn:
+                upstream = Upstream(conn)
+                upstream.setup()
+                assert await prune_subgraph_calls(upstream, is_async=False) == (before, after)
+        finally:
+            with Connection.connect(dsn, autocommit=True) as admin:
+                admin.execute(f'DROP SCHEMA "{schema}" CASCADE')

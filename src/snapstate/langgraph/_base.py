@@ -148,6 +148,32 @@ def _delta_heads(rows: Iterator[Any] | list[Any]) -> list[str]:
     return out
 
 
+def _finished_calls(rows: Sequence[Any]) -> set[str]:
+    """Namespaces of subgraph calls that ``prune(strategy="keep_latest")`` deletes whole, as
+    LangGraph's Postgres saver does: a call's namespace has its task id after a ``":"`` (a
+    ``checkpointer=True`` subgraph's has none, and its state outlives each call), and it goes
+    with the root checkpoint it started from (``metadata["parents"][""]``), once that one is
+    saved and is not the root's latest. (Runs save in the background: a call's checkpoints can
+    commit before the root checkpoint it started from.)"""
+    latest: dict[str, Any] = {}
+    roots: set[str] = set()
+    for r in rows:
+        if r.checkpoint_id > getattr(latest.get(r.namespace), "checkpoint_id", ""):
+            latest[r.namespace] = r
+        if r.namespace == "":
+            roots.add(r.checkpoint_id)
+    root_head = getattr(latest.get(""), "checkpoint_id", None)
+    calls = set()
+    for ns, r in latest.items():
+        if ":" not in ns:
+            continue
+        parents = msgspec.json.decode(r.metadata).get("parents")
+        root = parents.get("") if isinstance(parents, dict) else None
+        if root in roots and root != root_head:
+            calls.add(ns)
+    return calls
+
+
 def _refuse_delta(thread_id: str, namespaces: list[str]) -> None:
     if namespaces:
         where = ", ".join(repr(n) for n in sorted(namespaces))
@@ -274,8 +300,9 @@ class SyncSaver(_SaverBase):
         """Shrink threads.
 
         ``"keep_latest"`` keeps each namespace's latest checkpoint with its pending writes and
-        the values it reaches; ``"delete"`` (or ``"delete_all"``) deletes the threads. A thread
-        whose latest checkpoint rebuilds a ``DeltaChannel`` from older ones is refused by
+        the values it reaches, and deletes whole the namespaces of subgraph calls that finished
+        (see ``_finished_calls``); ``"delete"`` (or ``"delete_all"``) deletes the threads. A
+        thread whose latest checkpoint rebuilds a ``DeltaChannel`` from older ones is refused by
         ``"keep_latest"`` (with an error naming it, before anything is deleted).
         """
         ids = _prune_args(thread_ids, strategy)
@@ -284,7 +311,11 @@ class SyncSaver(_SaverBase):
             for tid in ids:
                 rows = self._engine.backend.list_checkpoints(ListQuery(thread_id=tid))
                 _refuse_delta(tid, _delta_heads(rows))
-        self._engine.prune(ids, strategy=strategy)  # type: ignore[arg-type]
+        self._engine.prune(
+            ids,
+            strategy=strategy,  # type: ignore[arg-type]
+            drop_namespaces=_finished_calls,
+        )
 
     def get_delta_channel_history(
         self, *, config: RunnableConfig, channels: Sequence[str]
@@ -554,7 +585,11 @@ class AsyncSaver(_SaverBase):
             for tid in ids:
                 rows = await engine.backend.list_checkpoints(ListQuery(thread_id=tid))
                 _refuse_delta(tid, _delta_heads(rows))
-        await engine.prune(ids, strategy=strategy)  # type: ignore[arg-type]
+        await engine.prune(
+            ids,
+            strategy=strategy,  # type: ignore[arg-type]
+            drop_namespaces=_finished_calls,
+        )
 
     async def aget_delta_channel_history(
         self, *, config: RunnableConfig, channels: Sequence[str]
