@@ -682,6 +682,9 @@ def _check_retention(keep_last: int | None, idle_for: float | None, chunk: int) 
         raise InvalidArgumentError(f"chunk must be an int >= 1, got {chunk!r}")
 
 
+#: Whether retention keeps a checkpoint row.
+_Keep = Callable[[CheckpointRow], bool]
+
 #: Given a thread's checkpoint rows, the namespaces to delete whole (see Checkpointer.prune).
 DropNamespaces = Callable[[Sequence[CheckpointRow]], Collection[str]]
 
@@ -689,7 +692,7 @@ DropNamespaces = Callable[[Sequence[CheckpointRow]], Collection[str]]
 class _RowsPolicy:
     """A keep predicate that needs all of a thread's rows first (see ``_keeper``)."""
 
-    def __init__(self, make: Callable[[Sequence[CheckpointRow]], Callable[[CheckpointRow], bool]]):
+    def __init__(self, make: Callable[[Sequence[CheckpointRow]], _Keep]) -> None:
         self.make = make
 
 
@@ -698,7 +701,7 @@ def _latest_except(drop: DropNamespaces | None) -> _RowsPolicy | None:
     if drop is None:
         return None
 
-    def make(rows: Sequence[CheckpointRow]) -> Callable[[CheckpointRow], bool]:
+    def make(rows: Sequence[CheckpointRow]) -> _Keep:
         dropped = set(drop(rows))
         latest = _newest_per_namespace(rows, 1)
         return lambda r: r.namespace not in dropped and (r.namespace, r.checkpoint_id) in latest
@@ -706,10 +709,7 @@ def _latest_except(drop: DropNamespaces | None) -> _RowsPolicy | None:
     return _RowsPolicy(make)
 
 
-def _keeper(
-    rows: Sequence[CheckpointRow],
-    keep: Callable[[CheckpointRow], bool] | _RowsPolicy | int | None,
-) -> Callable[[CheckpointRow], bool]:
+def _keeper(rows: Sequence[CheckpointRow], keep: _Keep | _RowsPolicy | int | None) -> _Keep:
     """``keep`` as a predicate: a callable as is, a rows policy made from ``rows``, N = the
     newest N per namespace, None = 1."""
     if isinstance(keep, _RowsPolicy):
@@ -1194,7 +1194,7 @@ class Checkpointer:
     def _retain(
         self,
         thread_id: str,
-        keep: Callable[[CheckpointRow], bool] | _RowsPolicy | int | None,
+        keep: _Keep | _RowsPolicy | int | None,
         *,
         dry_run: bool = False,
         chunk: int = RETENTION_CHUNK,
@@ -1459,7 +1459,7 @@ class AsyncCheckpointer:
             await self._retain(tid, _latest_except(drop_namespaces))
 
     async def _retain(
-        self, thread_id: str, keep: Callable[[CheckpointRow], bool] | _RowsPolicy | int | None
+        self, thread_id: str, keep: _Keep | _RowsPolicy | int | None
     ) -> tuple[int, int]:
         index = await self.backend.blob_index(thread_id)
         rows = await self.backend.list_checkpoints(ListQuery(thread_id=thread_id))
