@@ -18,6 +18,7 @@ from collections.abc import (
     Callable,
     Collection,
     Coroutine,
+    Iterable,
     Iterator,
     Mapping,
     Sequence,
@@ -134,14 +135,19 @@ def _prune_args(thread_ids: Sequence[str], strategy: str) -> list[str]:
     return [cv.thread_text(t, "a thread id in thread_ids") for t in thread_ids]
 
 
-def _delta_heads(rows: Iterator[Any] | list[Any]) -> list[str]:
-    """Namespaces whose latest checkpoint still depends on older ones through a DeltaChannel."""
+def _latest(rows: Iterable[Any]) -> dict[str, Any]:
+    """Each namespace's latest checkpoint row."""
     latest: dict[str, Any] = {}
     for r in rows:
         if r.checkpoint_id > getattr(latest.get(r.namespace), "checkpoint_id", ""):
             latest[r.namespace] = r
+    return latest
+
+
+def _delta_heads(rows: Iterator[Any] | list[Any]) -> list[str]:
+    """Namespaces whose latest checkpoint still depends on older ones through a DeltaChannel."""
     out = []
-    for ns, r in latest.items():
+    for ns, r in _latest(rows).items():
         meta = msgspec.json.decode(r.metadata)
         if isinstance(meta, dict) and meta.get(cv.DELTA_COUNTERS):
             out.append(ns)
@@ -155,13 +161,8 @@ def _finished_calls(rows: Sequence[Any]) -> set[str]:
     with the root checkpoint it started from (``metadata["parents"][""]``), once that one is
     saved and is not the root's latest. (Runs save in the background: a call's checkpoints can
     commit before the root checkpoint it started from.)"""
-    latest: dict[str, Any] = {}
-    roots: set[str] = set()
-    for r in rows:
-        if r.checkpoint_id > getattr(latest.get(r.namespace), "checkpoint_id", ""):
-            latest[r.namespace] = r
-        if r.namespace == "":
-            roots.add(r.checkpoint_id)
+    latest = _latest(rows)
+    roots = {r.checkpoint_id for r in rows if r.namespace == ""}
     root_head = getattr(latest.get(""), "checkpoint_id", None)
     calls = set()
     for ns, r in latest.items():
