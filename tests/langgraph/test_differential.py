@@ -6,8 +6,9 @@ checkpoints, forks from older ones, channels that change, lists that grow by app
 values, configurable keys merged into metadata), ``put_writes`` (the special channels that
 replace, the others ignored when repeated, writes that arrive before their checkpoint),
 ``get_tuple``, ``list`` (by thread, namespace and id, metadata filters, ``before``, ``limit``),
-``delete_thread`` and ``copy_thread``. The async savers are driven through their sync methods,
-their event loop running in another thread (as a synchronous graph on an async saver does).
+``delete_thread``, ``copy_thread`` and ``prune``. The async savers are driven through their sync
+methods, their event loop running in another thread (as a synchronous graph on an async saver
+does).
 
 Where snapstate differs by design it checks the difference instead: a write into the history
 of a deleted thread is refused with ``ThreadDeletedError`` (docs/retention.md), and nothing of
@@ -98,7 +99,7 @@ class Reference(InMemorySaver):
     """LangGraph's ``InMemorySaver`` with the rule its SQLite and Postgres savers follow in
     ``put_writes`` (snapstate's too): a call made only of special channels replaces existing
     rows, any other call keeps them. ``InMemorySaver`` replaces special writes in every call.
-    And ``copy_thread``, which it lacks."""
+    And ``copy_thread`` and ``prune``, which it lacks."""
 
     def put_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
         conf = config["configurable"]
@@ -108,6 +109,23 @@ class Reference(InMemorySaver):
             key = (task_id, WRITES_IDX_MAP.get(channel, i))
             if replace or key not in stored:
                 stored[key] = (task_id, channel, self.serde.dumps_typed(value), task_path)
+
+    def prune(self, thread_ids: Any, *, strategy: str = "keep_latest") -> None:
+        """``keep_latest`` as LangGraph's Postgres saver does it (these namespaces have no
+        subgraph calls to drop): each namespace's latest checkpoint stays, with its writes and
+        with no parent unless that one stays too."""
+        assert strategy == "keep_latest"
+        for thread_id in thread_ids:
+            for ns, saved in self.storage[thread_id].items():
+                if not saved:
+                    continue
+                head = max(saved)
+                for cid in [c for c in saved if c != head]:
+                    del saved[cid]
+                    self.writes.pop((thread_id, ns, cid), None)
+                checkpoint, metadata, parent = saved[head]
+                if parent is not None and parent != head:
+                    saved[head] = (checkpoint, metadata, None)
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Every namespace, checkpoint (same ids), value and write of the source."""
@@ -296,6 +314,16 @@ class Differential(RuleBasedStateMachine):
                 self.ids[(target, ns)] = list(ids)
         self.had[target] = set(self.had[source])
         self.tombstones.pop(target, None)
+
+    @rule(thread=threads, now=st.integers(0, 2))
+    def prune(self, thread: str, now: int) -> None:
+        if now:  # one time in three
+            return
+        self.saver.prune([self.thread(thread)], strategy="keep_latest")
+        self.ref.prune([self.thread(thread)], strategy="keep_latest")
+        for (t, _), ids in self.ids.items():
+            if t == thread and ids:
+                ids[:] = [max(ids)]
 
     # -- reading -----------------------------------------------------------------------------
 
