@@ -68,6 +68,34 @@ def test_keep_last_keeps_history_whole(saver: Checkpointer) -> None:
     assert (again.checkpoints_deleted, again.blobs_deleted) == (0, 0)
 
 
+@pytest.mark.parametrize("how", ["delete_runs", "keep_last", "prune"])
+def test_a_delta_never_builds_on_a_value_retention_deleted(saver: Checkpointer, how: str) -> None:
+    """The list this process stored last may belong to a checkpoint that retention deletes
+    (a run's, or one older by id than the latest): the next put must not build on it."""
+    m1 = [{"i": 1}]
+    m2 = [*m1, {"i": 2}]
+    m3 = [*m2, {"i": 3}]
+
+    def put(cid: str, value: list[Any], version: int, run: str) -> None:
+        saver.put(
+            Checkpoint(id=cid, channel_values={"m": value}, channel_versions={"m": version}),
+            thread_id="t",
+            metadata={"run_id": run},
+        )
+
+    put("0002", m1, 1, "r1")
+    put("0001", m2, 2, "r2")  # stored last, with the smaller id
+    if how == "delete_runs":
+        saver.delete_runs(["r2"])
+    elif how == "keep_last":
+        saver.retain(keep_last=1, thread_ids=["t"])
+    else:
+        saver.prune(["t"])
+    put("0003", m3, 3, "r3")
+    got = Checkpointer(saver.backend).get("t", checkpoint_id="0003")
+    assert got is not None and got.checkpoint.channel_values == {"m": m3}
+
+
 def test_keep_last_every_thread_and_dry_run(saver: Checkpointer) -> None:
     for t in ("a", "b", "c"):
         grow(saver, t, 6)

@@ -1214,6 +1214,10 @@ class Checkpointer:
             return deleted, 0
         for i in range(0, len(blobs), chunk):
             self.backend.delete_rows(thread_id, [], blobs[i : i + chunk])
+        if blobs:
+            # A blob this process stored last for a channel may be gone: the next delta must
+            # not name it as its base.
+            self._plan.delta.forget(thread_id)
         return deleted, len(blobs)
 
     # -- lifetime ------------------------------------------------------------------------------
@@ -1471,6 +1475,8 @@ class AsyncCheckpointer:
             return deleted, 0  # see Checkpointer._retain
         for i in range(0, len(blobs), RETENTION_CHUNK):
             await self.backend.delete_rows(thread_id, [], blobs[i : i + RETENTION_CHUNK])
+        if blobs:
+            self._plan.delta.forget(thread_id)  # see Checkpointer._retain
         return deleted, len(blobs)
 
     async def aclose(self) -> None:
