@@ -6,9 +6,9 @@ checkpoints, forks from older ones, channels that change, lists that grow by app
 values, configurable keys merged into metadata), ``put_writes`` (the special channels that
 replace, the others ignored when repeated, writes that arrive before their checkpoint),
 ``get_tuple``, ``list`` (by thread, namespace and id, metadata filters, ``before``, ``limit``),
-``delete_thread``, ``copy_thread`` and ``prune``. The async savers are driven through their sync
-methods, their event loop running in another thread (as a synchronous graph on an async saver
-does).
+``delete_thread``, ``delete_for_runs``, ``copy_thread`` and ``prune``. The async savers are
+driven through their sync methods, their event loop running in another thread (as a synchronous
+graph on an async saver does).
 
 Where snapstate differs by design it checks the difference instead: a write into the history
 of a deleted thread is refused with ``ThreadDeletedError`` (docs/retention.md), and nothing of
@@ -59,6 +59,7 @@ CHANNELS = ("messages", "count", "blob")
 TASKS = ("task-1", "task-2")
 PATHS = ("", "~__pregel_pull, ai")
 TAGS = ("x", "y")
+RUNS = (None, "run-1", "run-2")
 
 scalars = (
     st.none()
@@ -99,7 +100,7 @@ class Reference(InMemorySaver):
     """LangGraph's ``InMemorySaver`` with the rule its SQLite and Postgres savers follow in
     ``put_writes`` (snapstate's too): a call made only of special channels replaces existing
     rows, any other call keeps them. ``InMemorySaver`` replaces special writes in every call.
-    And ``copy_thread`` and ``prune``, which it lacks."""
+    And ``delete_for_runs``, ``copy_thread`` and ``prune``, which it lacks."""
 
     def put_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
         conf = config["configurable"]
@@ -127,6 +128,23 @@ class Reference(InMemorySaver):
                 if parent is not None and parent != head:
                     saved[head] = (checkpoint, metadata, None)
 
+    def delete_for_runs(self, run_ids: Any) -> None:
+        """The checkpoints those runs saved (metadata ``run_id``) and their writes; a checkpoint
+        whose parent goes is left with none."""
+        for thread_id, namespaces in self.storage.items():
+            for ns, saved in namespaces.items():
+                gone = {
+                    cid
+                    for cid, (_, metadata, _) in saved.items()
+                    if self.serde.loads_typed(metadata).get("run_id") in run_ids
+                }
+                for cid in gone:
+                    del saved[cid]
+                    self.writes.pop((thread_id, ns, cid), None)
+                for cid, (checkpoint, metadata, parent) in list(saved.items()):
+                    if parent in gone:
+                        saved[cid] = (checkpoint, metadata, None)
+
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Every namespace, checkpoint (same ids), value and write of the source."""
         for ns, saved in list(self.storage[source_thread_id].items()):
@@ -153,6 +171,7 @@ class Differential(RuleBasedStateMachine):
         # (thread, ns) -> checkpoint ids in the order they were put; id -> checkpoint
         self.ids: dict[tuple[str, str], list[str]] = {}
         self.checkpoints: dict[str, dict[str, Any]] = {}
+        self.runs: dict[str, str | None] = {}  # checkpoint id -> the run that put it
         # checkpoints made but not put yet: writes may arrive for them first
         self.pending: list[tuple[str, str, dict[str, Any]]] = []
         # thread -> checkpoint ids it has checkpoints or writes for
@@ -194,6 +213,7 @@ class Differential(RuleBasedStateMachine):
         older=st.integers(1, 3),
         tag=st.sampled_from(TAGS),
         user=st.none() | st.sampled_from(("ann", "bob")),
+        run=st.sampled_from(RUNS),
         from_pending=st.booleans(),
     )
     def put(
@@ -206,6 +226,7 @@ class Differential(RuleBasedStateMachine):
         older: int,
         tag: str,
         user: str | None,
+        run: str | None,
         from_pending: bool,
     ) -> None:
         ids = self.ids.setdefault((thread, ns), [])
@@ -231,7 +252,8 @@ class Differential(RuleBasedStateMachine):
             cp["channel_values"][channel] = value
             cp["channel_versions"][channel] = new_versions[channel]
         metadata = {"source": "loop", "step": len(ids), "tag": tag}
-        extra = {} if user is None else {"user": user}
+        extra = {"user": user, "run_id": run}
+        extra = {k: v for k, v in extra.items() if v is not None}
         config = self.config(thread, ns, parent, **extra)
         answers = self.both("put", thread, (cp["id"], parent), config, cp, metadata, new_versions)
         if answers is None:
@@ -243,17 +265,19 @@ class Differential(RuleBasedStateMachine):
             ids.append(cp["id"])
         self.had.setdefault(thread, set()).add(cp["id"])
         self.checkpoints[cp["id"]] = cp
+        self.runs[cp["id"]] = run
 
     @rule(
         thread=threads,
         ns=namespaces,
         said=st.lists(messages, min_size=2, max_size=5),
         tag=st.sampled_from(TAGS),
+        run=st.sampled_from(RUNS),
     )
-    def run_steps(self, thread: str, ns: str, said: list[Any], tag: str) -> None:
+    def run_steps(self, thread: str, ns: str, said: list[Any], tag: str, run: str | None) -> None:
         """A graph running: a checkpoint per step from the latest, a message appended at each."""
         for i, message in enumerate(said):
-            self.put(thread, ns, {"count": i}, [message], "latest", 1, tag, None, False)
+            self.put(thread, ns, {"count": i}, [message], "latest", 1, tag, None, run, False)
 
     def next_checkpoint(self, parent: str | None) -> dict[str, Any]:
         base = self.checkpoints[parent] if parent is not None else empty_checkpoint()
@@ -324,6 +348,18 @@ class Differential(RuleBasedStateMachine):
         for (t, _), ids in self.ids.items():
             if t == thread and ids:
                 ids[:] = [max(ids)]
+
+    @rule(runs=st.lists(st.sampled_from(RUNS[1:]), max_size=2), now=st.integers(0, 2))
+    def delete_for_runs(self, runs: list[str], now: int) -> None:
+        if now:  # one time in three
+            return
+        self.saver.delete_for_runs(runs)
+        self.ref.delete_for_runs(runs)
+        for ids in self.ids.values():
+            gone = [i for i in ids if self.runs.get(i) in runs]
+            ids[:] = [i for i in ids if i not in gone]
+            for had in self.had.values():
+                had.difference_update(gone)
 
     # -- reading -----------------------------------------------------------------------------
 
