@@ -852,6 +852,12 @@ class Checkpointer:
         if not self._ready and self._auto_setup:
             self.setup()
 
+    def ready(self) -> Backend:
+        """The backend, with its schema set up first as any call does (unless
+        ``auto_setup=False``): for reading its rows directly."""
+        self._ensure()
+        return self.backend
+
     # -- writing -------------------------------------------------------------------------------
 
     def put(
@@ -1284,6 +1290,11 @@ class AsyncCheckpointer:
     async def _ensure(self) -> None:
         if not self._ready and self._auto_setup:
             await self.setup()
+
+    async def ready(self) -> AsyncBackend:
+        """See :meth:`Checkpointer.ready`."""
+        await self._ensure()
+        return self.backend
 
     async def put(
         self,

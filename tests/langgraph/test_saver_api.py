@@ -371,6 +371,23 @@ async def test_prune(kind: str, api: str, make_saver: MakeSaver) -> None:
 
 
 @kinds(*ALL_KINDS)
+@pytest.mark.parametrize("call", ["prune", "delta_history"])
+async def test_the_first_call_on_a_new_store_may_read_rows_directly(
+    kind: str, api: str, call: str, make_saver: MakeSaver
+) -> None:
+    """``prune`` and ``get_delta_channel_history`` read rows from the backend directly: on a
+    store nothing has set up yet, they set it up first, as every other call does."""
+    saver = await open_saver(make_saver, kind, api)
+    t = tid()
+    if call == "prune":
+        await saver.aprune([t], strategy="keep_latest")
+    else:
+        got = await saver.aget_delta_channel_history(config=config(t), channels=["messages"])
+        assert set(got) <= {"messages"}
+    assert await listed(saver, {"configurable": {"thread_id": t}}) == []
+
+
+@kinds(*ALL_KINDS)
 async def test_keep_latest_refuses_to_cut_a_delta_channel_history(
     kind: str, api: str, make_saver: MakeSaver
 ) -> None:

@@ -310,7 +310,7 @@ class SyncSaver(_SaverBase):
         if strategy == "keep_latest":
             self._engine.flush()
             for tid in ids:
-                rows = self._engine.backend.list_checkpoints(ListQuery(thread_id=tid))
+                rows = self._engine.ready().list_checkpoints(ListQuery(thread_id=tid))
                 _refuse_delta(tid, _delta_heads(rows))
         self._engine.prune(
             ids,
@@ -331,7 +331,7 @@ class SyncSaver(_SaverBase):
         thread_id, namespace, checkpoint_id = cv.target_of(config)
         engine = self._engine
         engine.flush()  # rows are read from the backend directly: nothing may wait in a queue
-        backend = engine.backend
+        backend = engine.ready()
         target = backend.get_checkpoint(thread_id, namespace, checkpoint_id)
         older = (
             backend.list_checkpoints(
@@ -584,7 +584,7 @@ class AsyncSaver(_SaverBase):
         if strategy == "keep_latest":
             await engine.flush()
             for tid in ids:
-                rows = await engine.backend.list_checkpoints(ListQuery(thread_id=tid))
+                rows = await (await engine.ready()).list_checkpoints(ListQuery(thread_id=tid))
                 _refuse_delta(tid, _delta_heads(rows))
         await engine.prune(
             ids,
@@ -601,7 +601,7 @@ class AsyncSaver(_SaverBase):
         thread_id, namespace, checkpoint_id = cv.target_of(config)
         engine = await self._eng()
         await engine.flush()  # rows are read from the backend directly
-        backend = engine.backend
+        backend = await engine.ready()
         target = await backend.get_checkpoint(thread_id, namespace, checkpoint_id)
         older: list[CheckpointRow] = (
             await backend.list_checkpoints(
