@@ -117,6 +117,7 @@ class Reference(InMemorySaver):
         with no parent unless that one stays too."""
         assert strategy == "keep_latest"
         for thread_id in thread_ids:
+            gone = False
             for ns, saved in self.storage[thread_id].items():
                 if not saved:
                     continue
@@ -124,9 +125,24 @@ class Reference(InMemorySaver):
                 for cid in [c for c in saved if c != head]:
                     del saved[cid]
                     self.writes.pop((thread_id, ns, cid), None)
+                    gone = True
                 checkpoint, metadata, parent = saved[head]
                 if parent is not None and parent != head:
                     saved[head] = (checkpoint, metadata, None)
+            if gone:
+                self.collect(thread_id)
+
+    def collect(self, thread_id: str) -> None:
+        """Delete the values no remaining checkpoint of the thread names, as the savers'
+        retention does (``InMemorySaver`` keeps them): a checkpoint put later that names one
+        without storing it again then reads without it on both sides."""
+        named = set()
+        for ns, saved in self.storage[thread_id].items():
+            for checkpoint, _, _ in saved.values():
+                versions = self.serde.loads_typed(checkpoint)["channel_versions"]
+                named.update((ns, channel, version) for channel, version in versions.items())
+        for key in [k for k in self.blobs if k[0] == thread_id and k[1:] not in named]:
+            del self.blobs[key]
 
     def delete_for_runs(self, run_ids: Any) -> None:
         """The checkpoints those runs saved (metadata ``run_id``) and their writes; a checkpoint
@@ -144,6 +160,8 @@ class Reference(InMemorySaver):
                 for cid, (checkpoint, metadata, parent) in list(saved.items()):
                     if parent in gone:
                         saved[cid] = (checkpoint, metadata, None)
+                if gone:
+                    self.collect(thread_id)
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Every namespace, checkpoint (same ids), value and write of the source."""
