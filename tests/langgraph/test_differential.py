@@ -490,6 +490,16 @@ def test_sqlite(sqlite_conn: sqlite3.Connection, durability: str) -> None:
         saver.close()
 
 
+def test_short_delta_chains(sqlite_conn: sqlite3.Connection) -> None:
+    """A full copy of a growing list every 3 versions instead of 32: retention then deletes
+    keyframes that later deltas of kept checkpoints build on."""
+    saver = ours.SqliteSaver(sqlite_conn, delta_keyframe_every=3)
+    try:
+        run(saver, 30)
+    finally:
+        saver.close()
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("durability", ["sync", "batched"])
 def test_postgres(pg_dsn: str, pg_schema: str, durability: str) -> None:
