@@ -9,7 +9,6 @@ version that retention keeps.
 from __future__ import annotations
 
 import uuid
-import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -49,17 +48,6 @@ def _apply(op: tuple[Any, ...], current: list[Any], history: list[list[Any]]) ->
     if kind == "fork" and history:
         return list(history[op[1] % len(history)])
     return current  # "same", "restart", or an edit that does not apply to []
-
-
-_opened: weakref.WeakKeyDictionary[BackendFactory, Backend] = weakref.WeakKeyDictionary()
-
-
-def one_backend(factory: BackendFactory) -> Backend:
-    """The test's backend, which its examples share (each writes a thread of its own): a test
-    of many examples then holds one store's connections, not one set per example."""
-    if factory not in _opened:
-        _opened[factory] = factory()
-    return _opened[factory]
 
 
 class History:
@@ -117,9 +105,11 @@ PROPERTIES = settings(
 @PROPERTIES
 @given(edits=st.lists(edit, max_size=40), keyframe_every=st.sampled_from([2, 3, 5, 32]))
 def test_any_edit_sequence_reads_back_exactly(
-    backend_factory: BackendFactory, edits: list[tuple[Any, ...]], keyframe_every: int
+    backend: Backend, edits: list[tuple[Any, ...]], keyframe_every: int
 ) -> None:
-    h = History(one_backend(backend_factory), keyframe_every)
+    # The examples share the test's backend (each writes a thread of its own), so a test of
+    # many examples holds one store's connections, not one set per example.
+    h = History(backend, keyframe_every)
     h.put([("append", []), *edits])
     h.check()
 
@@ -132,7 +122,7 @@ def test_any_edit_sequence_reads_back_exactly(
     keep=st.integers(1, 4),
 )
 def test_retention_keeps_the_kept_checkpoints_whole(
-    backend_factory: BackendFactory,
+    backend: Backend,
     edits: list[tuple[Any, ...]],
     more: list[tuple[Any, ...]],
     keyframe_every: int,
@@ -141,7 +131,7 @@ def test_retention_keeps_the_kept_checkpoints_whole(
     """``retain(keep_last=...)`` deletes older checkpoints whose values later deltas build on:
     what it keeps still reads back exactly, later puts build on it, and a second pass finds
     nothing more to delete."""
-    h = History(one_backend(backend_factory), keyframe_every)
+    h = History(backend, keyframe_every)
     h.put([("append", []), *edits])
     h.saver.retain(keep_last=keep, thread_ids=[h.thread])
     h.expected = {cid: h.expected[cid] for cid in sorted(h.expected)[-keep:]}
