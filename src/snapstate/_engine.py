@@ -689,34 +689,19 @@ _Keep = Callable[[CheckpointRow], bool]
 DropNamespaces = Callable[[Sequence[CheckpointRow]], Collection[str]]
 
 
-class _RowsPolicy:
-    """A keep predicate that needs all of a thread's rows first (see ``_keeper``)."""
-
-    def __init__(self, make: Callable[[Sequence[CheckpointRow]], _Keep]) -> None:
-        self.make = make
-
-
-def _latest_except(drop: DropNamespaces | None) -> _RowsPolicy | None:
-    """Each namespace's latest checkpoint, but none of the namespaces ``drop`` names."""
-    if drop is None:
-        return None
-
-    def make(rows: Sequence[CheckpointRow]) -> _Keep:
-        dropped = set(drop(rows))
-        latest = _newest_per_namespace(rows, 1)
-        return lambda r: r.namespace not in dropped and (r.namespace, r.checkpoint_id) in latest
-
-    return _RowsPolicy(make)
-
-
-def _keeper(rows: Sequence[CheckpointRow], keep: _Keep | _RowsPolicy | int | None) -> _Keep:
-    """``keep`` as a predicate: a callable as is, a rows policy made from ``rows``, N = the
-    newest N per namespace, None = 1."""
-    if isinstance(keep, _RowsPolicy):
-        return keep.make(rows)
+def _keeper(
+    rows: Sequence[CheckpointRow],
+    keep: _Keep | int | None,
+    drop: DropNamespaces | None = None,
+) -> _Keep:
+    """``keep`` as a predicate: a callable as is, N = the newest N per namespace, None = 1;
+    with ``drop``, none of the namespaces it names in ``rows``."""
     if callable(keep):
         return keep
     kept = _newest_per_namespace(rows, 1 if keep is None else keep)
+    if drop is not None:
+        dropped = set(drop(rows))
+        kept = {k for k in kept if k[0] not in dropped}
     return lambda r: (r.namespace, r.checkpoint_id) in kept
 
 
@@ -1071,7 +1056,7 @@ class Checkpointer:
                 self._plan.delta.forget(tid)
             return
         for tid in ids:
-            self._retain(tid, _latest_except(drop_namespaces))
+            self._retain(tid, None, drop=drop_namespaces)
 
     def retain(
         self,
@@ -1200,14 +1185,15 @@ class Checkpointer:
     def _retain(
         self,
         thread_id: str,
-        keep: _Keep | _RowsPolicy | int | None,
+        keep: _Keep | int | None,
         *,
+        drop: DropNamespaces | None = None,
         dry_run: bool = False,
         chunk: int = RETENTION_CHUNK,
     ) -> tuple[int, int]:
         index = self.backend.blob_index(thread_id)  # before the rows: see _Planner.doomed
         rows = list(self.backend.list_checkpoints(ListQuery(thread_id=thread_id)))
-        gone, blobs = self._plan.doomed(rows, index, _keeper(rows, keep))
+        gone, blobs = self._plan.doomed(rows, index, _keeper(rows, keep, drop))
         if dry_run:
             return len(gone), len(blobs)
         # Checkpoints before the blobs they reach: between chunks, every checkpoint still
@@ -1471,14 +1457,14 @@ class AsyncCheckpointer:
                 self._plan.delta.forget(tid)
             return
         for tid in ids:
-            await self._retain(tid, _latest_except(drop_namespaces))
+            await self._retain(tid, None, drop=drop_namespaces)
 
     async def _retain(
-        self, thread_id: str, keep: _Keep | _RowsPolicy | int | None
+        self, thread_id: str, keep: _Keep | int | None, *, drop: DropNamespaces | None = None
     ) -> tuple[int, int]:
         index = await self.backend.blob_index(thread_id)
         rows = await self.backend.list_checkpoints(ListQuery(thread_id=thread_id))
-        gone, blobs = self._plan.doomed(rows, index, _keeper(rows, keep))
+        gone, blobs = self._plan.doomed(rows, index, _keeper(rows, keep, drop))
         deleted = 0
         for i in range(0, len(gone), RETENTION_CHUNK):
             deleted += await self.backend.delete_rows(thread_id, gone[i : i + RETENTION_CHUNK], [])
