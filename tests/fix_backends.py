@@ -7,6 +7,7 @@ where the server is part of the environment.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -67,19 +68,26 @@ def pg_dsn(pytestconfig: pytest.Config) -> str:
     return dsn
 
 
-@pytest.fixture
-def pg_schema(pg_dsn: str) -> Iterator[str]:
-    """A fresh, empty schema for one test; dropped afterwards."""
+@contextlib.contextmanager
+def new_schema(dsn: str, prefix: str = "t_") -> Iterator[str]:
+    """A fresh, empty schema, dropped with everything in it at the end."""
     import psycopg
 
-    name = "t_" + uuid.uuid4().hex[:16]
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+    name = prefix + uuid.uuid4().hex[:16]
+    with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{name}"')
     try:
         yield name
     finally:
-        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+
+@pytest.fixture
+def pg_schema(pg_dsn: str) -> Iterator[str]:
+    """A fresh, empty schema for one test; dropped afterwards."""
+    with new_schema(pg_dsn) as name:
+        yield name
 
 
 BackendFactory = Callable[[], Backend]
