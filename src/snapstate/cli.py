@@ -7,22 +7,27 @@
     snapstate prune URL [--keep-last N] [--idle DURATION] [--thread T ...] [--dry-run]
     snapstate migrate URL [--dry-run]
     snapstate upgrade URL --hooks MODULE:ATTRIBUTE [--thread T ...] [--chunk N]
+    snapstate import-langgraph SOURCE TARGET [--thread T ...] [--source-schema S] [--schema S]
+                               [--no-verify]
 
 URL is ``memory://``, ``sqlite:///path.db`` (or a plain path) or ``postgresql://...``. Every
 command is a thin layer over importable functions: :meth:`snapstate.Checkpointer.stats`,
-:meth:`~snapstate.Checkpointer.list`, :func:`snapstate.history.diff` and
-:meth:`~snapstate.Checkpointer.retain`.
+:meth:`~snapstate.Checkpointer.list`, :func:`snapstate.history.diff`,
+:meth:`~snapstate.Checkpointer.retain` and :func:`snapstate.langgraph.import_history`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import re
+import sqlite3
 import sys
+import urllib.parse
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from ._engine import Checkpointer, Progress
 from .errors import ConfigurationError, SnapstateError
@@ -222,6 +227,107 @@ def _upgrade(
     out.write(f"rewrote {n} checkpoint(s) to state version {upgrades.version}\n")
 
 
+def _langgraph_source(url: str, schema: str | None, stack: contextlib.ExitStack) -> Any:
+    """LangGraph's own saver on the store at ``url``, opened for reading only."""
+    path = _sqlite_path(url)
+    if path is not None:
+        if not os.path.exists(path):
+            raise ConfigurationError(f"no database at {path!r}")
+        try:
+            from langgraph.checkpoint.sqlite import SqliteSaver
+        except ImportError:
+            raise ConfigurationError(
+                "reading LangGraph's SQLite files needs langgraph-checkpoint-sqlite",
+                hint="pip install langgraph-checkpoint-sqlite",
+            ) from None
+        uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+        conn = stack.enter_context(
+            contextlib.closing(sqlite3.connect(uri, uri=True, check_same_thread=False))
+        )
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            columns = {r[1] for r in conn.execute("PRAGMA table_info(checkpoints)")}
+        except sqlite3.DatabaseError as exc:
+            raise ConfigurationError(f"cannot read {path!r} as SQLite: {exc}") from None
+        if "writes" not in tables or not {"type", "checkpoint", "metadata"} <= columns:
+            raise ConfigurationError(
+                f"{path!r} holds no LangGraph checkpoint tables (checkpoints, writes)",
+                hint="SOURCE is a store LangGraph's SqliteSaver or PostgresSaver wrote",
+            )
+        saver = SqliteSaver(conn)
+        saver.is_setup = True  # its tables are there; setting up would write to the source
+        return saver
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigurationError(
+            f"cannot import from {url!r}: use a SQLite file or a postgresql:// URL"
+        )
+    try:
+        import psycopg
+        from langgraph.checkpoint.postgres import PostgresSaver
+        from psycopg.rows import dict_row
+    except ImportError:
+        raise ConfigurationError(
+            "reading LangGraph's PostgreSQL tables needs langgraph-checkpoint-postgres",
+            hint="pip install langgraph-checkpoint-postgres",
+        ) from None
+    options: dict[str, Any] = {"options": f"-c search_path={schema}"} if schema else {}
+    try:
+        pg = stack.enter_context(
+            psycopg.connect(url, autocommit=True, row_factory=dict_row, **options)
+        )
+        found = pg.execute(
+            "SELECT to_regclass('checkpoint_migrations') IS NOT NULL"
+            " AND to_regclass('checkpoint_writes') IS NOT NULL AS found"
+        ).fetchone()
+    except psycopg.Error as exc:
+        raise ConfigurationError(f"cannot read LangGraph's tables at {url!r}: {exc}") from None
+    if not found or not found["found"]:
+        where = f"schema {schema!r}" if schema else "the connection's search_path"
+        raise ConfigurationError(
+            f"{where} holds no LangGraph checkpoint tables (checkpoints, checkpoint_writes)",
+            hint="name the schema LangGraph's PostgresSaver used with --source-schema",
+        )
+    return PostgresSaver(pg)
+
+
+def _import_langgraph(args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
+    from .langgraph import import_history
+
+    def progress(p: Progress) -> None:
+        err.write(f"\r{p.phase}: {p.done}/{p.total} threads")
+        if p.done == p.total:
+            err.write("\n")
+        err.flush()
+
+    with contextlib.ExitStack() as stack:
+        source = _langgraph_source(args.source, args.source_schema, stack)
+        target_path = _sqlite_path(args.target)
+        if target_path is not None:
+            from .langgraph import SqliteSaver
+
+            target: Any = SqliteSaver(target_path)
+        elif args.target.startswith(("postgresql://", "postgres://")):
+            from .langgraph import PostgresSaver
+
+            target = PostgresSaver(args.target, **({"schema": args.schema} if args.schema else {}))
+        else:
+            raise ConfigurationError(
+                f"cannot import into {args.target!r}: use a SQLite file or a postgresql:// URL"
+            )
+        stack.callback(target.close)
+        target.setup()
+        report = import_history(
+            source, target, thread_ids=args.thread, verify=args.verify, progress=progress
+        )
+    out.write(
+        f"imported {report.threads} thread(s): {report.checkpoints} checkpoint(s) written, "
+        f"{report.skipped} already there, {report.writes} pending write(s)"
+    )
+    if report.migrated:
+        out.write(f", {report.migrated} moved to LangGraph's checkpoint format 4")
+    out.write(f"; {report.verified} verified\n" if args.verify else "; not verified\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="snapstate", description="See and manage stored state.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -249,6 +355,21 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--hooks", required=True, help="your StateUpgrades, as MODULE:ATTRIBUTE")
     u.add_argument("--thread", action="append", default=None, help="only this thread (repeat)")
     u.add_argument("--chunk", type=int, default=100, help="checkpoints per transaction")
+    g = sub.add_parser(
+        "import-langgraph",
+        help="copy the threads LangGraph's SqliteSaver or PostgresSaver stored into snapstate",
+    )
+    g.add_argument("source", help="LangGraph's SQLite file, or a postgresql:// URL")
+    g.add_argument("target", help="snapstate's SQLite file, or a postgresql:// URL")
+    g.add_argument("--thread", action="append", default=None, help="only this thread (repeat)")
+    g.add_argument("--source-schema", default=None, help="the schema of LangGraph's tables")
+    g.add_argument("--schema", default=None, help="the schema to store in (PostgreSQL)")
+    g.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        help="do not read each checkpoint back and compare it with the source",
+    )
     return p
 
 
@@ -267,6 +388,13 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     out = out or sys.stdout
     err = sys.stderr
     args = _parser().parse_args(argv)
+    if args.command == "import-langgraph":
+        try:
+            _import_langgraph(args, out, err)
+        except SnapstateError as exc:
+            err.write(f"snapstate: error: {exc}\n")
+            return 2
+        return 0
     path = _sqlite_path(args.url)
     if path is not None and not os.path.exists(path) and args.command == "migrate" and args.dry_run:
         from .backends.sqlite import MIGRATIONS

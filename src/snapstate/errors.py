@@ -25,6 +25,7 @@ Everything derives from :class:`SnapstateError`. There are two branches:
         +-- MigrationError
         |   +-- SchemaVersionError
         +-- StateVersionError
+        +-- ImportMismatchError
 
 Messages say what went wrong and where: the thread, namespace, checkpoint and channel concerned,
 and for values the path inside the value (``$.messages[3].content``).
@@ -49,6 +50,7 @@ __all__ = [
     "MigrationError",
     "SchemaVersionError",
     "StateVersionError",
+    "ImportMismatchError",
 ]
 
 
@@ -134,3 +136,9 @@ class SchemaVersionError(MigrationError):
 
 class StateVersionError(StorageError):
     """A checkpoint's application state version cannot be upgraded to the current one."""
+
+
+class ImportMismatchError(StorageError):
+    """A checkpoint read back after an import differs from the one it was copied from
+    (``snapstate.langgraph.import_history``). The message names the thread, the checkpoint and
+    the field."""

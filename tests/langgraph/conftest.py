@@ -9,8 +9,9 @@ connection), ``sqlite-path``; ``sqlite-async`` (on a path), ``sqlite-aiosqlite``
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,32 @@ import pytest
 from snapstate.langgraph import AsyncSqliteSaver, InMemorySaver, SqliteSaver
 from snapstate.langgraph._base import AsyncSaver
 
+from ..fix_backends import new_schema
+
 SYNC_KINDS = ["memory", "sqlite", "postgres"]
 ASYNC_KINDS = ["sqlite-async", "sqlite-aiosqlite", "postgres-async"]
 ALL_KINDS = SYNC_KINDS + ASYNC_KINDS
 
 MakeSaver = Callable[..., Awaitable[Any]]
+
+
+@contextlib.contextmanager
+def langgraph_postgres(dsn: str) -> Iterator[Any]:
+    """LangGraph's own ``PostgresSaver``, set up in a schema of its own (``saver.schema``)."""
+    from langgraph.checkpoint.postgres import PostgresSaver as LangGraphPostgresSaver
+    from psycopg import Connection
+    from psycopg.rows import dict_row
+
+    with (
+        new_schema(dsn, "lg_") as schema,
+        Connection.connect(
+            dsn, autocommit=True, row_factory=dict_row, options=f"-c search_path={schema}"
+        ) as conn,
+    ):
+        saver = LangGraphPostgresSaver(conn)  # type: ignore[arg-type]
+        saver.setup()
+        saver.schema = schema  # type: ignore[attr-defined]
+        yield saver
 
 
 def _postgres(request: pytest.FixtureRequest) -> tuple[str, str]:

@@ -15,7 +15,7 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph.types import Command, Interrupt, Send
 
 from . import graphs
-from .conftest import ALL_KINDS, ASYNC_KINDS, MakeSaver, kinds
+from .conftest import ALL_KINDS, ASYNC_KINDS, MakeSaver, kinds, langgraph_postgres
 
 
 class Driver:
@@ -258,21 +258,5 @@ async def test_keep_latest_drops_finished_subgraph_calls(
     assert after == {"": 1, "draft": 1}  # the interrupted call's latest
     if kind == "postgres":
         # The same graph on LangGraph's own saver, in a schema of its own.
-        from langgraph.checkpoint.postgres import PostgresSaver as Upstream
-        from psycopg import Connection
-        from psycopg.rows import dict_row
-
-        dsn = request.getfixturevalue("pg_dsn")
-        schema = "lg_" + uuid.uuid4().hex[:16]
-        with Connection.connect(dsn, autocommit=True) as admin:
-            admin.execute(f'CREATE SCHEMA "{schema}"')
-        try:
-            with Connection.connect(
-                dsn, autocommit=True, row_factory=dict_row, options=f"-c search_path={schema}"
-            ) as conn:
-                upstream = Upstream(conn)
-                upstream.setup()
-                assert await prune_subgraph_calls(upstream, is_async=False) == (before, after)
-        finally:
-            with Connection.connect(dsn, autocommit=True) as admin:
-                admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        with langgraph_postgres(request.getfixturevalue("pg_dsn")) as upstream:
+            assert await prune_subgraph_calls(upstream, is_async=False) == (before, after)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._base import LoopThreadError
+from ._import import ImportReport, import_history
 from ._memory import InMemorySaver, MemorySaver
 from ._sqlite import AsyncSqliteSaver, SqliteSaver
 
@@ -27,6 +28,8 @@ __all__ = [
     "PostgresSaver",
     "AsyncPostgresSaver",
     "LoopThreadError",
+    "import_history",
+    "ImportReport",
 ]
 
 
