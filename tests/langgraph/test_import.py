@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import operator
 import random
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypedDict
 
 import pytest
 from langchain_core.messages import HumanMessage
@@ -21,6 +23,7 @@ from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.memory import InMemorySaver as LGMemory
 from langgraph.checkpoint.serde.types import INTERRUPT, TASKS
 from langgraph.checkpoint.sqlite import SqliteSaver as LGSqlite
+from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, Send
 
 from snapstate import cli
@@ -30,6 +33,8 @@ from snapstate.langgraph._import import source_threads
 
 from . import graphs
 from .conftest import MakeSaver, langgraph_postgres
+
+DATA = Path(__file__).parent / "data"
 
 BUILDERS = {
     "tools": graphs.tool_loop,
@@ -310,6 +315,66 @@ def test_items_alike_but_stored_differently_are_not_taken_for_the_same() -> None
         [int, bool],
     ]
     assert items[0] == [{"n": 1.0}, 1, "new", "newer"]
+
+
+@pytest.mark.parametrize(
+    ("release", "fmt"), [("langgraph-0.2.20.db", 1), ("langgraph-0.3.34.db", 3)]
+)
+@pytest.mark.parametrize("target_kind", ["memory", "sqlite"])
+# LangGraph's own serializer warns as it loads what its older releases stored.
+@pytest.mark.filterwarnings("ignore:Importing Send from langgraph.constants is deprecated")
+async def test_stores_older_langgraph_releases_wrote_resume_on_ours(
+    release: str, fmt: int, target_kind: str, make_saver: MakeSaver, tmp_path: Path
+) -> None:
+    """Files written by LangGraph 0.2 and 0.3 (tests/langgraph/data/make_old_stores.py): a
+    fan-out stopped before its three ``Send`` tasks ran. Imported, the graph resumes on our
+    saver with the same tasks (the same ids) as on LangGraph's own saver, and finishes alike."""
+    builder = fan_builder()
+    fan = cfg("fan")
+    original = tmp_path / "original.db"
+    shutil.copy(DATA / release, original)
+    with LGSqlite.from_conn_string(str(original)) as theirs:
+        (latest, *_) = theirs.list(fan)
+        assert latest.checkpoint["v"] == fmt
+        target = await make_saver(target_kind)
+        report = import_history(theirs, target)
+        assert (report.checkpoints, report.migrated) == (3, 1)
+        assert report.verified == 3
+        graph = builder.compile(checkpointer=theirs, interrupt_before=["work"])
+        expected = graph.get_state(fan)
+        assert [t.name for t in expected.tasks] == ["work"] * 3
+        expected_out = graph.invoke(None, fan)
+    mine = builder.compile(checkpointer=target, interrupt_before=["work"])
+    state = mine.get_state(fan)
+    assert state.tasks == expected.tasks and state.next == expected.next
+    assert (
+        mine.invoke(None, fan)
+        == expected_out
+        == {
+            "items": ["x", "y", "z"],
+            "results": ["X", "Y", "Z"],
+        }
+    )
+
+
+class FanState(TypedDict):
+    items: list[str]
+    results: Annotated[list[str], operator.add]
+
+
+def fan_out(state: FanState) -> list[Send]:
+    return [Send("work", {"item": i}) for i in state["items"]]
+
+
+def fan_builder() -> Any:
+    """The graph of tests/langgraph/data/make_old_stores.py, on today's LangGraph."""
+    b = StateGraph(FanState)
+    b.add_node("plan", lambda state: {"items": state["items"]})
+    b.add_node("work", lambda state: {"results": [state["item"].upper()]})
+    b.add_edge(START, "plan")
+    b.add_conditional_edges("plan", fan_out, ["work"])
+    b.add_edge("work", END)
+    return b
 
 
 def test_a_second_import_brings_a_task_s_newer_interrupt() -> None:
