@@ -19,7 +19,7 @@ from typing import Annotated, Any, TypedDict
 
 import pytest
 from langchain_core.messages import HumanMessage
-from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
 from langgraph.checkpoint.memory import InMemorySaver as LGMemory
 from langgraph.checkpoint.serde.types import INTERRUPT, TASKS
 from langgraph.checkpoint.sqlite import SqliteSaver as LGSqlite
@@ -32,6 +32,7 @@ from snapstate.langgraph import ImportReport, InMemorySaver, SqliteSaver, import
 from snapstate.langgraph._import import source_threads
 
 from . import graphs
+from . import test_delta_channel as delta_channel
 from .conftest import MakeSaver, langgraph_postgres
 
 DATA = Path(__file__).parent / "data"
@@ -375,6 +376,31 @@ def fan_builder() -> Any:
     b.add_conditional_edges("plan", fan_out, ["work"])
     b.add_edge("work", END)
     return b
+
+
+@pytest.mark.parametrize("target_kind", ["memory", "sqlite"])
+async def test_delta_channels_rebuild_the_same_state_after_an_import(
+    target_kind: str, make_saver: MakeSaver, tmp_path: Path
+) -> None:
+    """A ``DeltaChannel`` rebuilds its value from its ancestors' writes, in LangGraph's order of
+    tasks; two branches write it in the same step. The import keeps that order."""
+    fan = cfg("delta")
+    with LGSqlite.from_conn_string(str(tmp_path / "langgraph.db")) as source:
+        expected = await delta_channel.run(delta_channel.build().compile(source), fan, False)
+        target = await make_saver(target_kind)
+        import_history(source, target)
+        graph = delta_channel.build().compile(checkpointer=target)
+        assert [(s.metadata["step"], s.values) for s in graph.get_state_history(fan)] == expected
+        for t in target.list(fan):
+            got = target.get_delta_channel_history(config=t.config, channels=["log"])
+            slow = BaseCheckpointSaver.get_delta_channel_history(
+                source, config=t.config, channels=["log"]
+            )
+            assert got == slow, t.config
+        # Both carry on alike.
+        more = {"log": ["more"], "n": 13}
+        theirs = delta_channel.build().compile(checkpointer=source).invoke(more, fan)
+    assert graph.invoke(more, fan) == theirs
 
 
 def test_a_second_import_brings_a_task_s_newer_interrupt() -> None:

@@ -181,12 +181,25 @@ def _import_thread(
     written: list[tuple[CheckpointTuple, dict[str, Any]]] = []
     encode = _encoder(target)
     lists: dict[tuple[str, str], list[Any]] = {}  # the list put last, by namespace and channel
+    first: dict[tuple[str, str, Any], Any] = {}  # (namespace, channel, version) -> its value
     for t in tuples:
         namespace, checkpoint_id = _key(t)
         parent_id = _parent_id(t)
         parent = by_key.get((namespace, parent_id)) if parent_id else None
         checkpoint, migrated = _current_format(t, parent)
         counts["migrated"] += migrated
+        # One value per channel version: the first met. LangGraph's SQLite saver stores the
+        # whole state at every step, and LangGraph changes the barriers that join parallel
+        # branches without giving them a new version, so its copies of one version can differ.
+        # Savers that store a value per version (LangGraph's Postgres and in-memory savers,
+        # snapstate's) keep the value the version was first stored with, and so does this.
+        versions = checkpoint["channel_versions"]
+        checkpoint["channel_values"] = {
+            ch: value
+            if versions.get(ch) is None
+            else first.setdefault((namespace, ch, versions[ch]), value)
+            for ch, value in checkpoint["channel_values"].items()
+        }
         if (namespace, checkpoint_id) in held:
             counts["skipped"] += 1
         else:
@@ -198,7 +211,7 @@ def _import_thread(
             }
             if migrated:
                 changed[TASKS] = checkpoint["channel_versions"][TASKS]
-            values = checkpoint["channel_values"] = dict(checkpoint["channel_values"])
+            values = checkpoint["channel_values"]
             for ch in changed:
                 value = values.get(ch)
                 if type(value) is list:
