@@ -57,7 +57,9 @@ namespaces = st.sampled_from(("", "", "child:1"))
 PARENTS = ("latest", "latest", "latest", "older", "none")
 CHANNELS = ("messages", "count", "blob")
 TASKS = ("task-1", "task-2")
-PATHS = ("", "~__pregel_pull, ai")
+#: Each task's path, fixed per task as in LangGraph, whose order (writes are listed by task path,
+#: then task id) is the reverse of the task ids'.
+PATHS = {"task-1": "~__pregel_pull, ai", "task-2": ""}
 TAGS = ("x", "y")
 RUNS = (None, "run-1", "run-2")
 
@@ -313,20 +315,20 @@ class Differential(RuleBasedStateMachine):
     @rule(
         data=st.data(),
         task=st.sampled_from(TASKS),
-        path=st.sampled_from(PATHS),
         writes=st.lists(st.tuples(write_channels, st.one_of(values, large)), max_size=3),
     )
-    def put_writes(self, data: st.DataObject, task: str, path: str, writes: list[Any]) -> None:
+    def put_writes(self, data: st.DataObject, task: str, writes: list[Any]) -> None:
         targets = [(t, ns, i) for (t, ns), ids in self.ids.items() for i in ids]
         targets += [(t, ns, cp["id"]) for t, ns, cp in self.pending]
-        if not targets:
-            return
-        thread, ns, checkpoint_id = data.draw(st.sampled_from(targets))
+        if targets:
+            self.write(*data.draw(st.sampled_from(targets)), task, writes)
+
+    def write(self, thread: str, ns: str, checkpoint_id: str, task: str, writes: Any) -> None:
         config = self.config(thread, ns, checkpoint_id)
         if not writes:  # nothing to store, nothing to refuse
-            self.saver.put_writes(config, writes, task, path)
+            self.saver.put_writes(config, writes, task, PATHS[task])
             return
-        if self.both("put_writes", thread, (checkpoint_id,), config, writes, task, path):
+        if self.both("put_writes", thread, (checkpoint_id,), config, writes, task, PATHS[task]):
             self.had.setdefault(thread, set()).add(checkpoint_id)
 
     @rule(thread=threads, now=st.integers(0, 3))
@@ -452,10 +454,10 @@ def same(t: Any) -> Any:
     )
 
 
-def run(saver: Any, examples: int) -> None:
-    Differential.saver = saver
+def run(saver: Any, examples: int, machine: type[Differential] = Differential) -> None:
+    machine.saver = saver
     run_state_machine_as_test(
-        Differential,
+        machine,
         settings=settings(
             max_examples=examples,
             stateful_step_count=50,

@@ -13,11 +13,13 @@ import operator
 import random
 import shutil
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 import pytest
+from hypothesis import strategies as st
+from hypothesis.stateful import rule
 from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
 from langgraph.checkpoint.memory import InMemorySaver as LGMemory
@@ -33,7 +35,9 @@ from snapstate.langgraph._import import source_threads
 
 from . import graphs
 from . import test_delta_channel as delta_channel
+from . import test_differential as differential
 from .conftest import MakeSaver, langgraph_postgres
+from .test_differential import Differential, same
 
 DATA = Path(__file__).parent / "data"
 
@@ -403,6 +407,21 @@ async def test_delta_channels_rebuild_the_same_state_after_an_import(
     assert graph.invoke(more, fan) == theirs
 
 
+def test_pending_writes_keep_the_order_of_their_task_paths() -> None:
+    """LangGraph orders a step's writes by task path, then task id (``writes_sort_key``), as it
+    applies them; the paths do not come back from a saver, but their order must survive."""
+    source = LGMemory()
+    (checkpoint,) = put_chain(source, "t", [{"channel_values": {}, "channel_versions": {}}])
+    source.put_writes(checkpoint, [("log", "from b")], "task-b", "~__pregel_pull, 1")
+    source.put_writes(checkpoint, [("log", "from a")], "task-a", "~__pregel_pull, 2")
+    expected = [("task-b", "log", "from b"), ("task-a", "log", "from a")]
+    assert list(source.get_tuple(checkpoint).pending_writes) == expected  # type: ignore[union-attr]
+    target = InMemorySaver()
+    import_history(source, target)
+    got = target.get_tuple(checkpoint)
+    assert got is not None and list(got.pending_writes) == expected
+
+
 def test_a_second_import_brings_a_task_s_newer_interrupt() -> None:
     """Errors and interrupts are replaced when written again, as LangGraph's savers do: a task
     interrupted again at the same checkpoint since the last import shows its new interrupt."""
@@ -420,6 +439,57 @@ def test_a_second_import_brings_a_task_s_newer_interrupt() -> None:
         ("task-1", INTERRUPT, "second question"),
         ("task-1", "a", 1),
     ]
+
+
+class ImportDifferential(Differential):
+    """The differential state machine (test_differential.py), whose random calls also build
+    histories in LangGraph's ``InMemorySaver``: forks, namespaces, growing lists, large values,
+    writes of every kind, deletions. After each sequence, its threads are imported into a fresh
+    saver of ours, which must list every namespace exactly as LangGraph's saver does."""
+
+    target: Callable[[], Any] = InMemorySaver
+
+    @rule(
+        data=st.data(),
+        writes=st.lists(
+            st.tuples(differential.write_channels, differential.values), min_size=1, max_size=3
+        ),
+    )
+    def every_task_writes(self, data: st.DataObject, writes: list[Any]) -> None:
+        """Writes of both tasks on one checkpoint (their task paths sort them in the order
+        opposite to their ids'), which the machine's own rule rarely makes."""
+        targets = [(t, ns, i) for (t, ns), ids in self.ids.items() for i in ids]
+        if targets:
+            where = data.draw(st.sampled_from(targets))
+            for task in differential.TASKS:
+                self.write(*where, task, writes)
+
+    def teardown(self) -> None:
+        target = self.target()
+        try:
+            report = import_history(self.ref, target)
+            assert report.skipped == report.migrated == 0
+            for thread_id in source_threads(self.ref):
+                for ns in ("", "child:1"):
+                    conf = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns}}
+                    assert [same(t) for t in target.list(conf)] == [
+                        same(t) for t in self.ref.list(conf)
+                    ]
+        finally:
+            target.close()
+
+
+@pytest.mark.parametrize("target_kind", ["memory", "sqlite"])
+def test_random_histories_import_exactly(target_kind: str, tmp_path: Path) -> None:
+    files = iter(range(10**6))
+
+    def sqlite_target() -> Any:
+        return SqliteSaver(tmp_path / f"target-{next(files)}.db")
+
+    make = InMemorySaver if target_kind == "memory" else sqlite_target
+    ImportDifferential.target = staticmethod(make)  # type: ignore[assignment]
+    with InMemorySaver() as saver:
+        differential.run(saver, 25, ImportDifferential)
 
 
 def test_verification_finds_what_the_target_lost() -> None:
