@@ -30,9 +30,16 @@ from langgraph.types import Command, Send
 
 from snapstate import cli
 from snapstate.errors import ImportMismatchError, InvalidArgumentError
-from snapstate.langgraph import ImportReport, InMemorySaver, SqliteSaver, import_history
+from snapstate.langgraph import (
+    ImportReport,
+    InMemorySaver,
+    SqliteSaver,
+    aimport_history,
+    import_history,
+)
 from snapstate.langgraph._import import source_threads
 
+from ..fix_backends import new_schema
 from . import graphs
 from . import test_delta_channel as delta_channel
 from . import test_differential as differential
@@ -190,21 +197,51 @@ async def test_a_growing_conversation_is_stored_as_what_each_step_appended(
     assert target.checkpointer.stats().blob_bytes < 1.2 * expected
 
 
+@contextlib.asynccontextmanager
+async def async_source(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Any:
+    """LangGraph's async savers, on a file or a schema of their own."""
+    if kind == "langgraph-sqlite-async":
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver as LGAsyncSqlite
+
+        async with LGAsyncSqlite.from_conn_string(str(tmp_path / "langgraph.db")) as saver:
+            yield saver
+    else:
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver as LGAsyncPostgres
+        from psycopg import AsyncConnection
+        from psycopg.rows import dict_row
+
+        dsn = request.getfixturevalue("pg_dsn")
+        with new_schema(dsn, "lg_") as schema:
+            async with await AsyncConnection.connect(
+                dsn, autocommit=True, row_factory=dict_row, options=f"-c search_path={schema}"
+            ) as conn:
+                saver = LGAsyncPostgres(conn)  # type: ignore[arg-type]
+                await saver.setup()
+                yield saver
+
+
 @pytest.mark.parametrize(
-    "target_kind",
-    ["sqlite-async", pytest.param("postgres-async", marks=pytest.mark.postgres)],
+    ("source_kind", "target_kind"),
+    [
+        ("langgraph-sqlite-async", "sqlite-async"),
+        pytest.param("langgraph-postgres-async", "postgres-async", marks=pytest.mark.postgres),
+    ],
 )
-async def test_into_an_async_saver_from_a_thread(target_kind: str, make_saver: MakeSaver) -> None:
-    """An async saver's sync methods work from a thread other than its event loop's."""
-    source = LGMemory()
-    run_graphs(source)
+async def test_between_async_savers(
+    source_kind: str, target_kind: str, make_saver: MakeSaver, tmp_path: Path, request: Any
+) -> None:
+    """From async code, between async savers: each is driven through its sync methods, from a
+    worker thread, on the loop it works on."""
     target = await make_saver(target_kind)
-    report = await asyncio.to_thread(import_history, source, target)
-    assert report.threads == 4 and report.verified == report.checkpoints > 0
-    for name in BUILDERS:
-        graph = BUILDERS[name]().compile(checkpointer=target)
-        mine = [s async for s in graph.aget_state_history(cfg(name))]
-        assert mine == history(source, name)
+    async with async_source(source_kind, tmp_path, request) as source:
+        await asyncio.to_thread(run_graphs, source)
+        report = await aimport_history(source, target)
+        assert report.threads == 4 and report.verified == report.checkpoints > 0
+        for name in BUILDERS:
+            theirs = BUILDERS[name]().compile(checkpointer=source)
+            mine = BUILDERS[name]().compile(checkpointer=target)
+            expected = [s async for s in theirs.aget_state_history(cfg(name))]
+            assert [s async for s in mine.aget_state_history(cfg(name))] == expected
 
 
 async def test_only_the_threads_asked_for(make_saver: MakeSaver) -> None:

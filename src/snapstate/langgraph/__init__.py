@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._base import LoopThreadError
-from ._import import ImportReport, import_history
+from ._import import ImportReport, aimport_history, import_history
 from ._memory import InMemorySaver, MemorySaver
 from ._sqlite import AsyncSqliteSaver, SqliteSaver
 
@@ -29,6 +29,7 @@ __all__ = [
     "AsyncPostgresSaver",
     "LoopThreadError",
     "import_history",
+    "aimport_history",
     "ImportReport",
 ]
 

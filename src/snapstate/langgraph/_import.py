@@ -10,6 +10,7 @@ are skipped.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import struct
 from collections.abc import Callable, Iterable
@@ -29,7 +30,7 @@ from .._engine import Progress
 from ..errors import ImportMismatchError, InvalidArgumentError
 from ._base import AsyncSaver, SyncSaver
 
-__all__ = ["ImportReport", "import_history", "source_threads"]
+__all__ = ["ImportReport", "aimport_history", "import_history", "source_threads"]
 
 
 _Encode = Callable[[Any], bytes] | None
@@ -116,6 +117,26 @@ def import_history(
     return ImportReport(threads=len(threads), **totals)
 
 
+async def aimport_history(
+    source: BaseCheckpointSaver[Any],
+    target: BaseCheckpointSaver[Any],
+    *,
+    thread_ids: Iterable[str] | None = None,
+    verify: bool = True,
+    progress: Callable[[Progress], None] | None = None,
+) -> ImportReport:
+    """:func:`import_history` from async code: it runs in a worker thread, and async savers
+    (LangGraph's or snapstate's) are driven through their sync methods on the running loop."""
+    return await asyncio.to_thread(
+        import_history,
+        source,
+        target,
+        thread_ids=thread_ids,
+        verify=verify,
+        progress=progress,
+    )
+
+
 def source_threads(source: BaseCheckpointSaver[Any]) -> list[str]:
     """The thread ids a saver holds, sorted.
 
@@ -136,7 +157,11 @@ def source_threads(source: BaseCheckpointSaver[Any]) -> list[str]:
                 "SELECT DISTINCT thread_id FROM checkpoints"
             ).fetchall()
         return sorted(str(r[0]) for r in rows)
-    if module.startswith("langgraph.checkpoint.postgres") and hasattr(source, "_cursor"):
+    if (
+        module.startswith("langgraph.checkpoint.postgres")
+        and not type(source).__name__.startswith("Async")  # its cursor is async
+        and hasattr(source, "_cursor")
+    ):
         with source._cursor() as cur:
             cur.execute("SELECT DISTINCT thread_id FROM checkpoints")
             rows = cur.fetchall()
