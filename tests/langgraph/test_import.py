@@ -29,7 +29,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, Send
 
 from snapstate import cli
-from snapstate.errors import ImportMismatchError, InvalidArgumentError
+from snapstate.errors import ImportMismatchError, InvalidArgumentError, StorageError
 from snapstate.langgraph import (
     ImportReport,
     InMemorySaver,
@@ -541,6 +541,26 @@ def test_verification_finds_what_the_target_lost() -> None:
     # Without verification the loss goes unnoticed: that is what verification is for.
     report = import_history(source, Lossy(), thread_ids=["sends"], verify=False)
     assert report.verified == 0
+
+
+def test_a_source_that_fails_to_read_is_named() -> None:
+    class Broken(LGMemory):
+        broken = False
+
+        def list(self, config: Any, **kwargs: Any) -> Any:
+            if self.broken and config is not None:
+                raise ValueError("cannot decode a value")
+            return super().list(config, **kwargs)
+
+    source = Broken()
+    run_graphs(source)
+    source.broken = True
+    with pytest.raises(
+        StorageError,
+        match=r"cannot read thread 'fork' from the source \(Broken\): ValueError: cannot decode",
+    ) as caught:
+        import_history(source, InMemorySaver())
+    assert isinstance(caught.value.__cause__, ValueError)
 
 
 def test_bad_arguments_say_what_is_wrong() -> None:

@@ -27,7 +27,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.types import TASKS
 
 from .._engine import Progress
-from ..errors import ImportMismatchError, InvalidArgumentError
+from ..errors import ImportMismatchError, InvalidArgumentError, SnapstateError, StorageError
 from ._base import AsyncSaver, SyncSaver
 
 __all__ = ["ImportReport", "aimport_history", "import_history", "source_threads"]
@@ -93,6 +93,10 @@ def import_history(
     their task id (their task path, which LangGraph does not return, is a number giving the
     source's order). Checkpoints the target already holds are skipped and their pending writes
     written again, which changes nothing, so an interrupted import can simply be run again.
+
+    A channel keeps one value per version, the first met, as savers that store values by
+    version do (LangGraph's SQLite saver stores whole states, whose copies of one version of a
+    join barrier can differ).
 
     Checkpoints saved by LangGraph before its checkpoint format 4 get their pending sends in
     the ``__pregel_tasks`` channel, the way LangGraph's Postgres saver and graph runtime move
@@ -198,7 +202,15 @@ def _import_thread(
     counts = dict.fromkeys(("checkpoints", "skipped", "writes", "migrated", "verified"), 0)
     # Namespace by namespace, oldest first (checkpoint ids sort by time): a parent before its
     # children, and a growing list's earlier versions before the versions that extend them.
-    tuples = sorted(source.list({"configurable": {"thread_id": thread_id}}), key=_key)
+    try:
+        tuples = sorted(source.list({"configurable": {"thread_id": thread_id}}), key=_key)
+    except SnapstateError:
+        raise
+    except Exception as exc:  # the source's own error, whatever it is: say where it happened
+        raise StorageError(
+            f"cannot read thread {thread_id!r} from the source ({type(source).__name__}): "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     if not tuples:
         return counts
     by_key = {_key(t): t for t in tuples}
@@ -331,7 +343,7 @@ def _current_format(
 ) -> tuple[dict[str, Any], bool]:
     """The checkpoint in LangGraph's format 4: pending sends live in the ``__pregel_tasks``
     channel, not in a ``pending_sends`` field (format 1) or in the parent's pending writes
-    (formats 2 and 3). Returns a copy when it changed anything, and whether it did."""
+    (formats 2 and 3). Returns a shallow copy, and whether sends were moved."""
     checkpoint: dict[str, Any] = dict(t.checkpoint)
     if checkpoint.get("v", 4) >= 4 or TASKS in checkpoint["channel_values"]:
         return checkpoint, False
