@@ -249,6 +249,12 @@ def _langgraph_source(url: str, schema: str | None, stack: contextlib.ExitStack)
             columns = {r[1] for r in conn.execute("PRAGMA table_info(checkpoints)")}
         except sqlite3.DatabaseError as exc:
             raise ConfigurationError(f"cannot read {path!r} as SQLite: {exc}") from None
+        if {"blobs", "schema_migrations"} <= tables:
+            raise ConfigurationError(
+                f"{path!r} is a snapstate store, not LangGraph's",
+                hint="copy threads between snapstate stores with "
+                "snapstate.langgraph.import_history(source_saver, target_saver)",
+            )
         if "writes" not in tables or not {"type", "checkpoint", "metadata"} <= columns:
             raise ConfigurationError(
                 f"{path!r} holds no LangGraph checkpoint tables (checkpoints, writes)",

@@ -622,4 +622,8 @@ def test_the_command_line_refuses_what_is_not_a_langgraph_store(
     assert cli.main(["import-langgraph", str(other), str(tmp_path / "new.db")]) == 2
     err = capsys.readouterr().err
     assert "holds no LangGraph checkpoint tables" in err
+    with SqliteSaver.from_conn_string(str(tmp_path / "ours.db")) as ours:
+        run_graphs(ours)
+    assert cli.main(["import-langgraph", str(tmp_path / "ours.db"), str(tmp_path / "new.db")]) == 2
+    assert "is a snapstate store, not LangGraph's" in capsys.readouterr().err
     assert not (tmp_path / "new.db").exists()
