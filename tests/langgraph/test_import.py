@@ -37,6 +37,7 @@ from snapstate.langgraph import (
     aimport_history,
     import_history,
 )
+from snapstate.langgraph import _import as import_module
 from snapstate.langgraph._import import source_threads
 
 from ..fix_backends import new_schema
@@ -267,6 +268,18 @@ def test_threads_of_any_saver_are_found_by_listing_it() -> None:
     target = InMemorySaver()
     assert import_history(source, target).threads == 4
     assert source_threads(target) == sorted(BUILDERS)
+
+
+def test_threads_of_a_langgraph_saver_unlike_this_release_are_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def changed_insides(source: Any) -> Any:
+        raise sqlite3.OperationalError("no such table: checkpoints")
+
+    with LGSqlite.from_conn_string(str(tmp_path / "langgraph.db")) as source:
+        run_graphs(source)
+        monkeypatch.setattr(import_module, "_langgraph_threads", changed_insides)
+        assert source_threads(source) == sorted(BUILDERS)
 
 
 def put_chain(saver: Any, thread_id: str, versions: list[dict[str, Any]]) -> list[dict[str, Any]]:

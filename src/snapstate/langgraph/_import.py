@@ -146,21 +146,31 @@ def source_threads(source: BaseCheckpointSaver[Any]) -> list[str]:
 
     LangGraph's SQLite and Postgres savers are asked with one query on their tables, its
     ``InMemorySaver`` through its storage, snapstate's sync savers through their backend. Any
-    other saver is listed whole (``list(None)``), which reads every checkpoint once.
+    other saver, or one of those whose insides are not what this expects, is listed whole
+    (``list(None)``), which reads every checkpoint once.
     """
     if isinstance(source, SyncSaver):
         engine = source.checkpointer
         engine.flush()
         return sorted({t.thread_id for t in engine.ready().threads()})
+    try:
+        found = _langgraph_threads(source)
+    except Exception:  # another release of LangGraph's savers: list them through the API
+        found = None
+    if found is not None:
+        return sorted(found)
+    return sorted({str(t.config["configurable"]["thread_id"]) for t in source.list(None)})
+
+
+def _langgraph_threads(source: Any) -> set[str] | None:
+    """The thread ids of LangGraph's own savers, read from their storage (None: not one)."""
     module = type(source).__module__
     if module.startswith("langgraph.checkpoint.sqlite") and isinstance(
         getattr(source, "conn", None), sqlite3.Connection
     ):
-        with source.lock:  # type: ignore[attr-defined]
-            rows = source.conn.execute(  # type: ignore[attr-defined]
-                "SELECT DISTINCT thread_id FROM checkpoints"
-            ).fetchall()
-        return sorted(str(r[0]) for r in rows)
+        with source.lock:
+            rows = source.conn.execute("SELECT DISTINCT thread_id FROM checkpoints").fetchall()
+        return {str(r[0]) for r in rows}
     if (
         module.startswith("langgraph.checkpoint.postgres")
         and not type(source).__name__.startswith("Async")  # its cursor is async
@@ -169,10 +179,10 @@ def source_threads(source: BaseCheckpointSaver[Any]) -> list[str]:
         with source._cursor() as cur:
             cur.execute("SELECT DISTINCT thread_id FROM checkpoints")
             rows = cur.fetchall()
-        return sorted(str(r["thread_id"] if isinstance(r, dict) else r[0]) for r in rows)
+        return {str(r["thread_id"] if isinstance(r, dict) else r[0]) for r in rows}
     if module.startswith("langgraph.checkpoint.memory") and hasattr(source, "storage"):
-        return sorted(str(t) for t in source.storage)
-    return sorted({str(t.config["configurable"]["thread_id"]) for t in source.list(None)})
+        return {str(t) for t in source.storage}
+    return None
 
 
 # -- one thread ---------------------------------------------------------------------------------
