@@ -19,7 +19,8 @@ from snapstate import (
     InvalidArgumentError,
     SnapstateError,
 )
-from snapstate.backends import BLOB_DELTA, BLOB_EMPTY, BLOB_FULL
+from snapstate.backends import BLOB_DELTA, BLOB_EMPTY, BLOB_FULL, BlobRow, CheckpointRow, WriteBatch
+from snapstate.errors import DeltaBaseMissingError
 
 from .fix_backends import BackendFactory
 
@@ -483,6 +484,34 @@ def test_fresh_process_starts_with_a_keyframe(backend_factory: BackendFactory) -
         assert got is not None and got.checkpoint.channel_values == {"m": [1, 2, 3, 4]}
         index = {b.version: b.kind for b in b.backend.blob_index("t")}
         assert index == {"2": BLOB_FULL, "3": BLOB_DELTA, "4": BLOB_FULL}
+
+
+def test_a_delta_on_a_value_not_stored_is_refused(saver: Checkpointer) -> None:
+    """The backend contract: a batch whose append-delta builds on a value that is stored
+    neither already nor in the batch is refused whole (retention elsewhere deleted the base)."""
+    backend = saver.ready()
+    row = CheckpointRow("t", "", "0001", None, None, 0.0, b"{}", b"")
+
+    def delta(version: str, base: str) -> BlobRow:
+        return BlobRow("t", "", "m", version, BLOB_DELTA, base, b"x")
+
+    with pytest.raises(DeltaBaseMissingError, match=r"channel 'm', version '1', thread 't'"):
+        backend.write(WriteBatch(checkpoints=[row], blobs=[delta("2", "1")]))
+    assert backend.get_checkpoint("t", "", None) is None
+    assert backend.blob_index("t") == []
+    # In the same batch, or stored before: accepted.
+    keyframe = BlobRow("t", "", "m", "1", BLOB_FULL, None, b"x")
+    backend.write(WriteBatch(blobs=[keyframe, delta("2", "1")]))
+    backend.write(WriteBatch(checkpoints=[row], blobs=[delta("3", "2")]))
+    assert sorted(b.version for b in backend.blob_index("t")) == ["1", "2", "3"]
+    # Several bases at once: all must be stored.
+    other = BlobRow("t", "", "n", "7", BLOB_DELTA, "6", b"x")
+    with pytest.raises(DeltaBaseMissingError, match=r"channel 'n', version '6'"):
+        backend.write(WriteBatch(blobs=[delta("4", "3"), other]))
+    assert sorted(b.version for b in backend.blob_index("t")) == ["1", "2", "3"]
+    backend.write(WriteBatch(blobs=[BlobRow("t", "", "n", "6", BLOB_FULL, None, b"x")]))
+    backend.write(WriteBatch(blobs=[delta("4", "3"), other]))
+    assert sorted(b.version for b in backend.blob_index("t")) == ["1", "2", "3", "4", "6", "7"]
 
 
 def test_deltas_off(backend_factory: BackendFactory) -> None:

@@ -658,6 +658,18 @@ async def test_small_and_large_batches_store_alike(pg: Any, n: int) -> None:
 # -- large values (the shared cases are in test_payloads.py) --------------------------------
 
 
+def blocked_on_advisory_lock(conn: psycopg.Connection[Any], done: threading.Event) -> bool:
+    """Whether, within 10 s, a session waits for an advisory lock while ``done`` is unset."""
+    for _ in range(200):
+        (n,) = conn.execute(  # type: ignore[misc]
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        ).fetchone()
+        if n:
+            return not done.is_set()
+        done.wait(0.05)
+    return False
+
+
 def test_a_write_waits_for_another_storing_the_same_payload(pg_dsn: str, pg_schema: str) -> None:
     """While one transaction holds a payload's lock, a write carrying that payload waits for
     it (then finds the payload stored instead of writing it out of line again)."""
@@ -690,22 +702,77 @@ def test_a_write_waits_for_another_storing_the_same_payload(pg_dsn: str, pg_sche
             )
             thread = threading.Thread(target=write)
             thread.start()
-            waiting = False
-            for _ in range(200):
-                (n,) = other.execute(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-                ).fetchone()
-                if n:
-                    waiting = True
-                    break
-                done.wait(0.05)
-            assert waiting and not done.is_set()
+            assert blocked_on_advisory_lock(other, done)
             other.rollback()
         thread.join(30)
         assert done.is_set() and not errors
         assert [b.data for b in backend.get_blobs("t", "", [("v", "1")])] == [big]
     finally:
         backend.close()
+
+
+def test_retention_leaves_the_values_of_a_thread_a_write_holds(pg_dsn: str, pg_schema: str) -> None:
+    """A write holds its threads' locks from its check that the values its deltas build on
+    are stored until it commits; retention deletes a thread's values only holding that lock,
+    so it leaves them while the write runs, and the write never commits a delta on a deleted
+    base."""
+    backend = PostgresBackend(pg_dsn, schema=pg_schema)
+    backend.setup()
+    try:
+        backend.write(WriteBatch(blobs=[BlobRow("t", "", "m", "1", BLOB_FULL, None, b"x")]))
+        with psycopg.connect(pg_dsn) as writer:
+            writer.execute(  # a write of thread t, between its check and its commit
+                f"SELECT {pg_schema}.check_write(ARRAY['t'], ARRAY['0001'], ARRAY['t'], "
+                "ARRAY[''], ARRAY['m'], ARRAY['1'])"
+            )
+            backend.delete_rows("t", [], [("", "m", "1")])  # does not wait, deletes nothing
+            assert [b.version for b in backend.blob_index("t")] == ["1"]
+            writer.commit()
+        backend.delete_rows("t", [], [("", "m", "1")])  # the write has committed: now it goes
+        assert backend.blob_index("t") == []
+    finally:
+        backend.close()
+
+
+def test_a_write_whose_base_retention_is_deleting_waits_and_stores_whole_values(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """Retention deleting the base first: the write waits for the thread's lock, finds the
+    base gone, and the checkpoint is stored again with whole values."""
+    backend = PostgresBackend(pg_dsn, schema=pg_schema)
+    done = threading.Event()
+    errors: list[BaseException] = []
+    with Checkpointer(backend) as cp:
+        first = Checkpoint(id="0001", channel_values={"m": [1]}, channel_versions={"m": 1})
+        cp.put(first, thread_id="t")
+
+        def put() -> None:
+            try:
+                cp.put(
+                    Checkpoint(id="0002", channel_values={"m": [1, 2]}, channel_versions={"m": 2}),
+                    thread_id="t",
+                )
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+            done.set()
+
+        with psycopg.connect(pg_dsn) as retention:
+            retention.execute(  # as delete_rows does: the thread's lock, then the values
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s || 't', 0))",
+                [f"{pg_schema}:"],
+            )
+            retention.execute(
+                f"DELETE FROM {pg_schema}.blobs WHERE thread_id = 't' AND version = '1'"
+            )
+            thread = threading.Thread(target=put)
+            thread.start()
+            assert blocked_on_advisory_lock(retention, done)
+            retention.commit()
+        thread.join(30)
+        assert done.is_set() and not errors
+        got = cp.get("t", checkpoint_id="0002")
+        assert got is not None and got.checkpoint.channel_values == {"m": [1, 2]}
+        assert [(b.version, b.kind) for b in backend.blob_index("t")] == [("2", BLOB_FULL)]
 
 
 # -- writes sent through libpq (backends/_pg_direct.py) ----------------------------------------

@@ -26,6 +26,7 @@ Everything derives from :class:`SnapstateError`. There are two branches:
         |   +-- SchemaVersionError
         +-- StateVersionError
         +-- ImportMismatchError
+        +-- DeltaBaseMissingError
 
 Messages say what went wrong and where: the thread, namespace, checkpoint and channel concerned,
 and for values the path inside the value (``$.messages[3].content``).
@@ -51,6 +52,7 @@ __all__ = [
     "SchemaVersionError",
     "StateVersionError",
     "ImportMismatchError",
+    "DeltaBaseMissingError",
 ]
 
 
@@ -142,3 +144,9 @@ class ImportMismatchError(StorageError):
     """A checkpoint read back after an import differs from the one it was copied from
     (``snapstate.langgraph.import_history``). The message names the thread, the checkpoint and
     the field."""
+
+
+class DeltaBaseMissingError(StorageError):
+    """A write named as the base of an append-delta a value that is not stored (retention in
+    another process deleted it). Nothing of the write was stored. The writers store such a
+    checkpoint again with whole values, so callers rarely see this."""

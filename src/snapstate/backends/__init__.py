@@ -27,6 +27,8 @@ from ._base import (
     ListQuery,
     WriteBatch,
     WriteRow,
+    delta_bases,
+    missing_base,
     validate_filter,
 )
 from .memory import MemoryBackend
@@ -47,6 +49,8 @@ __all__ = [
     "BLOB_DELTA",
     "BLOB_EMPTY",
     "validate_filter",
+    "delta_bases",
+    "missing_base",
     "open_backend",
 ]
 

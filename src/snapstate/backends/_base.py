@@ -26,14 +26,14 @@ import hashlib
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import msgspec
 
 from .. import _forksafe
 from ..codec._format import raw_size
-from ..errors import DecodeError, InvalidArgumentError, ThreadDeletedError
+from ..errors import DecodeError, DeltaBaseMissingError, InvalidArgumentError, ThreadDeletedError
 
 __all__ = [
     "BLOB_FULL",
@@ -51,6 +51,8 @@ __all__ = [
     "Backend",
     "validate_filter",
     "key_conditions",
+    "delta_bases",
+    "missing_base",
 ]
 
 #: ``BlobRow.kind``: ``data`` is the whole encoded value.
@@ -113,6 +115,9 @@ class WriteBatch(msgspec.Struct):
     blobs: list[BlobRow] = msgspec.field(default_factory=list)
     writes: list[WriteRow] = msgspec.field(default_factory=list)
     replace_writes: list[WriteRow] = msgspec.field(default_factory=list)
+    replan: Callable[[], WriteBatch] | None = None
+    """For a write refused with ``DeltaBaseMissingError``: the same write with whole values,
+    which the writers store in its place (a merged batch has none)."""
 
     def extend(self, other: WriteBatch) -> None:
         """Append another batch's rows to this one (used to group commits)."""
@@ -526,6 +531,39 @@ def check_tombstones(batch: WriteBatch, tombstones: Mapping[str, str]) -> None:
                 f"checkpoint {w.checkpoint_id!r} (namespace {w.namespace!r}) belong to its "
                 "deleted history and were not stored"
             )
+
+
+def delta_bases(batch: WriteBatch) -> list[tuple[str, str, str, str]]:
+    """``(thread_id, namespace, channel, version)`` of the stored values the append-deltas of
+    ``batch`` build on, the batch's own blobs excepted, sorted.
+
+    Backends check, inside the write transaction, that each is stored, and refuse the batch
+    with ``DeltaBaseMissingError`` otherwise: retention in another process may have deleted a
+    value the engine that planned the batch still remembers.
+    """
+    if not batch.blobs:
+        return []
+    own = {(b.thread_id, b.namespace, b.channel, b.version) for b in batch.blobs}
+    return sorted(
+        {
+            key
+            for b in batch.blobs
+            if b.kind == BLOB_DELTA and b.base is not None
+            for key in ((b.thread_id, b.namespace, b.channel, b.base),)
+            if key not in own
+        }
+    )
+
+
+def missing_base(keys: Sequence[tuple[str, str, str, str]]) -> DeltaBaseMissingError:
+    """The error for a batch whose delta bases ``keys`` (the first is named) are not stored."""
+    t, ns, channel, version = keys[0]
+    return DeltaBaseMissingError(
+        f"the value an append-delta builds on is no longer stored (channel {channel!r}, version "
+        f"{version!r}, thread {t!r}, namespace {ns!r}); the write was not stored",
+        hint="retention in another process deleted it; the checkpoint is stored again with "
+        "whole values",
+    )
 
 
 def batch_threads(batch: WriteBatch) -> set[str]:

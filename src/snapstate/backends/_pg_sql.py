@@ -41,7 +41,9 @@ from ._base import (
     check_payloads,
     check_tombstones,
     checkpoint_values,
+    delta_bases,
     key_conditions,
+    missing_base,
     payload_value_sql,
     shared_payload_bytes_sql,
     stored_row,
@@ -66,6 +68,22 @@ class Stmt(NamedTuple):
 
 #: An operation: yields statements, receives their rows, returns its result.
 Op = Generator[Stmt, list[tuple[Any, ...]], T]
+
+#: The body of the tombstone check every write runs (see migration 2), shared by the functions
+#: of migrations 2 and 5.
+_CHECK_TOMBSTONES = """
+    PERFORM pg_advisory_xact_lock_shared(hashtextextended({lock_prefix} || t, 0))
+        FROM unnest(threads) AS t ORDER BY t;
+    -- lows: per thread, the least checkpoint id (or parent id) the write names.
+    IF EXISTS (
+        SELECT 1 FROM {s}.tombstones d
+        JOIN unnest(threads, lows) AS c(t, low) ON d.thread_id = c.t
+        WHERE c.low COLLATE "C" <= d.max_checkpoint_id
+    ) THEN
+        RAISE EXCEPTION 'write into the history of a deleted thread'
+            USING ERRCODE = 'SN001';
+    END IF;
+"""
 
 #: Numbered, named schema migrations, applied in one transaction by ``setup()`` and recorded in
 #: ``schema_migrations``. ``{s}`` is the quoted schema. Never edit a released entry: append one.
@@ -129,18 +147,9 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             """CREATE FUNCTION {s}.check_tombstones(threads text[], lows text[])
             RETURNS boolean LANGUAGE plpgsql VOLATILE AS $fn$
             BEGIN
-                PERFORM pg_advisory_xact_lock_shared(hashtextextended({lock_prefix} || t, 0))
-                    FROM unnest(threads) AS t ORDER BY t;
-                -- lows: per thread, the least checkpoint id (or parent id) the write names.
-                IF EXISTS (
-                    SELECT 1 FROM {s}.tombstones d
-                    JOIN unnest(threads, lows) AS c(t, low) ON d.thread_id = c.t
-                    WHERE c.low COLLATE "C" <= d.max_checkpoint_id
-                ) THEN
-                    RAISE EXCEPTION 'write into the history of a deleted thread'
-                        USING ERRCODE = 'SN001';
-                END IF;
-                RETURN true;
+"""
+            + _CHECK_TOMBSTONES
+            + """                RETURN true;
             END
             $fn$""",
         ),
@@ -175,9 +184,50 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             "WHERE payload IS NOT NULL",
         ),
     ),
+    (
+        5,
+        "refuse an append-delta whose base is not stored",
+        # ``check_tombstones``'s work, then a check that the stored values the write's
+        # append-deltas build on (ts, nss, chs, vs) are there: called instead of it by such a
+        # write. The
+        # threads' locks are held, shared, until the write commits, and retention deletes a
+        # thread's values only holding its lock exclusively: so a base found here stays until
+        # then, and one retention deleted first is not found (each query of a VOLATILE
+        # function takes a fresh snapshot). A plain lookup: no row lock, no WAL.
+        (
+            """CREATE FUNCTION {s}.check_write(
+                threads text[], lows text[], ts text[], nss text[], chs text[], vs text[]
+            ) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $fn$
+            BEGIN
+"""
+            # check_tombstones's body, inline: a nested call cost about 10 us a write.
+            + _CHECK_TOMBSTONES
+            + """                IF cardinality(ts) = 1 THEN  -- a put's usual one: one lookup
+                    PERFORM 1 FROM {s}.blobs b WHERE b.thread_id = ts[1]
+                        AND b.namespace = nss[1] AND b.channel = chs[1] AND b.version = vs[1];
+                    IF NOT FOUND THEN
+                        RAISE EXCEPTION 'the base of an append-delta is not stored'
+                            USING ERRCODE = 'SN002';
+                    END IF;
+                ELSIF (
+                    SELECT count(*) FROM {s}.blobs b
+                    JOIN unnest(ts, nss, chs, vs) AS k(kt, kn, kc, kv)
+                    ON b.thread_id = k.kt AND b.namespace = k.kn AND b.channel = k.kc
+                        AND b.version = k.kv
+                ) < cardinality(ts) THEN
+                    RAISE EXCEPTION 'the base of an append-delta is not stored'
+                        USING ERRCODE = 'SN002';
+                END IF;
+                RETURN true;
+            END
+            $fn$""",
+        ),
+    ),
 )
 #: SQLSTATE raised by ``check_tombstones`` (a class of our own: "SN").
 TOMBSTONE_SQLSTATE = "SN001"
+#: SQLSTATE raised by ``check_write``.
+BASES_SQLSTATE = "SN002"
 
 # Why these column choices:
 # - COLLATE "C" on keys: ids order bytewise, as in SQLite, whatever the database's collation
@@ -347,6 +397,12 @@ class Statements:
             f"w.task_path, {data('w')} FROM {s}.writes w WHERE w.thread_id = %s::text "
             "AND w.namespace = %s::text AND w.checkpoint_id = ANY(%s::text[])"
         )
+        self.missing_bases = (
+            "SELECT k.t, k.n, k.c, k.v FROM unnest(%s::text[], %s::text[], %s::text[],"
+            " %s::text[]) AS k(t, n, c, v) WHERE NOT EXISTS (SELECT 1 FROM "
+            f"{s}.blobs b WHERE b.thread_id = k.t AND b.namespace = k.n AND b.channel = k.c"
+            " AND b.version = k.v) ORDER BY 1, 2, 3, 4"
+        )
         self.get_tombstones = (
             f"SELECT thread_id, max_checkpoint_id FROM {s}.tombstones "
             "WHERE thread_id = ANY(%s::text[])"
@@ -427,10 +483,14 @@ class Statements:
             " FOR UPDATE OF x SKIP LOCKED), "
             f"p AS (UPDATE {s}.checkpoints x SET parent_id = NULL FROM lp"
             " WHERE x.ctid = lp.ctid), "
+            # Values only under the thread's lock, taken without waiting: a write holds it
+            # from its check that the values its deltas build on are stored until it commits
+            # (check_write). While one runs, the values stay for the next run.
             f"lb AS (SELECT x.ctid FROM {s}.blobs x JOIN unnest(%(bns)s::text[],"
             " %(bch)s::text[], %(bv)s::text[]) AS b(namespace, channel, version)"
             " ON x.namespace = b.namespace AND x.channel = b.channel AND x.version = b.version"
-            " WHERE x.thread_id = %(t)s::text FOR UPDATE OF x SKIP LOCKED), "
+            " WHERE x.thread_id = %(t)s::text AND pg_try_advisory_xact_lock(hashtextextended("
+            f"{self.lock_prefix} || %(t)s::text, 0)) FOR UPDATE OF x SKIP LOCKED), "
             f"b AS (DELETE FROM {s}.blobs x USING lb WHERE x.ctid = lb.ctid) "
             "SELECT count(*) FROM c"
         )
@@ -520,6 +580,8 @@ class Statements:
                     if present
                 ]
                 guard = "%(g0)b::text[], %(g1)b::text[]"
+                bases = "%(k0)b::text[], %(k1)b::text[], %(k2)b::text[], %(k3)b::text[]"
+                has_bases = bool(key[6])
                 payload_keys = "%(p0)b::text[], %(p1)b::bytea[]"  # the payloads' columns
             else:
                 parts = [
@@ -529,9 +591,16 @@ class Statements:
                 ]
                 marks = ", ".join(["%s::text"] * key[6])
                 guard = f"ARRAY[{marks}]::text[], ARRAY[{marks}]::text[]"
+                base_marks = ", ".join(["%s::text"] * key[7])
+                bases = ", ".join([f"ARRAY[{base_marks}]::text[]"] * 4)
+                has_bases = bool(key[7])
                 payload_keys = "%s::text[], %b::bytea[]"
             ctes = ", ".join(f"p{i} AS ({stmt})" for i, stmt in enumerate(parts))
-            result = f"{self.quoted}.check_tombstones({guard})"
+            result = (
+                f"{self.quoted}.check_write({guard}, {bases})"
+                if has_bases
+                else f"{self.quoted}.check_tombstones({guard})"
+            )
             if key[5]:
                 # Two writes carrying the same payload at once (a node's write and the next
                 # checkpoint) would both write it out of line before one finds the other's
@@ -657,6 +726,7 @@ def write_params(batch: WriteBatch) -> tuple[tuple[int, ...], Any, list[str]]:
             lows[tid] = cid
     threads = sorted(batch_threads(batch))
     low_list = [lows.get(t) for t in threads]
+    base_columns = [list(c) for c in zip(*delta_bases(batch))]
 
     # Large values go to payloads: each row keeps an empty data and the payload's digest.
     payloads: dict[tuple[str, bytes], bytes] = {}
@@ -680,16 +750,21 @@ def write_params(batch: WriteBatch) -> tuple[tuple[int, ...], Any, list[str]]:
                 flat.extend(t)
         flat.extend(threads)
         flat.extend(low_list)
+        for column in base_columns:
+            flat.extend(column)
         if payload_rows:
             flat.extend(_columns(payload_rows, 3)[:2])
-        return (_VALUES, *counts, len(threads)), flat, threads
+        bases = len(base_columns[0]) if base_columns else 0
+        return (_VALUES, *counts, len(threads), bases), flat, threads
     params: dict[str, Any] = {}
     for prefix, rows, width in zip("wrbcp", parts, (9, 9, 8, 8, 3)):
         if rows:
             _add_columns(params, prefix, rows, width)
     params["g0"] = threads
     params["g1"] = low_list
-    return (_ARRAYS, *(1 if n else 0 for n in counts)), params, threads
+    for i, column in enumerate(base_columns):
+        params[f"k{i}"] = column
+    return (_ARRAYS, *(1 if n else 0 for n in counts), 1 if base_columns else 0), params, threads
 
 
 def _add_columns(
@@ -778,6 +853,10 @@ def op_write(q: Statements, batch: WriteBatch) -> Op[None]:
     try:
         yield Stmt(q.write_sql(key), params, fetch=False, direct=True)
     except psycopg.Error as exc:
+        if exc.sqlstate == BASES_SQLSTATE:
+            bases = delta_bases(batch)
+            rows = yield Stmt(q.missing_bases, [list(c) for c in zip(*bases)])
+            raise missing_base([tuple(r) for r in rows] or bases) from None
         if exc.sqlstate != TOMBSTONE_SQLSTATE:
             raise
     else:

@@ -22,7 +22,9 @@ from ._base import (
     WriteBatch,
     WriteRow,
     check_tombstones,
+    delta_bases,
     metadata_matches,
+    missing_base,
 )
 
 __all__ = ["MemoryBackend"]
@@ -54,6 +56,11 @@ class MemoryBackend(Backend):
     def write(self, batch: WriteBatch) -> None:
         with self._lock:
             check_tombstones(batch, {t: last for t, (last, _) in self._tombstones.items()})
+            missing = [
+                k for k in delta_bases(batch) if (k[2], k[3]) not in self._blobs.get(k[:2], {})
+            ]
+            if missing:
+                raise missing_base(missing)
             # Nothing below can fail half-way: every step is a dict assignment.
             for w in batch.writes:
                 per = self._writes.setdefault((w.thread_id, w.namespace), {}).setdefault(

@@ -53,7 +53,9 @@ from ._base import (
     check_payloads,
     check_tombstones,
     checkpoint_values,
+    delta_bases,
     key_conditions,
+    missing_base,
     payload_value_sql,
     shared_payload_bytes_sql,
     stored_row,
@@ -1108,6 +1110,11 @@ def _rolled_back_on_error(rollback: Callable[[], Any], what: str) -> Iterator[No
         raise
 
 
+_HAS_BLOB = (
+    "SELECT 1 FROM blobs WHERE thread_id = ? AND namespace = ? AND channel = ? AND version = ?"
+)
+
+
 def _store(db: _Statements, batch: WriteBatch) -> None:
     """The statements of one write, inside the transaction its caller opened and commits."""
     threads = list(batch_threads(batch))
@@ -1121,6 +1128,11 @@ def _store(db: _Statements, batch: WriteBatch) -> None:
             )
         )
     check_tombstones(batch, tombstones)
+    bases = delta_bases(batch)
+    if bases:
+        missing = [k for k in bases if not db.query(_HAS_BLOB, k)]
+        if missing:
+            raise missing_base(missing)
     # Large values go to payloads, once per thread and content. INSERT OR IGNORE finds one
     # already stored in its index before writing anything.
     payloads: dict[tuple[str, bytes], Any] = {}
