@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import time
@@ -9,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from snapstate import Checkpoint, Checkpointer, InvalidArgumentError, Progress
+from snapstate import AsyncCheckpointer, Checkpoint, Checkpointer, InvalidArgumentError, Progress
+from snapstate.backends import BLOB_DELTA, BLOB_FULL
+from snapstate.backends._base import version_key
 from snapstate.backends.sqlite import SqliteBackend
 
 from .fix_backends import BackendFactory
@@ -94,6 +97,90 @@ def test_a_delta_never_builds_on_a_value_retention_deleted(saver: Checkpointer, 
     put("0003", m3, 3, "r3")
     got = Checkpointer(saver.backend).get("t", checkpoint_id="0003")
     assert got is not None and got.checkpoint.channel_values == {"m": m3}
+
+
+@pytest.mark.parametrize("durability", ["sync", "batched"])
+@pytest.mark.parametrize("how", ["delete_runs", "keep_last", "prune"])
+def test_another_process_s_retention_never_leaves_a_delta_without_its_base(
+    backend_factory: BackendFactory, how: str, durability: str
+) -> None:
+    """A writer remembers the lists it stored; retention elsewhere (another checkpointer on
+    the store, as another process) deletes them. The writer's next put stores whole values
+    in place of a delta on a deleted base, and loses nothing."""
+    m1 = [{"i": 1}]
+    m2 = [*m1, {"i": 2}]
+    m3 = [*m2, {"i": 3}]
+    with (
+        Checkpointer(backend_factory(), durability=durability) as writer,
+        Checkpointer(backend_factory()) as other,
+    ):
+
+        def put(cid: str, value: list[Any], version: int, run: str, parent: str | None) -> None:
+            writer.put(
+                Checkpoint(id=cid, channel_values={"m": value}, channel_versions={"m": version}),
+                thread_id="t",
+                parent_id=parent,
+                metadata={"run_id": run},
+            )
+
+        put("0002", m1, 1, "r1", None)
+        put("0001", m2, 2, "r2", "0002")  # its list is a delta on m1; stored last, smaller id
+        writer.flush()
+        if how == "delete_runs":
+            other.delete_runs(["r1", "r2"])
+        elif how == "keep_last":
+            other.retain(keep_last=1, thread_ids=["t"])
+            other.delete_runs(["r2"])
+        else:
+            other.prune(["t"])
+            other.delete_runs(["r2"])
+        put("0003", m3, 3, "r3", "0001")
+        writer.flush()
+        got = other.get("t", checkpoint_id="0003")
+        assert got is not None and got.checkpoint.channel_values == {"m": m3}
+        assert got.metadata == {"run_id": "r3"} and got.parent_id == "0001"
+        # It was stored whole, and later puts build on it again.
+        (row,) = [b for b in other.backend.blob_index("t") if b.version == version_key(3)]
+        assert row.kind == BLOB_FULL
+        put("0004", [*m3, {"i": 4}], 4, "r3", "0003")
+        writer.flush()
+        (row,) = [b for b in other.backend.blob_index("t") if b.version == version_key(4)]
+        assert row.kind == BLOB_DELTA and row.base == version_key(3)
+        assert other.get("t").checkpoint.channel_values == {"m": [*m3, {"i": 4}]}
+
+
+@pytest.mark.parametrize("durability", ["sync", "batched"])
+def test_the_async_engine_stores_whole_values_when_a_base_is_gone(
+    backend_factory: BackendFactory, durability: str
+) -> None:
+    async def main() -> None:
+        writer = AsyncCheckpointer(backend_factory(), durability=durability)
+        try:
+            items = [{"i": 1}, {"i": 2}, {"i": 3}]  # the same objects: the second is a delta
+            for i in (1, 2):
+                await writer.put(
+                    Checkpoint(
+                        id=f"000{i}", channel_values={"m": items[:i]}, channel_versions={"m": i}
+                    ),
+                    thread_id="t",
+                    metadata={"run_id": "r1"},
+                )
+            await writer.flush()
+            with Checkpointer(backend_factory()) as other:
+                assert [b.kind for b in other.ready().blob_index("t")] == [BLOB_FULL, BLOB_DELTA]
+                other.delete_runs(["r1"])
+            m3 = items
+            await writer.put(
+                Checkpoint(id="0003", channel_values={"m": m3}, channel_versions={"m": 3}),
+                thread_id="t",
+            )
+            await writer.flush()
+            got = await writer.get("t")
+            assert got is not None and got.checkpoint.channel_values == {"m": m3}
+        finally:
+            await writer.aclose()
+
+    asyncio.run(main())
 
 
 def test_keep_last_every_thread_and_dry_run(saver: Checkpointer) -> None:

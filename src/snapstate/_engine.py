@@ -12,6 +12,7 @@ Both share every decision through :class:`_Planner`; only the calls to the backe
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import threading
@@ -303,7 +304,33 @@ class _Planner:
             metadata=meta_bytes,
             skeleton=skeleton,
         )
-        return WriteBatch(checkpoints=[row], blobs=blobs)
+        batch = WriteBatch(checkpoints=[row], blobs=blobs)
+        if any(b.kind == BLOB_DELTA for b in blobs):
+            batch.replan = functools.partial(self._whole, row, blobs, values, where)
+        return batch
+
+    def _whole(
+        self, row: CheckpointRow, blobs: list[BlobRow], values: Mapping[str, Any], where: str
+    ) -> WriteBatch:
+        """A put's batch again, its append-deltas encoded as whole values: the backend refused
+        one (retention in another process deleted its base). What this process remembers of
+        the thread's lists goes first."""
+        self.delta.forget(row.thread_id)
+        whole = []
+        for b in blobs:
+            if b.kind == BLOB_DELTA:
+                kind, base, data = self.delta.encode(
+                    self.encoder,
+                    b.thread_id,
+                    b.namespace,
+                    b.channel,
+                    b.version,
+                    values[b.channel],
+                    f"channel {b.channel!r} of {where}",
+                )
+                b = BlobRow(b.thread_id, b.namespace, b.channel, b.version, kind, base, data)
+            whole.append(b)
+        return WriteBatch(checkpoints=[row], blobs=whole)
 
     def put_writes(
         self,

@@ -35,7 +35,13 @@ from typing import Any, Literal, Protocol
 from . import _forksafe
 from .backends._async import AsyncBackend
 from .backends._base import Backend, WriteBatch, batch_bytes, batch_threads
-from .errors import ConfigurationError, SnapstateError, StorageError, StoreUnavailableError
+from .errors import (
+    ConfigurationError,
+    DeltaBaseMissingError,
+    SnapstateError,
+    StorageError,
+    StoreUnavailableError,
+)
 
 __all__ = [
     "Durability",
@@ -106,7 +112,7 @@ def _group_commit(
     skipped. If the store itself is unavailable, every batch fails with that error.
     """
     if len(batches) <= 1:
-        return [(yield batches[0])] if batches else []
+        return [(yield from _alone(batches[0]))] if batches else []
     merged = WriteBatch()
     for b in batches:
         merged.extend(b)
@@ -124,11 +130,24 @@ def _group_commit(
             errors.append(_dependent(min(lost)))
             failed |= threads
             continue
-        err = yield b
+        err = yield from _alone(b)
         errors.append(err)
         if err is not None:
             failed |= threads
     return errors
+
+
+def _alone(batch: WriteBatch) -> Generator[WriteBatch, BaseException | None, BaseException | None]:
+    """Write one batch. Refused because retention (in another process) deleted the base of
+    one of its append-deltas, the same write with whole values goes in its place."""
+    error = yield batch
+    if isinstance(error, DeltaBaseMissingError) and batch.replan is not None:
+        try:
+            again = batch.replan()
+        except Exception as exc:  # handed to the submitter, like a write's error
+            return exc
+        error = yield again
+    return error
 
 
 def _drive_sync(backend: Backend, batches: list[WriteBatch]) -> list[BaseException | None]:
@@ -270,7 +289,13 @@ class SyncWriter:
     def _commit_alone(self, batch: WriteBatch) -> None:
         """Commit one batch that no other caller is waiting to join (its slot is taken)."""
         try:
-            self._backend.write(batch)
+            try:
+                self._backend.write(batch)
+            except DeltaBaseMissingError:
+                if batch.replan is None:
+                    raise
+                batch = batch.replan()  # see _alone
+                self._backend.write(batch)
         except BaseException:  # reported, then re-raised, as a group of one would be
             if self._on_failure is not None:
                 self._on_failure(batch)
