@@ -18,7 +18,10 @@
 
 In both modes a batch whose commit failed is handed to ``on_failure`` (the engine then stops
 building append-deltas on what it had stored), and a later batch of the same graph thread that
-was queued before the failure is not stored either: it may build on the lost one.
+was queued before the failure is not stored either: it may build on the lost one. A batch the
+backend refused because a value one of its append-deltas builds on is no longer stored
+(``DeltaBaseMissingError``: retention in another process deleted it) is stored again as its
+``replan``, the same checkpoint with whole values, before anything is reported.
 """
 
 from __future__ import annotations
