@@ -512,6 +512,13 @@ def test_a_delta_on_a_value_not_stored_is_refused(saver: Checkpointer) -> None:
     backend.write(WriteBatch(blobs=[BlobRow("t", "", "n", "6", BLOB_FULL, None, b"x")]))
     backend.write(WriteBatch(blobs=[delta("4", "3"), other]))
     assert sorted(b.version for b in backend.blob_index("t")) == ["1", "2", "3", "4", "6", "7"]
+    # A large batch (PostgreSQL binds it as column arrays) is checked alike.
+    rows = [CheckpointRow("t", "", f"1{i:03d}", None, None, 0.0, b"{}", b"") for i in range(40)]
+    with pytest.raises(DeltaBaseMissingError, match=r"channel 'm', version '8'"):
+        backend.write(WriteBatch(checkpoints=rows, blobs=[delta("9", "8")]))
+    assert backend.get_checkpoint("t", "", "1000") is None
+    backend.write(WriteBatch(checkpoints=rows, blobs=[delta("5", "4")]))
+    assert backend.get_checkpoint("t", "", "1039") is not None
 
 
 def test_deltas_off(backend_factory: BackendFactory) -> None:
