@@ -9,6 +9,7 @@
     snapstate upgrade URL --hooks MODULE:ATTRIBUTE [--thread T ...] [--chunk N]
     snapstate import-langgraph SOURCE TARGET [--thread T ...] [--source-schema S] [--schema S]
                                [--no-verify]
+    snapstate copy SOURCE TARGET [the same options]
 
 URL is ``memory://``, ``sqlite:///path.db`` (or a plain path) or ``postgresql://...``. Every
 command is a thin layer over importable functions: :meth:`snapstate.Checkpointer.stats`,
@@ -252,8 +253,7 @@ def _langgraph_source(url: str, schema: str | None, stack: contextlib.ExitStack)
         if {"blobs", "schema_migrations"} <= tables:
             raise ConfigurationError(
                 f"{path!r} is a snapstate store, not LangGraph's",
-                hint="copy threads between snapstate stores with "
-                "snapstate.langgraph.import_history(source_saver, target_saver)",
+                hint="copy threads between snapstate stores with snapstate copy",
             )
         if "writes" not in tables or not {"type", "checkpoint", "metadata"} <= columns:
             raise ConfigurationError(
@@ -296,6 +296,62 @@ def _langgraph_source(url: str, schema: str | None, stack: contextlib.ExitStack)
     return PostgresSaver(pg)
 
 
+def _snapstate_source(url: str, schema: str | None, stack: contextlib.ExitStack) -> Any:
+    """snapstate's saver on the store at ``url``, which must already hold snapstate's tables."""
+    path = _sqlite_path(url)
+    if path is not None:
+        if not os.path.exists(path):
+            raise ConfigurationError(f"no database at {path!r}")
+        try:
+            with contextlib.closing(sqlite3.connect(path)) as probe:
+                tables = {r[0] for r in probe.execute("SELECT name FROM sqlite_master")}
+        except sqlite3.DatabaseError as exc:
+            raise ConfigurationError(f"cannot read {path!r} as SQLite: {exc}") from None
+        if not {"blobs", "schema_migrations"} <= tables:
+            raise ConfigurationError(
+                f"{path!r} is not a snapstate store",
+                hint="a store LangGraph's savers wrote is copied with import-langgraph",
+            )
+        from .langgraph import SqliteSaver
+
+        saver: Any = SqliteSaver(path)
+    elif url.startswith(("postgresql://", "postgres://")):
+        import psycopg
+
+        where = schema or "public"
+        try:
+            with psycopg.connect(url, autocommit=True) as probe:
+                row = probe.execute(
+                    "SELECT to_regclass(format('%%I.schema_migrations', %s::text)) IS NOT NULL"
+                    " AND to_regclass(format('%%I.blobs', %s::text)) IS NOT NULL",
+                    [where, where],
+                ).fetchone()
+        except psycopg.Error as exc:
+            raise ConfigurationError(f"cannot read {url!r}: {exc}") from None
+        if not row or not row[0]:
+            raise ConfigurationError(
+                f"schema {where!r} holds no snapstate store",
+                hint="name the schema the store is in with --source-schema; a store LangGraph's "
+                "savers wrote is copied with import-langgraph",
+            )
+        from .langgraph import PostgresSaver
+
+        saver = PostgresSaver(url, schema=where)
+    else:
+        raise ConfigurationError(
+            f"cannot copy from {url!r}: use a SQLite file or a postgresql:// URL"
+        )
+    stack.callback(saver.close)
+    return saver
+
+
+def _same_store(args: argparse.Namespace) -> bool:
+    source, target = _sqlite_path(args.source), _sqlite_path(args.target)
+    if source is not None and target is not None:
+        return os.path.realpath(source) == os.path.realpath(target)
+    return (args.source, args.source_schema or "public") == (args.target, args.schema or "public")
+
+
 def _import_langgraph(args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
     from .langgraph import import_history
 
@@ -306,7 +362,12 @@ def _import_langgraph(args: argparse.Namespace, out: TextIO, err: TextIO) -> Non
         err.flush()
 
     with contextlib.ExitStack() as stack:
-        source = _langgraph_source(args.source, args.source_schema, stack)
+        if args.command == "copy":
+            if _same_store(args):
+                raise ConfigurationError("SOURCE and TARGET are the same store")
+            source = _snapstate_source(args.source, args.source_schema, stack)
+        else:
+            source = _langgraph_source(args.source, args.source_schema, stack)
         target_path = _sqlite_path(args.target)
         if target_path is not None:
             from .langgraph import SqliteSaver
@@ -325,8 +386,9 @@ def _import_langgraph(args: argparse.Namespace, out: TextIO, err: TextIO) -> Non
         report = import_history(
             source, target, thread_ids=args.thread, verify=args.verify, progress=progress
         )
+    verb = "copied" if args.command == "copy" else "imported"
     out.write(
-        f"imported {report.threads} thread(s): {report.checkpoints} checkpoint(s) written, "
+        f"{verb} {report.threads} thread(s): {report.checkpoints} checkpoint(s) written, "
         f"{report.skipped} already there, {report.writes} pending write(s)"
     )
     if report.migrated:
@@ -361,21 +423,26 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--hooks", required=True, help="your StateUpgrades, as MODULE:ATTRIBUTE")
     u.add_argument("--thread", action="append", default=None, help="only this thread (repeat)")
     u.add_argument("--chunk", type=int, default=100, help="checkpoints per transaction")
-    g = sub.add_parser(
-        "import-langgraph",
-        help="copy the threads LangGraph's SqliteSaver or PostgresSaver stored into snapstate",
-    )
-    g.add_argument("source", help="LangGraph's SQLite file, or a postgresql:// URL")
-    g.add_argument("target", help="snapstate's SQLite file, or a postgresql:// URL")
-    g.add_argument("--thread", action="append", default=None, help="only this thread (repeat)")
-    g.add_argument("--source-schema", default=None, help="the schema of LangGraph's tables")
-    g.add_argument("--schema", default=None, help="the schema to store in (PostgreSQL)")
-    g.add_argument(
-        "--no-verify",
-        dest="verify",
-        action="store_false",
-        help="do not read each checkpoint back and compare it with the source",
-    )
+    for name, text, source in (
+        (
+            "import-langgraph",
+            "copy the threads LangGraph's SqliteSaver or PostgresSaver stored into snapstate",
+            "LangGraph's",
+        ),
+        ("copy", "copy threads from one snapstate store to another", "a snapstate store's"),
+    ):
+        g = sub.add_parser(name, help=text)
+        g.add_argument("source", help=f"{source} SQLite file, or a postgresql:// URL")
+        g.add_argument("target", help="snapstate's SQLite file, or a postgresql:// URL")
+        g.add_argument("--thread", action="append", default=None, help="only this thread (repeat)")
+        g.add_argument("--source-schema", default=None, help=f"the schema of {source} tables")
+        g.add_argument("--schema", default=None, help="the schema to store in (PostgreSQL)")
+        g.add_argument(
+            "--no-verify",
+            dest="verify",
+            action="store_false",
+            help="do not read each checkpoint back and compare it with the source",
+        )
     return p
 
 
@@ -394,7 +461,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     out = out or sys.stdout
     err = sys.stderr
     args = _parser().parse_args(argv)
-    if args.command == "import-langgraph":
+    if args.command in ("import-langgraph", "copy"):
         try:
             _import_langgraph(args, out, err)
         except SnapstateError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import operator
+import os
 import random
 import shutil
 import sqlite3
@@ -640,3 +641,36 @@ def test_the_command_line_refuses_what_is_not_a_langgraph_store(
     assert cli.main(["import-langgraph", str(tmp_path / "ours.db"), str(tmp_path / "new.db")]) == 2
     assert "is a snapstate store, not LangGraph's" in capsys.readouterr().err
     assert not (tmp_path / "new.db").exists()
+    # And the other way round: copy takes snapstate stores only.
+    assert cli.main(["copy", str(tmp_path / "other.db"), str(tmp_path / "new.db")]) == 2
+    assert "is not a snapstate store" in capsys.readouterr().err
+    assert cli.main(["copy", str(tmp_path / "ours.db"), str(tmp_path / "." / "ours.db")]) == 2
+    assert "the same store" in capsys.readouterr().err
+    assert not (tmp_path / "new.db").exists()
+
+
+@pytest.mark.postgres
+def test_the_command_line_copies_a_snapstate_file_into_postgres(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], pg_dsn: str, pg_schema: str
+) -> None:
+    """Outgrowing the embedded default: snapstate's SQLite file into PostgreSQL."""
+    with SqliteSaver.from_conn_string(str(tmp_path / "laptop.db")) as laptop:
+        run_graphs(laptop)
+        expected = {name: history(laptop, name) for name in BUILDERS}
+    assert cli.main(["copy", str(tmp_path / "laptop.db"), pg_dsn, "--schema", pg_schema]) == 0
+    assert "copied 4 thread(s)" in capsys.readouterr().out
+    from snapstate.langgraph import PostgresSaver
+
+    with PostgresSaver.from_conn_string(pg_dsn, schema=pg_schema) as fleet:
+        assert {name: history(fleet, name) for name in BUILDERS} == expected
+    # And back.
+    back = str(tmp_path / "back.db")
+    assert cli.main(["copy", pg_dsn, back, "--source-schema", pg_schema, "--thread", "fork"]) == 0
+    assert "copied 1 thread(s)" in capsys.readouterr().out
+    with SqliteSaver.from_conn_string(back) as again:
+        assert history(again, "fork") == expected["fork"] and history(again, "tools") == []
+    # A schema without a snapstate store is refused, and nothing is created for it.
+    none = str(tmp_path / "none.db")
+    assert cli.main(["copy", pg_dsn, none, "--source-schema", "nowhere"]) == 2
+    assert "holds no snapstate store" in capsys.readouterr().err
+    assert not os.path.exists(none)
