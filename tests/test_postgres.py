@@ -734,6 +734,35 @@ def test_retention_leaves_the_values_of_a_thread_a_write_holds(pg_dsn: str, pg_s
         backend.close()
 
 
+def test_retention_reports_the_values_it_left_for_the_next_run(pg_dsn: str, pg_schema: str) -> None:
+    """While a write of the thread holds its lock, retention deletes the checkpoints but not
+    their values, and says so; the next run that deletes checkpoints of the thread takes them."""
+    with Checkpointer(PostgresBackend(pg_dsn, schema=pg_schema)) as cp:
+        for i in range(4):
+            cp.put(
+                Checkpoint(
+                    id=f"000{i}", channel_values={"v": f"value {i}"}, channel_versions={"v": i}
+                ),
+                thread_id="t",
+            )
+        with psycopg.connect(pg_dsn) as writer:
+            writer.execute(  # a write of thread t in progress
+                "SELECT pg_advisory_xact_lock_shared(hashtextextended(%s || 't', 0))",
+                [f"{pg_schema}:"],
+            )
+            first = cp.retain(keep_last=1, thread_ids=["t"])
+        assert (first.checkpoints_deleted, first.blobs_deleted) == (3, 0)
+        assert len(cp.backend.blob_index("t")) == 4
+        # The next run that deletes checkpoints of the thread takes them too.
+        cp.put(
+            Checkpoint(id="0004", channel_values={"v": "value 4"}, channel_versions={"v": 4}),
+            thread_id="t",
+        )
+        second = cp.retain(keep_last=1, thread_ids=["t"])
+        assert (second.checkpoints_deleted, second.blobs_deleted) == (1, 4)
+        assert [b.version for b in cp.backend.blob_index("t")] == ["4"]
+
+
 def test_a_write_whose_base_retention_is_deleting_waits_and_stores_whole_values(
     pg_dsn: str, pg_schema: str
 ) -> None:
