@@ -725,10 +725,12 @@ def test_retention_leaves_the_values_of_a_thread_a_write_holds(pg_dsn: str, pg_s
                 f"SELECT {pg_schema}.check_write(ARRAY['t'], ARRAY['0001'], ARRAY['t'], "
                 "ARRAY[''], ARRAY['m'], ARRAY['1'])"
             )
-            backend.delete_rows("t", [], [("", "m", "1")])  # does not wait, deletes nothing
+            # Does not wait, deletes nothing, and says so.
+            assert backend.delete_rows("t", [], [("", "m", "1")]) == 0
             assert [b.version for b in backend.blob_index("t")] == ["1"]
             writer.commit()
-        backend.delete_rows("t", [], [("", "m", "1")])  # the write has committed: now it goes
+        # The write has committed: now it goes.
+        assert backend.delete_rows("t", [], [("", "m", "1")]) == 1
         assert backend.blob_index("t") == []
     finally:
         backend.close()

@@ -1233,14 +1233,16 @@ class Checkpointer:
             deleted += self.backend.delete_rows(thread_id, gone[i : i + chunk], [])
         if deleted < len(gone):
             return deleted, 0
+        # A backend may leave some blobs for a later run (PostgreSQL does while a write of the
+        # thread is in progress): the count is of those gone.
+        blobs_gone = 0
         for i in range(0, len(blobs), chunk):
-            self.backend.delete_rows(thread_id, [], blobs[i : i + chunk])
-        if not blobs:
-            return deleted, 0
-        # A blob this process stored last for a channel may be gone: the next delta must not
-        # name it as its base.
-        self._plan.delta.forget(thread_id)
-        return deleted, _gone(blobs, self.backend.blob_index(thread_id))
+            blobs_gone += self.backend.delete_rows(thread_id, [], blobs[i : i + chunk])
+        if blobs:
+            # A blob this process stored last for a channel may be gone: the next delta must
+            # not name it as its base.
+            self._plan.delta.forget(thread_id)
+        return deleted, blobs_gone
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -1256,13 +1258,6 @@ class Checkpointer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _gone(blobs: Sequence[tuple[str, str, str]], index: Sequence[BlobRef]) -> int:
-    """How many of ``blobs`` are no longer in a thread's blob ``index``: a backend may leave
-    some for the next run (PostgreSQL does while a write of the thread is in progress)."""
-    left = {(b.namespace, b.channel, b.version) for b in index}
-    return sum(1 for k in blobs if k not in left)
 
 
 def _writes_by_checkpoint(rows: Iterable[WriteRow]) -> dict[str, list[WriteRow]]:
@@ -1507,12 +1502,14 @@ class AsyncCheckpointer:
             deleted += await self.backend.delete_rows(thread_id, gone[i : i + RETENTION_CHUNK], [])
         if deleted < len(gone):
             return deleted, 0  # see Checkpointer._retain
+        blobs_gone = 0  # see Checkpointer._retain
         for i in range(0, len(blobs), RETENTION_CHUNK):
-            await self.backend.delete_rows(thread_id, [], blobs[i : i + RETENTION_CHUNK])
-        if not blobs:
-            return deleted, 0
-        self._plan.delta.forget(thread_id)  # see Checkpointer._retain
-        return deleted, _gone(blobs, await self.backend.blob_index(thread_id))
+            blobs_gone += await self.backend.delete_rows(
+                thread_id, [], blobs[i : i + RETENTION_CHUNK]
+            )
+        if blobs:
+            self._plan.delta.forget(thread_id)  # see Checkpointer._retain
+        return deleted, blobs_gone
 
     async def aclose(self) -> None:
         """Drain queued writes and release the backend."""

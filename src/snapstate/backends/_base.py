@@ -350,7 +350,7 @@ class Backend(abc.ABC):
         blobs: Collection[tuple[str, str, str]],
     ) -> int:
         """Delete some rows of one thread in one transaction; return how many of the named
-        checkpoints are gone.
+        checkpoints, and of the named blobs, are gone (the engine names one kind per call).
 
         ``checkpoints`` are (namespace, checkpoint_id): each goes with its pending writes, and
         checkpoints of the thread left behind whose ``parent_id`` named one of them get
@@ -358,8 +358,8 @@ class Backend(abc.ABC):
         blobs that no kept checkpoint reaches, and only once every doomed checkpoint is gone.
 
         A backend may skip rows another transaction holds locked, so that retention never
-        waits on a live writer (PostgreSQL uses ``SKIP LOCKED``); skipped rows stay for the next
-        run, and the count says so.
+        waits on a live writer (PostgreSQL uses ``SKIP LOCKED``, and deletes a thread's blobs
+        only under its lock); skipped rows stay for the next run, and the count says so.
         """
 
     @abc.abstractmethod

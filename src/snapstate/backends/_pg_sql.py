@@ -491,8 +491,8 @@ class Statements:
             " ON x.namespace = b.namespace AND x.channel = b.channel AND x.version = b.version"
             " WHERE x.thread_id = %(t)s::text AND pg_try_advisory_xact_lock(hashtextextended("
             f"{self.lock_prefix} || %(t)s::text, 0)) FOR UPDATE OF x SKIP LOCKED), "
-            f"b AS (DELETE FROM {s}.blobs x USING lb WHERE x.ctid = lb.ctid) "
-            "SELECT count(*) FROM c"
+            f"b AS (DELETE FROM {s}.blobs x USING lb WHERE x.ctid = lb.ctid RETURNING 1) "
+            "SELECT (SELECT count(*) FROM c) + (SELECT count(*) FROM b)"
         )
         # Copying into a thread id is a deliberate new history for it: its tombstone goes.
         self.copy_thread = (

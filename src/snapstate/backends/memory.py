@@ -182,9 +182,12 @@ class MemoryBackend(Backend):
                 for cid, row in list(rows.items()):
                     if row.parent_id in cids:
                         rows[cid] = msgspec.structs.replace(row, parent_id=None)
+            gone = 0
             for ns, channel, version in blobs:
-                self._blobs.get((thread_id, ns), {}).pop((channel, version), None)
-            return len(checkpoints)
+                gone += (
+                    self._blobs.get((thread_id, ns), {}).pop((channel, version), None) is not None
+                )
+            return len(checkpoints) + gone
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         with self._lock:

@@ -846,14 +846,14 @@ class SqliteBackend(Backend):
                 "WHERE thread_id = ? AND namespace = ? AND parent_id = ?",
                 [(thread_id, ns, cid) for ns, cid in cps],
             )
-            conn.executemany(
+            gone = conn.executemany(
                 "DELETE FROM blobs WHERE thread_id = ? AND namespace = ? AND channel = ? "
                 "AND version = ?",
                 [(thread_id, ns, ch, v) for ns, ch, v in blobs],
-            )
+            ).rowcount
             # One writer at a time holds the database: no write can be about to name a payload.
             conn.execute(_COLLECT_PAYLOADS, (thread_id,))
-        return len(cps)
+        return len(cps) + max(gone, 0)
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         with self._transaction("copying a thread") as conn:
