@@ -228,12 +228,26 @@ def _upgrade(
     out.write(f"rewrote {n} checkpoint(s) to state version {upgrades.version}\n")
 
 
+def _read_only(path: str) -> sqlite3.Connection:
+    """A read-only connection to the SQLite file a SOURCE names (which must exist)."""
+    if not os.path.exists(path):
+        raise ConfigurationError(f"no database at {path!r}")
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+    return sqlite3.connect(uri, uri=True, check_same_thread=False)
+
+
+def _names(conn: sqlite3.Connection, path: str, sql: str, column: int = 0) -> set[str]:
+    """One column of a query's rows: the tables of a SQLite file, or a table's columns."""
+    try:
+        return {r[column] for r in conn.execute(sql)}
+    except sqlite3.DatabaseError as exc:
+        raise ConfigurationError(f"cannot read {path!r} as SQLite: {exc}") from None
+
+
 def _langgraph_source(url: str, schema: str | None, stack: contextlib.ExitStack) -> Any:
     """LangGraph's own saver on the store at ``url``, opened for reading only."""
     path = _sqlite_path(url)
     if path is not None:
-        if not os.path.exists(path):
-            raise ConfigurationError(f"no database at {path!r}")
         try:
             from langgraph.checkpoint.sqlite import SqliteSaver
         except ImportError:
@@ -241,15 +255,9 @@ def _langgraph_source(url: str, schema: str | None, stack: contextlib.ExitStack)
                 "reading LangGraph's SQLite files needs langgraph-checkpoint-sqlite",
                 hint="pip install langgraph-checkpoint-sqlite",
             ) from None
-        uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
-        conn = stack.enter_context(
-            contextlib.closing(sqlite3.connect(uri, uri=True, check_same_thread=False))
-        )
-        try:
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-            columns = {r[1] for r in conn.execute("PRAGMA table_info(checkpoints)")}
-        except sqlite3.DatabaseError as exc:
-            raise ConfigurationError(f"cannot read {path!r} as SQLite: {exc}") from None
+        conn = stack.enter_context(contextlib.closing(_read_only(path)))
+        tables = _names(conn, path, "SELECT name FROM sqlite_master")
+        columns = _names(conn, path, "PRAGMA table_info(checkpoints)", column=1)
         if {"blobs", "schema_migrations"} <= tables:
             raise ConfigurationError(
                 f"{path!r} is a snapstate store, not LangGraph's",
@@ -300,13 +308,8 @@ def _snapstate_source(url: str, schema: str | None, stack: contextlib.ExitStack)
     """snapstate's saver on the store at ``url``, which must already hold snapstate's tables."""
     path = _sqlite_path(url)
     if path is not None:
-        if not os.path.exists(path):
-            raise ConfigurationError(f"no database at {path!r}")
-        try:
-            with contextlib.closing(sqlite3.connect(path)) as probe:
-                tables = {r[0] for r in probe.execute("SELECT name FROM sqlite_master")}
-        except sqlite3.DatabaseError as exc:
-            raise ConfigurationError(f"cannot read {path!r} as SQLite: {exc}") from None
+        with contextlib.closing(_read_only(path)) as probe:
+            tables = _names(probe, path, "SELECT name FROM sqlite_master")
         if not {"blobs", "schema_migrations"} <= tables:
             raise ConfigurationError(
                 f"{path!r} is not a snapstate store",
@@ -352,7 +355,7 @@ def _same_store(args: argparse.Namespace) -> bool:
     return (args.source, args.source_schema or "public") == (args.target, args.schema or "public")
 
 
-def _import_langgraph(args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
+def _copy_threads(args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
     from .langgraph import import_history
 
     def progress(p: Progress) -> None:
@@ -463,7 +466,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     args = _parser().parse_args(argv)
     if args.command in ("import-langgraph", "copy"):
         try:
-            _import_langgraph(args, out, err)
+            _copy_threads(args, out, err)
         except SnapstateError as exc:
             err.write(f"snapstate: error: {exc}\n")
             return 2
