@@ -290,21 +290,16 @@ class SyncWriter:
             self._cv.notify_all()
 
     def _commit_alone(self, batch: WriteBatch) -> None:
-        """Commit one batch that no other caller is waiting to join (its slot is taken)."""
+        """Commit one batch that no other caller is waiting to join (its slot is taken), as a
+        group of one (a write refused for a missing delta base goes again whole: see _alone)."""
         try:
-            try:
-                self._backend.write(batch)
-            except DeltaBaseMissingError:
-                if batch.replan is None:
-                    raise
-                batch = batch.replan()  # see _alone
-                self._backend.write(batch)
-        except BaseException:  # reported, then re-raised, as a group of one would be
-            if self._on_failure is not None:
+            (error,) = _drive_sync(self._backend, [batch])
+            if error is not None and self._on_failure is not None:
                 self._on_failure(batch)
-            raise
         finally:
             self._release()
+        if error is not None:
+            raise error
 
     def _commit(self, group: list[_Ticket]) -> None:
         errors: list[BaseException | None] | None = None
