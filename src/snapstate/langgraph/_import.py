@@ -29,6 +29,7 @@ from langgraph.checkpoint.serde.types import TASKS
 from .._engine import Progress
 from ..errors import ImportMismatchError, InvalidArgumentError, SnapstateError, StorageError
 from ._base import AsyncSaver, SyncSaver
+from ._convert import next_version
 
 __all__ = ["ImportReport", "aimport_history", "import_history", "source_threads"]
 
@@ -278,7 +279,7 @@ def _import_thread(
     _flush(target)
     if verify:
         for t, checkpoint in written:
-            _verify(target, thread_id, t, checkpoint)
+            _verify(target, thread_id, t, checkpoint, encode)
             counts["verified"] += 1
     return counts
 
@@ -381,8 +382,6 @@ def _next_version(current: Any) -> Any:
         return current + 1
     if isinstance(current, float):
         return current + 1.0
-    from ._convert import next_version
-
     return next_version(current)
 
 
@@ -418,13 +417,13 @@ def _verify(
     thread_id: str,
     source: CheckpointTuple,
     checkpoint: dict[str, Any],
+    encode: _Encode,
 ) -> None:
     namespace, checkpoint_id = _key(source)
     got = target.get_tuple(_conf(thread_id, namespace, checkpoint_id))
     where = f"checkpoint {checkpoint_id!r} of thread {thread_id!r}, namespace {namespace!r}"
     if got is None:
         raise ImportMismatchError(f"{where} is missing from the target after the import")
-    encode = _encoder(target)
     mine = dict(got.checkpoint)
     for key in ("channel_values", "channel_versions", "versions_seen"):
         _same(where, key, checkpoint[key], mine.get(key), encode)
