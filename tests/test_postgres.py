@@ -854,6 +854,91 @@ def test_direct_path_leaves_other_values_to_the_cursor(value: Any) -> None:
     assert direct.encode(s, []) is None  # a count that does not match
 
 
+@pytest.mark.parametrize(
+    "items",
+    [
+        [],
+        ["a"],
+        ["", None, "x"],
+        ['quo"te', "back\\slash", "{brace}", "com,ma", " spaced ", "NULL", "é中\U0001f600"],
+    ],
+    ids=["empty", "one", "null", "special"],
+)
+def test_direct_text_arrays_read_back_as_sent(pg_dsn: str, items: list[Any]) -> None:
+    s = direct.statement("SELECT %s::text[]")
+    assert s is not None
+    encoded = direct.encode(s, [items])
+    assert encoded is not None
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        result = direct.run(conn, s, encoded, prepare=False)
+        assert direct.rows(conn, result) == [(items,)]
+        # What psycopg's own cursor returns for the same statement, binary as ours.
+        cur = conn.cursor(binary=True, row_factory=tuple_row)
+        assert cur.execute("SELECT %s::text[]", [items]).fetchall() == [(items,)]
+
+
+@pytest.mark.parametrize("items", [["nul\x00"], [1], ["\udcff"], [b"x"]])
+def test_direct_path_leaves_other_arrays_to_the_cursor(items: list[Any]) -> None:
+    s = direct.statement("SELECT %s::text[]")
+    assert s is not None
+    assert direct.encode(s, [items]) is None
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_reads_are_prepared_by_snapstate_only(pg_dsn: str, pg_schema: str, kind: str) -> None:
+    # psycopg numbers its prepared statements per connection (_pg3_0, _pg3_1, ...): behind a
+    # pooler a client could run another client's statement under its name. Reads are prepared
+    # as writes are, under names made of their text, and psycopg prepares nothing.
+    cls = PostgresBackend if kind == "sync" else AsyncPostgresBackend
+    backend = cls(pg_dsn, schema=pg_schema, max_connections=1)
+    pg = Awaitable(backend)
+    await pg.setup()
+    try:
+        await pg.write(
+            WriteBatch(
+                checkpoints=[row("t", "1")],
+                blobs=[blob("t", "a", "1")],
+                writes=[write("t", "1", 0)],
+            )
+        )
+        for _ in range(8):
+            assert (await pg.get_checkpoint("t", "", None)).checkpoint_id == "1"
+            assert len(await pg.get_blobs("t", "", [("a", "1")])) == 1
+            assert len(await pg.get_writes("t", "", ["1"])) == 1
+        names = [
+            r[0] for r in await _on_session(backend, "SELECT name FROM pg_prepared_statements")
+        ]
+        assert names and all(n.startswith("snapstate_") for n in names)
+        assert len(names) >= 3  # the three reads, besides the write
+    finally:
+        await pg.close()
+
+
+def test_a_statement_missing_twice_is_sent_unnamed(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A pooler may run a client's prepare and its execution on different server sessions, again
+    # after the retry: the statement then goes unnamed, and runs once.
+    real = direct._execute
+
+    def losing_execute(pgconn: Any) -> Any:
+        results = yield from real(pgconn)
+        if results and results[-1].status == psycopg.pq.ExecStatus.COMMAND_OK:  # the prepare
+            pgconn.send_query(b"DEALLOCATE ALL")
+            yield from real(pgconn)
+        return results
+
+    monkeypatch.setattr(direct, "_execute", losing_execute)
+    s = direct.statement("SELECT %s::int4 + 1")
+    assert s is not None
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        for i in range(4):
+            result = direct.run(conn, s, [str(i).encode()], prepare=True)
+            assert direct.rows(conn, result) == [(i + 1,)]
+        assert s.name not in direct._sessions[conn].prepared
+        assert conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone() == (0,)
+
+
 @contextlib.asynccontextmanager
 async def _session(backend: Any) -> AsyncIterator[Any]:
     """A connection of the backend's pool (sync or async): with ``max_connections=1``, the

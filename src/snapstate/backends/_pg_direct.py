@@ -1,32 +1,38 @@
-"""Writes sent through the connection's libpq handle, past psycopg's cursor machinery.
+"""Statements sent through the connection's libpq handle, past psycopg's cursor machinery.
 
-A write is one statement whose result nobody reads. Sending it through a psycopg cursor costs
-the client about 35 µs of CPU per call on top of the round trip (a cursor, parameters adapted
-one by one by psycopg's transformer, the query parsed for placeholders, the result wrapped): the
-chat graph's calls replayed by ``python -m benchmarks.bench_calls`` took 230 µs of CPU per
-``put`` through the cursor and 196 µs through ``PGconn.send_query_prepared`` (medians of six
-alternating runs each, AMD EPYC VM with 2 cores; docs/postgres.md).
+Sending a statement through a psycopg cursor costs the client about 35 µs of CPU per call on
+top of the round trip (a cursor, parameters adapted one by one by psycopg's transformer, the
+query parsed for placeholders, the result wrapped): the chat graph's calls replayed by
+``python -m benchmarks.bench_calls`` took 230 µs of CPU per ``put`` through the cursor and
+196 µs through ``PGconn.send_query_prepared`` (medians of six alternating runs each, AMD EPYC
+VM with 2 cores; docs/postgres.md). Rows come back in binary and are loaded by psycopg's own
+``Transformer`` for the connection, so they are exactly what the cursor would have returned.
 
 The path is taken only where it behaves as the cursor's does, and a statement it cannot send
 goes through the cursor instead (:func:`encode` returns None), so errors stay psycopg's:
 
-* parameters are ``str``, ``int``, finite ``float`` or None (sent as text, typed by the
-  statement's casts or its target columns, as psycopg sends strings), and ``bytes`` where the
-  statement says ``%b`` (binary); a string holding NUL, or anything else, falls back (psycopg
-  then raises its own clear error, which the backend translates);
-* the connection is open, idle or in a transaction snapstate opened, and not in pipeline mode;
-* with ``prepare=True`` (and the connection's ``prepare_threshold`` not None) a statement is
-  prepared on a connection at its second use there, under a name of snapstate's own
-  (``snapstate_`` and a hash of its text, never one of psycopg's), up to 64 per connection;
-  otherwise it is sent unnamed, as PgBouncer's transaction pooling needs. When a session has
-  lost a prepared statement (``DISCARD ALL``, a pooler handing over another server
-  connection), the server says so; the statement is prepared again and run once more, which is
-  safe because the failed call ran nothing.
+* parameters are ``str``, ``int``, finite ``float`` or None, or a list of ``str`` and None
+  (sent as text, typed by the statement's casts or its target columns, as psycopg sends
+  strings), and ``bytes`` where the statement says ``%b`` (binary); a string holding NUL, or
+  anything else, falls back (psycopg then raises its own clear error, which the backend
+  translates);
+* the connection is open, idle or in a transaction snapstate opened, and not in pipeline mode.
 
-It uses psycopg's documented ``pq`` module and, to wait for the socket without blocking the
-event loop, the connection's ``wait`` with ``psycopg.generators.execute``, the pair psycopg's
-own cursors use. When a psycopg release lacks them, :data:`AVAILABLE` is False and every
-statement goes through the cursor.
+Prepared statements are snapstate's own, never psycopg's (the backend runs its cursors with
+``prepare=False``). With ``prepare=True`` (and the connection's ``prepare_threshold`` not None)
+a statement is prepared on a connection at its second use there, outside any transaction,
+under a name made of a hash of its text (``snapstate_...``), up to 64 per connection; otherwise
+it is sent unnamed, as PgBouncer's transaction pooling needs. A name therefore only ever stands
+for one text, on any server session: a pooler that hands a client's transactions to other
+sessions can make a prepared statement missing there, never another one. When the session has
+lost the statement (``DISCARD ALL``, a pooler), the server says so; the statement is prepared
+again and run once more, and sent unnamed if it is missing again. That is safe because a
+statement that failed so ran nothing.
+
+It uses psycopg's documented ``pq`` module, ``psycopg.adapt.Transformer`` and, to wait for the
+socket without blocking the event loop, the connection's ``wait`` with
+``psycopg.generators.execute``, the pieces psycopg's own cursors use. When a psycopg release
+lacks them, :data:`AVAILABLE` is False and every statement goes through the cursor.
 """
 
 from __future__ import annotations
@@ -43,20 +49,36 @@ from psycopg import pq
 
 try:
     from psycopg import generators as _generators
+    from psycopg.adapt import Transformer as _Transformer
 
     _execute = _generators.execute
     _error_from_result = pg_errors.error_from_result
-    AVAILABLE = hasattr(psycopg.Connection, "wait") and hasattr(psycopg.AsyncConnection, "wait")
+    AVAILABLE = (
+        hasattr(psycopg.Connection, "wait")
+        and hasattr(psycopg.AsyncConnection, "wait")
+        and hasattr(_Transformer, "from_context")
+        and hasattr(_Transformer, "load_rows")
+    )
 except (ImportError, AttributeError):  # pragma: no cover - depends on the psycopg release
     AVAILABLE = False
 
-__all__ = ["AVAILABLE", "Statement", "statement", "encode", "prepared_call", "run", "run_async"]
+__all__ = [
+    "AVAILABLE",
+    "Statement",
+    "statement",
+    "encode",
+    "prepared_call",
+    "rows",
+    "run",
+    "run_async",
+]
 
 _TEXT = 0
 _BINARY = 1
 _FATAL = pq.ExecStatus.FATAL_ERROR
 _PIPELINE_OFF = pq.PipelineStatus.OFF
-_IDLE_OR_IN_TRANSACTION = frozenset({pq.TransactionStatus.IDLE, pq.TransactionStatus.INTRANS})
+_IDLE = pq.TransactionStatus.IDLE
+_IDLE_OR_IN_TRANSACTION = frozenset({_IDLE, pq.TransactionStatus.INTRANS})
 
 
 class Statement:
@@ -79,6 +101,9 @@ PREPARE_AFTER = 2
 MAX_PREPARED = 64
 #: Statements whose uses a session counts before it forgets the counts (of unprepared ones).
 _MAX_COUNTED = 1024
+#: Statement texts converted and kept per process; past that the cache starts over (a list
+#: query's text varies with its filters).
+_MAX_STATEMENTS = 4096
 
 
 class _Session:
@@ -134,6 +159,8 @@ def statement(sql: str) -> Statement | None:
         i += 1
     else:
         text = "".join(out).encode()
+        if len(_statements) >= _MAX_STATEMENTS:
+            _statements.clear()
         # Named by content: behind a pooler that hands this session's statements to another
         # client (a misconfiguration, but one psycopg's own names also meet), a name can only
         # ever mean this very statement, never another schema's.
@@ -167,9 +194,31 @@ def encode(stmt: Statement, params: Sequence[Any]) -> list[bytes | None] | None:
             out.append(str(value).encode())
         elif kind is float and math.isfinite(value):
             out.append(repr(value).encode())
+        elif kind is list or kind is tuple:
+            array = _text_array(value)
+            if array is None:
+                return None
+            out.append(array)
         else:
             return None
     return out
+
+
+def _text_array(values: Sequence[Any]) -> bytes | None:
+    """A list of ``str`` and None as PostgreSQL's text form of an array (``{"a",NULL}``), or
+    None when an element is anything else or a string holds NUL."""
+    items: list[str] = []
+    for v in values:
+        if v is None:
+            items.append("NULL")
+        elif type(v) is str and "\x00" not in v:
+            items.append('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        else:
+            return None
+    try:
+        return ("{" + ",".join(items) + "}").encode()
+    except UnicodeEncodeError:  # a lone surrogate: psycopg says what it is
+        return None
 
 
 def prepared_call(sql: str, params: Any) -> tuple[Statement, list[bytes | None]] | None:
@@ -198,16 +247,19 @@ def _check(results: list[Any], conn: Any) -> None:
 
 
 def _send(conn: Any, stmt: Statement, params: list[bytes | None], prepare: bool) -> Any:
-    """The exchange with the server, as a psycopg generator the connection's ``wait`` drives."""
+    """The exchange with the server, as a psycopg generator the connection's ``wait`` drives;
+    it returns the statement's result."""
     pgconn = conn.pgconn
     session = _sessions.get(conn)
     if session is None:
         session = _sessions.setdefault(conn, _Session())
-    named = prepare and conn.prepare_threshold is not None
+    # Never inside a transaction: there a missing statement would abort it.
+    named = prepare and conn.prepare_threshold is not None and pgconn.transaction_status == _IDLE
     lost = False  # the session lost the statement: prepare it again at once
-    for attempt in (0, 1):
+    for attempt in (0, 1, 2):
         if (
             named
+            and attempt < 2
             and stmt.name not in session.prepared
             and (lost or session.should_prepare(stmt.name))
         ):
@@ -216,36 +268,46 @@ def _send(conn: Any, stmt: Statement, params: list[bytes | None], prepare: bool)
                 _check((yield from _execute(pgconn)), conn)
             except pg_errors.DuplicatePreparedStatement:
                 # In the session but not in our record of it (a prepare whose reply never
-                # reached us): a name only ever stands for this text, so it is this statement.
-                if pgconn.transaction_status != pq.TransactionStatus.IDLE:
-                    raise
+                # reached us, another client's behind a pooler): a name only ever stands for
+                # this text, so it is this statement.
+                pass
             session.prepared.add(stmt.name)
-        if not named or stmt.name not in session.prepared:
+        if not named or attempt == 2 or stmt.name not in session.prepared:
             pgconn.send_query_params(stmt.sql, params, None, stmt.formats, _BINARY)
-            _check((yield from _execute(pgconn)), conn)
-            return
+            results = yield from _execute(pgconn)
+            _check(results, conn)
+            return results[-1]
         pgconn.send_query_prepared(stmt.name, params, stmt.formats, _BINARY)
         try:
-            _check((yield from _execute(pgconn)), conn)
+            results = yield from _execute(pgconn)
+            _check(results, conn)
         except pg_errors.InvalidSqlStatementName:
-            if attempt or pgconn.transaction_status != pq.TransactionStatus.IDLE:
-                raise
-            session.prepared.discard(stmt.name)  # DISCARD ALL, DEALLOCATE
+            # DISCARD ALL, DEALLOCATE, or a pooler that ran this on another server session:
+            # prepare it again, and past a second miss send it unnamed.
+            session.prepared.discard(stmt.name)
             lost = True
             continue
-        return
+        return results[-1]
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def rows(conn: Any, result: Any) -> list[tuple[Any, ...]]:
+    """A statement's rows as tuples, loaded as the connection's cursors load them."""
+    tx = _Transformer.from_context(conn)
+    tx.set_pgresult(result)
+    return tx.load_rows(0, result.ntuples, tuple)  # type: ignore[no-any-return]
 
 
 def run(
     conn: psycopg.Connection[Any], stmt: Statement, params: list[bytes | None], *, prepare: bool
-) -> bool:
-    """Run ``stmt`` on ``conn`` and drop its rows; False (nothing sent) when the connection is
-    in a state this path leaves to the cursor. Raises psycopg's errors, as a cursor would."""
+) -> Any:
+    """Run ``stmt`` on ``conn``; its result (:func:`rows` reads it), or None (nothing sent)
+    when the connection is in a state this path leaves to the cursor. Raises psycopg's
+    errors, as a cursor would."""
     with conn.lock:
         if not _usable(conn):
-            return False
-        conn.wait(_send(conn, stmt, params, prepare))
-        return True
+            return None
+        return conn.wait(_send(conn, stmt, params, prepare))
 
 
 async def run_async(
@@ -254,10 +316,9 @@ async def run_async(
     params: list[bytes | None],
     *,
     prepare: bool,
-) -> bool:
+) -> Any:
     """:func:`run` on an ``AsyncConnection``, waiting on the event loop."""
     async with conn.lock:
         if not _usable(conn):
-            return False
-        await conn.wait(_send(conn, stmt, params, prepare))
-        return True
+            return None
+        return await conn.wait(_send(conn, stmt, params, prepare))

@@ -56,14 +56,13 @@ R = TypeVar("R")
 
 
 class Stmt(NamedTuple):
-    """One statement of an operation; ``fetch`` says whether its rows are sent back. ``direct``:
-    it may go straight through libpq (:mod:`._pg_direct`; only statements whose rows nobody
-    reads)."""
+    """One statement of an operation; ``fetch`` says whether its rows are sent back. A
+    statement with positional parameters goes straight through libpq when it can
+    (:mod:`._pg_direct`), otherwise through a cursor."""
 
     sql: str
     params: Sequence[Any] | Mapping[str, Any] | None = None
     fetch: bool = True
-    direct: bool = False
 
 
 #: An operation: yields statements, receives their rows, returns its result.
@@ -851,7 +850,7 @@ def op_write(q: Statements, batch: WriteBatch) -> Op[None]:
         return
     key, params, threads = write_params(batch)
     try:
-        yield Stmt(q.write_sql(key), params, fetch=False, direct=True)
+        yield Stmt(q.write_sql(key), params, fetch=False)
     except psycopg.Error as exc:
         if exc.sqlstate == BASES_SQLSTATE:
             bases = delta_bases(batch)

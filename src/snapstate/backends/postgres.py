@@ -8,7 +8,9 @@ pool), a connection (used behind a lock: one connection cannot run two statement
 What every call relies on is set up here, not left to the caller: each call runs in autocommit
 mode (a borrowed connection is switched for the call and switched back), rows come back through
 snapstate's own cursors (whatever ``row_factory`` the connection has), results are binary, and
-``prepare=False`` turns server-side prepared statements off for PgBouncer's transaction pooling.
+the only prepared statements are snapstate's, named by their text, so that a pooler handing
+transactions to other server sessions (PgBouncer's transaction pooling) can never make a name
+stand for another statement; ``prepare=False`` turns them off.
 
 A write is one statement: the rows of each table travel as column arrays and a data-modifying
 ``WITH`` stores them all, so a checkpoint and its blobs commit together in one round trip and one
@@ -148,8 +150,6 @@ class _Config:
             if not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigurationError(f"{name} must be seconds > 0, got {value!r}")
         self.prepare = prepare
-        #: ``prepare=`` for ``cursor.execute``: None follows the connection's prepare_threshold.
-        self.prepare_arg: bool | None = None if prepare else False
         self.max_connections = max_connections
         self.pool_timeout = float(pool_timeout)
         self.connect_timeout = connect_timeout
@@ -279,8 +279,10 @@ class PostgresBackend(Backend):
     schema:
         The schema holding snapstate's tables (created by :meth:`setup` if missing).
     prepare:
-        Use server-side prepared statements (after a few executions of a statement, as psycopg
-        decides). Pass ``False`` behind PgBouncer in transaction pooling mode.
+        Prepare a statement on a server session at its second use there, under a name made of
+        its text (psycopg's own numbered prepared statements are never used). Safe behind
+        PgBouncer in transaction pooling mode; ``False`` there saves the round trips of
+        statements prepared on one server session and missing on the next.
     max_connections, pool_timeout:
         Size of the owned pool, and how long a call waits for a free connection.
     connect_timeout:
@@ -479,7 +481,6 @@ class PostgresBackend(Backend):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _drive(self, conn: psycopg.Connection[Any], op: sql.Op[T], transaction: bool) -> T:
-        prepare = self._cfg.prepare_arg
         cur: psycopg.Cursor[Any] | None = None  # made for the first statement that needs one
         try:
             with conn.transaction() if transaction else contextlib.nullcontext():
@@ -487,17 +488,21 @@ class PostgresBackend(Backend):
                     stmt = next(op)
                     while True:
                         try:
-                            call = (
-                                direct.prepared_call(stmt.sql, stmt.params) if stmt.direct else None
+                            call = direct.prepared_call(stmt.sql, stmt.params)
+                            result = (
+                                None
+                                if call is None
+                                else direct.run(conn, *call, prepare=self._cfg.prepare)
                             )
-                            if call is not None and direct.run(
-                                conn, *call, prepare=self._cfg.prepare
-                            ):
-                                rows: list[Any] = []
+                            if result is not None:
+                                rows: list[Any] = direct.rows(conn, result) if stmt.fetch else []
                             else:
                                 if cur is None:
                                     cur = conn.cursor(binary=True, row_factory=tuple_row)
-                                cur.execute(stmt.sql, stmt.params, prepare=prepare)
+                                # psycopg's own prepared statements are numbered per
+                                # connection: behind a pooler one client's name may be
+                                # another's statement. Only the direct path prepares.
+                                cur.execute(stmt.sql, stmt.params, prepare=False)
                                 rows = cur.fetchall() if stmt.fetch else []
                         except psycopg.Error as exc:
                             if _is_lost(exc, conn):
@@ -815,7 +820,6 @@ class AsyncPostgresBackend(AsyncBackend):
     async def _drive(
         self, conn: psycopg.AsyncConnection[Any], op: sql.Op[T], transaction: bool
     ) -> T:
-        prepare = self._cfg.prepare_arg
         cur: psycopg.AsyncCursor[Any] | None = None
         try:
             async with conn.transaction() if transaction else _anull():
@@ -823,17 +827,19 @@ class AsyncPostgresBackend(AsyncBackend):
                     stmt = next(op)
                     while True:
                         try:
-                            call = (
-                                direct.prepared_call(stmt.sql, stmt.params) if stmt.direct else None
+                            call = direct.prepared_call(stmt.sql, stmt.params)
+                            result = (
+                                None
+                                if call is None
+                                else await direct.run_async(conn, *call, prepare=self._cfg.prepare)
                             )
-                            if call is not None and await direct.run_async(
-                                conn, *call, prepare=self._cfg.prepare
-                            ):
-                                rows: list[Any] = []
+                            if result is not None:
+                                rows: list[Any] = direct.rows(conn, result) if stmt.fetch else []
                             else:
                                 if cur is None:
                                     cur = conn.cursor(binary=True, row_factory=tuple_row)
-                                await cur.execute(stmt.sql, stmt.params, prepare=prepare)
+                                # Only the direct path prepares (see the sync twin).
+                                await cur.execute(stmt.sql, stmt.params, prepare=False)
                                 rows = await cur.fetchall() if stmt.fetch else []
                         except psycopg.Error as exc:
                             if _is_lost(exc, conn):
