@@ -29,6 +29,7 @@ import pytest
 from langgraph.checkpoint.base import create_checkpoint, empty_checkpoint
 from psycopg.conninfo import conninfo_to_dict
 
+from snapstate.errors import StoreUnavailableError
 from snapstate.langgraph import AsyncPostgresSaver, PostgresSaver
 
 from .fix_backends import in_ci, new_schema
@@ -146,6 +147,10 @@ def _server_pids(dsn: str, times: int) -> set[int]:
     """The server sessions ``times`` transactions of one client connection ran on."""
     with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as conn:
         return {conn.execute("SELECT pg_backend_pid()").fetchone()[0] for _ in range(times)}
+
+
+def _config(thread_id: str) -> dict[str, Any]:
+    return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
 
 
 def _step(saver: Any, config: dict[str, Any], previous: Any, step: int) -> tuple[Any, Any]:
@@ -295,3 +300,75 @@ def test_setup_from_many_clients_at_once(pgbouncer_dsn: str, bouncer_schema: str
     with PostgresSaver.from_conn_string(pgbouncer_dsn, schema=bouncer_schema) as saver:
         status = saver._engine.backend.migration_status()
         assert status and all(m.applied_at is not None for m in status)
+
+
+def test_server_sessions_killed_under_a_stream_of_puts(
+    pg_dsn: str, pgbouncer_dsn: str, bouncer_schema: str
+) -> None:
+    # PgBouncer drops a client whose server session dies inside its transaction. A put is then
+    # retried once on a new connection; if that one's session dies too, the put raises a clear
+    # error. Nothing a put returned from is missing afterwards, and every checkpoint stored,
+    # acknowledged or not, reads back whole.
+    name = "snapstate_pgbouncer_kill"
+    stop = threading.Event()
+    killed = 0
+
+    def killer() -> None:
+        nonlocal killed
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            while not stop.is_set():
+                time.sleep(0.03)
+                row = conn.execute(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) "
+                    "FROM pg_stat_activity WHERE application_name = %s",
+                    [name],
+                ).fetchone()
+                killed += row[0] if row else 0
+
+    acked: dict[int, list[str]] = {n: [] for n in range(4)}
+    failed: list[StoreUnavailableError] = []
+    made: dict[str, list[str]] = {}  # every checkpoint put, acknowledged or not: its items
+    with PostgresSaver.from_conn_string(
+        f"{pgbouncer_dsn}&application_name={name}", schema=bouncer_schema, max_connections=4
+    ) as saver:
+        saver.setup()
+
+        def thread(n: int) -> None:
+            config = _config(f"thread-{n}")
+            previous = None
+            for step in range(60):
+                cp, versions = _step(saver, config, previous, step)
+                made[cp["id"]] = cp["channel_values"]["items"]
+                try:
+                    put = saver.put(config, cp, {"step": step}, versions)
+                except StoreUnavailableError as exc:
+                    assert "lost the connection" in str(exc)
+                    failed.append(exc)
+                    continue  # the next step builds on the last acknowledged checkpoint
+                config, previous = put, cp
+                acked[n].append(cp["id"])
+
+        kill = threading.Thread(target=killer)
+        kill.start()
+        try:
+            errors = _in_threads(thread, 4)
+        finally:
+            stop.set()
+            kill.join()
+        assert killed > 0  # the sessions did die under the puts
+        assert not errors, errors[:3]
+        assert len(failed) < 240 // 4, failed[:3]  # most puts got through
+        for n, ids in acked.items():
+            stored = [c.checkpoint["id"] for c in saver.list(_config(f"thread-{n}"))]
+            assert set(ids) <= set(stored)
+            for cid in stored:
+                got = saver.get_tuple(
+                    {
+                        "configurable": {
+                            **_config(f"thread-{n}")["configurable"],
+                            "checkpoint_id": cid,
+                        }
+                    }
+                )
+                assert got is not None
+                assert got.checkpoint["channel_values"]["items"] == made[cid]
