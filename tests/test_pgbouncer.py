@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import psycopg_pool
 import pytest
 from langgraph.checkpoint.base import create_checkpoint, empty_checkpoint
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
 
 from snapstate.errors import StoreUnavailableError
 from snapstate.langgraph import AsyncPostgresSaver, PostgresSaver
@@ -182,6 +184,21 @@ def _expect_thread(saver: Any, thread_id: str) -> None:
         assert h.pending_writes == [(f"task-{s}", "step", s + 1)]
 
 
+def _write_and_read(saver: Any, n: int) -> None:
+    """Thread ``thread-{n}``: each step put, its writes put, the checkpoint read back."""
+    config = _config(f"thread-{n}")
+    previous = None
+    for step in range(STEPS):
+        cp, versions = _step(saver, config, previous, step)
+        config = saver.put(config, cp, {"step": step}, versions)
+        saver.put_writes(config, [("step", step + 1)], f"task-{step}")
+        got = saver.get_tuple(config)
+        assert got is not None and got.checkpoint["id"] == cp["id"]
+        assert got.checkpoint["channel_values"]["items"] == cp["channel_values"]["items"]
+        previous = cp
+    _expect_thread(saver, f"thread-{n}")
+
+
 def test_the_fixture_rotates_server_sessions(pgbouncer_dsn: str) -> None:
     # What the cases below rely on: one client's transactions meet more than one server
     # session (otherwise a statement prepared on the first would always be there).
@@ -219,22 +236,7 @@ def test_threads_share_server_sessions(
     ) as saver:
         saver.setup()
 
-        def thread(n: int) -> None:
-            config: dict[str, Any] = {
-                "configurable": {"thread_id": f"thread-{n}", "checkpoint_ns": ""}
-            }
-            previous = None
-            for step in range(STEPS):
-                cp, versions = _step(saver, config, previous, step)
-                config = saver.put(config, cp, {"step": step}, versions)
-                saver.put_writes(config, [("step", step + 1)], f"task-{step}")
-                got = saver.get_tuple(config)
-                assert got is not None and got.checkpoint["id"] == cp["id"]
-                assert got.checkpoint["channel_values"]["items"] == cp["channel_values"]["items"]
-                previous = cp
-            _expect_thread(saver, f"thread-{n}")
-
-        errors = _in_threads(thread, THREADS)
+        errors = _in_threads(lambda n: _write_and_read(saver, n), THREADS)
         assert not errors, errors[:3]
         # Deleting and pruning go through PgBouncer too; the other threads stay whole.
         saver.delete_thread("thread-0")
@@ -245,6 +247,23 @@ def test_threads_share_server_sessions(
         for n in range(4, THREADS):
             _expect_thread(saver, f"thread-{n}")
         assert len({c.config["configurable"]["thread_id"] for c in saver.list(None)}) == 7
+
+
+def test_a_pool_set_up_as_langgraph_asks(pgbouncer_dsn: str, bouncer_schema: str) -> None:
+    # LangGraph's PostgresSaver wants connections with prepare_threshold=0 (every statement
+    # prepared by psycopg), which fails behind PgBouncer's transaction pooling. The same pool
+    # given to snapstate's saver works: psycopg prepares none of its statements.
+    with psycopg_pool.ConnectionPool(
+        pgbouncer_dsn,
+        min_size=1,
+        max_size=6,
+        kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+    ) as pool:
+        saver = PostgresSaver(pool, schema=bouncer_schema)
+        saver.setup()
+        errors = _in_threads(lambda n: _write_and_read(saver, n), THREADS)
+        assert not errors, errors[:3]
+        saver.close()
 
 
 @pytest.mark.parametrize("prepare", [True, False], ids=["prepare", "no-prepare"])
