@@ -31,7 +31,7 @@ from langgraph.checkpoint.base import create_checkpoint, empty_checkpoint
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
-from snapstate.errors import StoreUnavailableError
+from snapstate.errors import ConfigurationError, StoreUnavailableError
 from snapstate.langgraph import AsyncPostgresSaver, PostgresSaver
 
 from .fix_backends import in_ci, new_schema
@@ -51,6 +51,13 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def pgbouncer_dsn(pg_dsn: str) -> Iterator[str]:
     """A DSN through a PgBouncer in transaction pooling mode in front of ``pg_dsn``."""
+    with _pgbouncer(pg_dsn, "transaction") as dsn:
+        yield dsn
+
+
+@contextlib.contextmanager
+def _pgbouncer(pg_dsn: str, mode: str) -> Iterator[str]:
+    """A PgBouncer in ``mode`` pooling in front of ``pg_dsn``, for the block; its DSN."""
     binary = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
     if binary is None:
         message = "pgbouncer is not installed (Debian: apt-get install pgbouncer)"
@@ -69,7 +76,7 @@ def pgbouncer_dsn(pg_dsn: str) -> Iterator[str]:
         "[pgbouncer]\n"
         f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
         f"auth_type = trust\nauth_file = {directory / 'users.txt'}\n"
-        "pool_mode = transaction\n"
+        f"pool_mode = {mode}\n"
         f"default_pool_size = {SERVER_CONNECTIONS}\nmin_pool_size = 0\nreserve_pool_size = 0\n"
         "max_client_conn = 200\n"
         f"logfile = {directory / 'pgbouncer.log'}\n"
@@ -391,3 +398,13 @@ def test_server_sessions_killed_under_a_stream_of_puts(
                 )
                 assert got is not None
                 assert got.checkpoint["channel_values"]["items"] == made[cid]
+
+
+def test_statement_pooling_is_refused_with_what_to_change(pg_dsn: str, bouncer_schema: str) -> None:
+    # Statement pooling allows no transaction, and snapstate's setup, deletes and retention
+    # run in one. PgBouncer closes the connection; the error says which setting to change,
+    # at once (no retry).
+    with _pgbouncer(pg_dsn, "statement") as dsn:
+        with PostgresSaver.from_conn_string(dsn, schema=bouncer_schema) as saver:
+            with pytest.raises(ConfigurationError, match=r"pool_mode to transaction or session"):
+                saver.setup()

@@ -200,7 +200,19 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _statement_pooling(exc: BaseException) -> bool:
+    """Whether PgBouncer in statement pooling mode refused a transaction (and closed the
+    connection): a setting to change, not a connection to try again."""
+    return "statement pooling mode" in str(exc)
+
+
 def _translate(exc: BaseException, what: str, cfg: _Config, *, lost: bool) -> SnapstateError:
+    if _statement_pooling(exc):
+        return ConfigurationError(
+            f"{cfg.where} refused a transaction while {what}: {_first_line(exc)}",
+            hint="snapstate runs transactions (setup, deletes, retention): set PgBouncer's "
+            "pool_mode to transaction or session for this database",
+        )
     if lost:
         return StoreUnavailableError(
             f"lost the connection to {cfg.where} while {what}: {_first_line(exc)}"
@@ -471,7 +483,9 @@ class PostgresBackend(Backend):
                 except psycopg.Error as exc:
                     lost = _is_lost(exc, conn)
                     error: psycopg.Error = exc
-            retryable = lost or getattr(error, "sqlstate", None) in _RETRY_SQLSTATES
+            retryable = (lost and not _statement_pooling(error)) or getattr(
+                error, "sqlstate", None
+            ) in _RETRY_SQLSTATES
             if not (retryable and attempt + 1 < attempts):
                 raise _translate(error, what, self._cfg, lost=lost) from None
             if lost:
@@ -808,7 +822,9 @@ class AsyncPostgresBackend(AsyncBackend):
                 except psycopg.Error as exc:
                     lost = _is_lost(exc, conn)
                     error: psycopg.Error = exc
-            retryable = lost or getattr(error, "sqlstate", None) in _RETRY_SQLSTATES
+            retryable = (lost and not _statement_pooling(error)) or getattr(
+                error, "sqlstate", None
+            ) in _RETRY_SQLSTATES
             if not (retryable and attempt + 1 < attempts):
                 raise _translate(error, what, self._cfg, lost=lost) from None
             if lost:
