@@ -11,7 +11,7 @@ VM with 2 cores; docs/postgres.md). Rows come back in binary and are loaded by p
 The path is taken only where it behaves as the cursor's does, and a statement it cannot send
 goes through the cursor instead (:func:`encode` returns None), so errors stay psycopg's:
 
-* parameters are ``str``, ``int``, finite ``float`` or None, or a list of ``str`` and None
+* parameters are ``str``, ``int``, finite ``float`` or None, or a ``list`` of ``str`` and None
   (sent as text, typed by the statement's casts or its target columns, as psycopg sends
   strings), and ``bytes`` where the statement says ``%b`` (binary); a string holding NUL, or
   anything else, falls back (psycopg then raises its own clear error, which the backend
@@ -161,9 +161,9 @@ def statement(sql: str) -> Statement | None:
         text = "".join(out).encode()
         if len(_statements) >= _MAX_STATEMENTS:
             _statements.clear()
-        # Named by content: behind a pooler that hands this session's statements to another
-        # client (a misconfiguration, but one psycopg's own names also meet), a name can only
-        # ever mean this very statement, never another schema's.
+        # Named by content: behind a pooler that hands a client's transactions to other
+        # server sessions, a name found there can only ever mean this very statement, never
+        # another client's or another schema's.
         digest = hashlib.blake2b(text, digest_size=12).hexdigest()
         converted = Statement(text, tuple(formats), f"snapstate_{digest}".encode())
     return _statements.setdefault(sql, converted)
@@ -194,7 +194,7 @@ def encode(stmt: Statement, params: Sequence[Any]) -> list[bytes | None] | None:
             out.append(str(value).encode())
         elif kind is float and math.isfinite(value):
             out.append(repr(value).encode())
-        elif kind is list or kind is tuple:
+        elif kind is list:  # psycopg adapts lists as arrays (and no tuples)
             array = _text_array(value)
             if array is None:
                 return None
