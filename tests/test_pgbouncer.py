@@ -89,10 +89,14 @@ def _pgbouncer(pg_dsn: str, mode: str) -> Iterator[str]:
             os.chown(path, entry.pw_uid, entry.pw_gid)
         command += ["-u", owner]
     command.append(str(directory / "pgbouncer.ini"))
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # In the foreground PgBouncer also logs every connection to its console: into a file, not
+    # a pipe nobody reads (a full pipe would stop it).
+    console = directory / "console.txt"
+    with open(console, "wb") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     dsn = f"postgresql://{user}@127.0.0.1:{port}/{server.get('dbname', 'test')}?connect_timeout=5"
     try:
-        _wait_until_up(dsn, proc, directory / "pgbouncer.log")
+        _wait_until_up(dsn, proc, console)
         yield dsn
     finally:
         proc.terminate()
@@ -111,13 +115,12 @@ def _user_exists(name: str) -> bool:
     return True
 
 
-def _wait_until_up(dsn: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+def _wait_until_up(dsn: str, proc: subprocess.Popen[bytes], console: Path) -> None:
     deadline = time.monotonic() + 15
     while True:
         if proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-            text = log.read_text() if log.exists() else ""
-            pytest.fail(f"pgbouncer exited with {proc.returncode}: {out}{text}")
+            text = console.read_text(errors="replace") if console.exists() else ""
+            pytest.fail(f"pgbouncer exited with {proc.returncode}: {text}")
         try:
             with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as conn:
                 conn.execute("SELECT 1")
