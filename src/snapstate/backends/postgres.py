@@ -206,6 +206,13 @@ def _statement_pooling(exc: BaseException) -> bool:
     return "statement pooling mode" in str(exc)
 
 
+def _retryable(exc: psycopg.Error, lost: bool) -> bool:
+    """Whether a failed call may run again on a new connection."""
+    if lost:
+        return not _statement_pooling(exc)
+    return getattr(exc, "sqlstate", None) in _RETRY_SQLSTATES
+
+
 def _translate(exc: BaseException, what: str, cfg: _Config, *, lost: bool) -> SnapstateError:
     if _statement_pooling(exc):
         return ConfigurationError(
@@ -483,10 +490,7 @@ class PostgresBackend(Backend):
                 except psycopg.Error as exc:
                     lost = _is_lost(exc, conn)
                     error: psycopg.Error = exc
-            retryable = (lost and not _statement_pooling(error)) or getattr(
-                error, "sqlstate", None
-            ) in _RETRY_SQLSTATES
-            if not (retryable and attempt + 1 < attempts):
+            if not (_retryable(error, lost) and attempt + 1 < attempts):
                 raise _translate(error, what, self._cfg, lost=lost) from None
             if lost:
                 # A server restart drops every idle connection: weed them out before retrying.
@@ -822,10 +826,7 @@ class AsyncPostgresBackend(AsyncBackend):
                 except psycopg.Error as exc:
                     lost = _is_lost(exc, conn)
                     error: psycopg.Error = exc
-            retryable = (lost and not _statement_pooling(error)) or getattr(
-                error, "sqlstate", None
-            ) in _RETRY_SQLSTATES
-            if not (retryable and attempt + 1 < attempts):
+            if not (_retryable(error, lost) and attempt + 1 < attempts):
                 raise _translate(error, what, self._cfg, lost=lost) from None
             if lost:
                 # A server restart drops every idle connection: weed them out before retrying.
