@@ -166,7 +166,8 @@ def _config(thread_id: str) -> dict[str, Any]:
 
 
 def _step(saver: Any, config: dict[str, Any], previous: Any, step: int) -> tuple[Any, Any]:
-    """One step of a thread: a checkpoint whose list grows, then the step's pending writes."""
+    """Step ``step`` of a thread: the next checkpoint (its list one item longer) and the
+    channel versions it sets."""
     cp = empty_checkpoint() if previous is None else create_checkpoint(previous, None, step)
     items = list(previous["channel_values"]["items"]) if previous is not None else []
     items.append(f"{config['configurable']['thread_id']}:{step}:" + "x" * 300)
@@ -180,8 +181,7 @@ def _step(saver: Any, config: dict[str, Any], previous: Any, step: int) -> tuple
 
 
 def _expect_thread(saver: Any, thread_id: str) -> None:
-    config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
-    history = list(saver.list(config))
+    history = list(saver.list(_config(thread_id)))
     assert [h.metadata["step"] for h in history] == list(range(STEPS - 1, -1, -1))
     latest = history[0]
     assert latest.checkpoint["channel_values"]["items"] == [
@@ -212,7 +212,6 @@ def _write_and_read(saver: Any, n: int) -> None:
 def test_the_fixture_rotates_server_sessions(pgbouncer_dsn: str) -> None:
     # What the cases below rely on: one client's transactions meet more than one server
     # session (otherwise a statement prepared on the first would always be there).
-    pids: set[int] = set()
     stop = threading.Event()
 
     def other_client() -> None:
