@@ -330,14 +330,17 @@ def test_setup_from_many_clients_at_once(pgbouncer_dsn: str, bouncer_schema: str
         assert status and all(m.applied_at is not None for m in status)
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
 def test_server_sessions_killed_under_a_stream_of_puts(
-    pg_dsn: str, pgbouncer_dsn: str, bouncer_schema: str
+    pg_dsn: str, pgbouncer_dsn: str, bouncer_schema: str, kind: str
 ) -> None:
     # PgBouncer drops a client whose server session dies inside its transaction. A put is then
     # retried once on a new connection; if that one's session dies too, the put raises a clear
     # error. Nothing a put returned from is missing afterwards, and every checkpoint stored,
-    # acknowledged or not, reads back whole.
+    # acknowledged or not, reads back whole. The async saver is driven through its sync API
+    # from worker threads: its calls run on its event loop, through the async backend.
     name = "snapstate_pgbouncer_kill"
+    dsn = f"{pgbouncer_dsn}&application_name={name}"
     stop = threading.Event()
     killed = 0
 
@@ -356,30 +359,27 @@ def test_server_sessions_killed_under_a_stream_of_puts(
     acked: dict[int, list[str]] = {n: [] for n in range(4)}
     failed: list[StoreUnavailableError] = []
     made: dict[str, list[str]] = {}  # every checkpoint put, acknowledged or not: its items
-    with PostgresSaver.from_conn_string(
-        f"{pgbouncer_dsn}&application_name={name}", schema=bouncer_schema, max_connections=4
-    ) as saver:
-        saver.setup()
 
-        def thread(n: int) -> None:
-            config = _config(f"thread-{n}")
-            previous = None
-            for step in range(60):
-                cp, versions = _step(saver, config, previous, step)
-                made[cp["id"]] = cp["channel_values"]["items"]
-                try:
-                    put = saver.put(config, cp, {"step": step}, versions)
-                except StoreUnavailableError as exc:
-                    assert "lost the connection" in str(exc)
-                    failed.append(exc)
-                    continue  # the next step builds on the last acknowledged checkpoint
-                config, previous = put, cp
-                acked[n].append(cp["id"])
+    def thread(saver: Any, n: int) -> None:
+        config = _config(f"thread-{n}")
+        previous = None
+        for step in range(60):
+            cp, versions = _step(saver, config, previous, step)
+            made[cp["id"]] = cp["channel_values"]["items"]
+            try:
+                put = saver.put(config, cp, {"step": step}, versions)
+            except StoreUnavailableError as exc:
+                assert "lost the connection" in str(exc)
+                failed.append(exc)
+                continue  # the next step builds on the last acknowledged checkpoint
+            config, previous = put, cp
+            acked[n].append(cp["id"])
 
+    def run_and_check(saver: Any) -> None:
         kill = threading.Thread(target=killer)
         kill.start()
         try:
-            errors = _in_threads(thread, 4)
+            errors = _in_threads(lambda n: thread(saver, n), 4)
         finally:
             stop.set()
             kill.join()
@@ -387,19 +387,29 @@ def test_server_sessions_killed_under_a_stream_of_puts(
         assert not errors, errors[:3]
         assert len(failed) < 240 // 4, failed[:3]  # most puts got through
         for n, ids in acked.items():
-            stored = [c.checkpoint["id"] for c in saver.list(_config(f"thread-{n}"))]
+            config = _config(f"thread-{n}")
+            stored = [c.checkpoint["id"] for c in saver.list(config)]
             assert set(ids) <= set(stored)
             for cid in stored:
-                got = saver.get_tuple(
-                    {
-                        "configurable": {
-                            **_config(f"thread-{n}")["configurable"],
-                            "checkpoint_id": cid,
-                        }
-                    }
-                )
+                at = {"configurable": {**config["configurable"], "checkpoint_id": cid}}
+                got = saver.get_tuple(at)
                 assert got is not None
                 assert got.checkpoint["channel_values"]["items"] == made[cid]
+
+    if kind == "sync":
+        with PostgresSaver.from_conn_string(dsn, schema=bouncer_schema, max_connections=4) as saver:
+            saver.setup()
+            run_and_check(saver)
+        return
+
+    async def main() -> None:
+        async with AsyncPostgresSaver.from_conn_string(
+            dsn, schema=bouncer_schema, max_connections=4
+        ) as saver:
+            await saver.setup()
+            await asyncio.to_thread(run_and_check, saver)
+
+    asyncio.run(main())
 
 
 def test_statement_pooling_is_refused_with_what_to_change(pg_dsn: str, bouncer_schema: str) -> None:
