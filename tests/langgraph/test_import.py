@@ -614,8 +614,11 @@ def test_the_command_line_imports_langgraph_postgres_tables(
         args = ["import-langgraph", pg_dsn, pg_dsn, "--source-schema", source.schema]
         assert cli.main([*args, "--schema", pg_schema, "--thread", "sends"]) == 0
         assert "imported 1 thread(s)" in capsys.readouterr().out
-        # Without its schema, LangGraph's tables are not found: nothing is written.
-        assert cli.main(["import-langgraph", pg_dsn, str(tmp_path / "new.db")]) == 2
+        # In a schema without LangGraph's tables (whatever the database's default schema
+        # holds), they are not found: nothing is written.
+        with new_schema(pg_dsn, prefix="empty_") as empty:
+            no_tables = ["import-langgraph", pg_dsn, str(tmp_path / "new.db")]
+            assert cli.main([*no_tables, "--source-schema", empty]) == 2
         assert "holds no LangGraph checkpoint tables" in capsys.readouterr().err
         assert not (tmp_path / "new.db").exists()
     from snapstate.langgraph import PostgresSaver
