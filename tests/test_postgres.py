@@ -658,16 +658,39 @@ async def test_small_and_large_batches_store_alike(pg: Any, n: int) -> None:
 # -- large values (the shared cases are in test_payloads.py) --------------------------------
 
 
-def blocked_on_advisory_lock(conn: psycopg.Connection[Any], done: threading.Event) -> bool:
-    """Whether, within 10 s, a session waits for an advisory lock while ``done`` is unset."""
-    for _ in range(200):
-        (n,) = conn.execute(  # type: ignore[misc]
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-        ).fetchone()
-        if n:
-            return not done.is_set()
-        done.wait(0.05)
-    return False
+def waits_for_advisory_lock(
+    holder: psycopg.Connection[Any], work: Callable[[], None], release: Callable[[], None]
+) -> None:
+    """Run ``work`` in a thread while ``holder`` holds an advisory lock it needs: assert that
+    it waits for the lock (within 10 s), then ``release`` the lock and assert that ``work``
+    finishes without an error."""
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        done.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        waited = False
+        for _ in range(200):
+            (n,) = holder.execute(  # type: ignore[misc]
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            ).fetchone()
+            if n:
+                waited = not done.is_set()
+                break
+            done.wait(0.05)
+        assert waited
+    finally:
+        release()
+        thread.join(30)
+    assert done.is_set() and not errors, errors
 
 
 def test_a_write_waits_for_another_storing_the_same_payload(pg_dsn: str, pg_schema: str) -> None:
@@ -678,20 +701,14 @@ def test_a_write_waits_for_another_storing_the_same_payload(pg_dsn: str, pg_sche
     big = random.Random(9).randbytes(PAYLOAD_MIN_BYTES)
     digest = hashlib.sha256(big).digest()
     q = backend._q
-    done = threading.Event()
-    errors: list[BaseException] = []
 
     def write() -> None:
-        try:
-            backend.write(
-                WriteBatch(
-                    checkpoints=[row("t", "1")],
-                    blobs=[BlobRow("t", "", "v", "1", BLOB_FULL, None, big)],
-                )
+        backend.write(
+            WriteBatch(
+                checkpoints=[row("t", "1")],
+                blobs=[BlobRow("t", "", "v", "1", BLOB_FULL, None, big)],
             )
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-        done.set()
+        )
 
     try:
         with psycopg.connect(pg_dsn) as other:
@@ -700,12 +717,7 @@ def test_a_write_waits_for_another_storing_the_same_payload(pg_dsn: str, pg_sche
                 "hashtext(encode(%s::bytea, 'hex')))",
                 [digest],
             )
-            thread = threading.Thread(target=write)
-            thread.start()
-            assert blocked_on_advisory_lock(other, done)
-            other.rollback()
-        thread.join(30)
-        assert done.is_set() and not errors
+            waits_for_advisory_lock(other, write, other.rollback)
         assert [b.data for b in backend.get_blobs("t", "", [("v", "1")])] == [big]
     finally:
         backend.close()
@@ -771,21 +783,15 @@ def test_a_write_whose_base_retention_is_deleting_waits_and_stores_whole_values(
     """Retention deleting the base first: the write waits for the thread's lock, finds the
     base gone, and the checkpoint is stored again with whole values."""
     backend = PostgresBackend(pg_dsn, schema=pg_schema)
-    done = threading.Event()
-    errors: list[BaseException] = []
     with Checkpointer(backend) as cp:
         first = Checkpoint(id="0001", channel_values={"m": [1]}, channel_versions={"m": 1})
         cp.put(first, thread_id="t")
 
         def put() -> None:
-            try:
-                cp.put(
-                    Checkpoint(id="0002", channel_values={"m": [1, 2]}, channel_versions={"m": 2}),
-                    thread_id="t",
-                )
-            except BaseException as exc:  # reported below
-                errors.append(exc)
-            done.set()
+            cp.put(
+                Checkpoint(id="0002", channel_values={"m": [1, 2]}, channel_versions={"m": 2}),
+                thread_id="t",
+            )
 
         with psycopg.connect(pg_dsn) as retention:
             retention.execute(  # as delete_rows does: the thread's lock, then the values
@@ -795,12 +801,7 @@ def test_a_write_whose_base_retention_is_deleting_waits_and_stores_whole_values(
             retention.execute(
                 f"DELETE FROM {pg_schema}.blobs WHERE thread_id = 't' AND version = '1'"
             )
-            thread = threading.Thread(target=put)
-            thread.start()
-            assert blocked_on_advisory_lock(retention, done)
-            retention.commit()
-        thread.join(30)
-        assert done.is_set() and not errors
+            waits_for_advisory_lock(retention, put, retention.commit)
         got = cp.get("t", checkpoint_id="0002")
         assert got is not None and got.checkpoint.channel_values == {"m": [1, 2]}
         assert [(b.version, b.kind) for b in backend.blob_index("t")] == [("2", BLOB_FULL)]
