@@ -228,6 +228,10 @@ def _upgrade(
     out.write(f"rewrote {n} checkpoint(s) to state version {upgrades.version}\n")
 
 
+#: Tables a SQLite file holds when it is a snapstate store (LangGraph's has neither).
+_SNAPSTATE_TABLES = frozenset({"blobs", "schema_migrations"})
+
+
 def _read_only(path: str) -> sqlite3.Connection:
     """A read-only connection to the SQLite file a SOURCE names (which must exist)."""
     if not os.path.exists(path):
@@ -258,7 +262,7 @@ def _langgraph_source(url: str, schema: str | None, stack: contextlib.ExitStack)
         conn = stack.enter_context(contextlib.closing(_read_only(path)))
         tables = _names(conn, path, "SELECT name FROM sqlite_master")
         columns = _names(conn, path, "PRAGMA table_info(checkpoints)", column=1)
-        if {"blobs", "schema_migrations"} <= tables:
+        if _SNAPSTATE_TABLES <= tables:
             raise ConfigurationError(
                 f"{path!r} is a snapstate store, not LangGraph's",
                 hint="copy threads between snapstate stores with snapstate copy",
@@ -310,7 +314,7 @@ def _snapstate_source(url: str, schema: str | None, stack: contextlib.ExitStack)
     if path is not None:
         with contextlib.closing(_read_only(path)) as probe:
             tables = _names(probe, path, "SELECT name FROM sqlite_master")
-        if not {"blobs", "schema_migrations"} <= tables:
+        if not _SNAPSTATE_TABLES <= tables:
             raise ConfigurationError(
                 f"{path!r} is not a snapstate store",
                 hint="a store LangGraph's savers wrote is copied with import-langgraph",
