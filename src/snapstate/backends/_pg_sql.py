@@ -188,11 +188,10 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         "refuse an append-delta whose base is not stored",
         # ``check_tombstones``'s work, then a check that the stored values the write's
         # append-deltas build on (ts, nss, chs, vs) are there: called instead of it by such a
-        # write. The
-        # threads' locks are held, shared, until the write commits, and retention deletes a
-        # thread's values only holding its lock exclusively: so a base found here stays until
-        # then, and one retention deleted first is not found (each query of a VOLATILE
-        # function takes a fresh snapshot). A plain lookup: no row lock, no WAL.
+        # write. The threads' locks are held, shared, until the write commits, and retention
+        # deletes a thread's values only holding its lock exclusively: so a base found here
+        # stays until then, and one retention deleted first is not found (each query of a
+        # VOLATILE function takes a fresh snapshot). A plain lookup: no row lock, no WAL.
         (
             """CREATE FUNCTION {s}.check_write(
                 threads text[], lows text[], ts text[], nss text[], chs text[], vs text[]
