@@ -1,4 +1,5 @@
-"""Faults: connections killed by the server mid-batch, and writers killed with SIGKILL.
+"""Faults: connections killed by the server mid-batch, a server that hangs, and writers killed
+with SIGKILL.
 
 What must hold: a put either raises a clear error or is retried safely; nothing is ever
 half-written (a checkpoint row without its blobs); everything acknowledged before a fault is
@@ -26,6 +27,7 @@ import pytest
 from snapstate import Checkpoint, Checkpointer
 from snapstate.backends.postgres import PostgresBackend
 from snapstate.errors import StoreUnavailableError
+from tests.freezable import freezable
 
 
 def values(i: int) -> dict[str, Any]:
@@ -300,3 +302,189 @@ async def test_idle_pooled_connections_killed_between_calls_async(
     await cp.put(step(5), thread_id="t")
     assert (await cp.get("t")).checkpoint.id == "00000005"
     await cp.aclose()
+
+
+# -- a server that hangs -------------------------------------------------------------------------
+#
+# The relay of tests/freezable.py stands in for a server that stops answering: connections stay
+# open and accept what is sent, but no reply comes (a stopped server process, a frozen host, a
+# network that drops packets).
+
+_HUNG = {"server_timeout": 0.5, "connect_timeout": 2}
+
+
+def _assert_silence_reported(err: BaseException | None, what: str) -> None:
+    assert isinstance(err, StoreUnavailableError), err
+    text = str(err)
+    assert "stopped answering while " + what in text, text
+    assert "no reply within 0.5 s" in text and "a new connection got none either" in text, text
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("durability", ["sync", "batched"])
+def test_hung_server_fails_calls_instead_of_hanging(
+    pg_dsn: str, pg_schema: str, durability: str
+) -> None:
+    with freezable(pg_dsn) as (relay, via):
+        cp = Checkpointer(PostgresBackend(via, schema=pg_schema, **_HUNG), durability=durability)
+        for i in range(5):
+            cp.put(step(i), thread_id="acked")
+        cp.flush()
+        relay.freeze()
+        start = time.monotonic()
+        with pytest.raises(StoreUnavailableError) as caught:
+            cp.put(step(0), thread_id="victim")
+            cp.flush()  # batched: the put was queued; its commit meets the silence
+        elapsed = time.monotonic() - start
+        # server_timeout, then a new connection's connect_timeout; no retry after that.
+        assert elapsed < 6, elapsed
+        _assert_silence_reported(caught.value, "writing a batch")
+        relay.thaw()
+        _acknowledged_intact(cp, "acked", 5)
+        cp.put(step(1), thread_id="victim")  # the broken connection was replaced
+        cp.flush()
+        snap = cp.get("victim", checkpoint_id=f"{1:08d}")
+        assert snap is not None and snap.checkpoint.channel_values == values(1)
+        cp.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(60)
+async def test_hung_server_fails_calls_instead_of_hanging_async(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    from snapstate import AsyncCheckpointer
+    from snapstate.backends.postgres import AsyncPostgresBackend
+
+    with freezable(pg_dsn) as (relay, via):
+        cp = AsyncCheckpointer(AsyncPostgresBackend(via, schema=pg_schema, **_HUNG))
+        for i in range(5):
+            await cp.put(step(i), thread_id="acked")
+        relay.freeze()
+        start = time.monotonic()
+        with pytest.raises(StoreUnavailableError) as caught:
+            await cp.get("acked")
+        assert time.monotonic() - start < 6
+        _assert_silence_reported(caught.value, "reading a checkpoint")
+        relay.thaw()
+        for i in range(5):
+            snap = await cp.get("acked", checkpoint_id=f"{i:08d}")
+            assert snap is not None and snap.checkpoint.channel_values == values(i)
+        await cp.aclose()
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(60)
+def test_given_connection_on_a_hung_server(pg_dsn: str, pg_schema: str) -> None:
+    with freezable(pg_dsn) as (relay, via):
+        conn = psycopg.connect(via, autocommit=True)
+        cp = Checkpointer(PostgresBackend(conn, schema=pg_schema, **_HUNG))
+        cp.put(step(0), thread_id="t")
+        relay.freeze()
+        with pytest.raises(StoreUnavailableError) as caught:
+            cp.put(step(1), thread_id="t")
+        _assert_silence_reported(caught.value, "writing a batch")
+        relay.thaw()
+        assert conn.broken  # its socket was shut down: the caller's to replace
+        conn.close()
+    with Checkpointer(PostgresBackend(pg_dsn, schema=pg_schema)) as again:
+        _acknowledged_intact(again, "t", 1)
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(60)
+def test_long_call_on_a_working_server_is_not_cut_short(
+    pg_dsn: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from snapstate.backends import _pg_watchdog
+
+    probes: list[str | None] = []
+    real_probe = _pg_watchdog.probe
+
+    def counted(params: dict[str, str], connect_timeout: float) -> str | None:
+        probes.append(real_probe(params, connect_timeout))
+        return probes[-1]
+
+    monkeypatch.setattr(_pg_watchdog, "probe", counted)
+    cp = Checkpointer(PostgresBackend(pg_dsn, schema=pg_schema, server_timeout=0.3))
+    cp.put(step(0), thread_id="other")  # tables exist before the lock is taken
+    held = _HeldThread(pg_dsn, pg_schema, "slow")
+    try:
+        put = _put_in_thread(cp, "slow", 0)
+        _wait_for_lock_waiter(pg_dsn, pg_schema, set())
+        deadline = time.monotonic() + 20
+        while len(probes) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        held.release()
+    put["thread"].join(30)
+    assert put.get("done") and "error" not in put, put.get("error")
+    # The call waited through several checks, each of which found the server answering.
+    assert len(probes) >= 3 and set(probes) == {None}, probes
+    snap = cp.get("slow")
+    assert snap is not None and snap.checkpoint.channel_values == values(0)
+    cp.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(60)
+def test_no_server_timeout_waits_for_the_server(pg_dsn: str, pg_schema: str) -> None:
+    with freezable(pg_dsn) as (relay, via):
+        cp = Checkpointer(PostgresBackend(via, schema=pg_schema, server_timeout=None))
+        cp.put(step(0), thread_id="t")
+        relay.freeze()
+        put = _put_in_thread(cp, "t", 1)
+        put["thread"].join(2)
+        assert not put.get("done")  # still waiting, well past any server_timeout above
+        relay.thaw()
+        put["thread"].join(30)
+        assert put.get("done") and "error" not in put, put.get("error")
+        _acknowledged_intact(cp, "t", 2)
+        cp.close()
+
+
+@pytest.mark.postgres
+def test_probe_tells_an_answering_server_from_a_silent_one(pg_dsn: str) -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    from snapstate.backends._pg_watchdog import probe
+
+    params = {k: str(v) for k, v in conninfo_to_dict(pg_dsn).items()}
+    assert probe(params, 2) is None
+    # The server refusing (a database that does not exist) is an answer.
+    assert probe({**params, "dbname": "no_such_database_here"}, 2) is None
+    with freezable(pg_dsn) as (relay, via):
+        relay.freeze()
+        silent = {k: str(v) for k, v in conninfo_to_dict(via).items()}
+        start = time.monotonic()
+        reason = probe(silent, 1)
+        assert reason is not None and "timeout" in reason, reason
+        assert time.monotonic() - start < 5
+
+
+@pytest.mark.postgres
+def test_watchdog_leaves_a_connection_whose_call_finished(pg_dsn: str) -> None:
+    """A verdict that comes after the call returned must not touch the connection, which may
+    already serve another call."""
+    from snapstate.backends import _pg_watchdog
+
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        with _pg_watchdog.Watch(conn, 0.01, 1) as w:
+            pass
+        original = _pg_watchdog.probe
+        try:
+            _pg_watchdog.probe = lambda params, timeout: "no answer"  # type: ignore[assignment]
+            _pg_watchdog._check([w])
+        finally:
+            _pg_watchdog.probe = original  # type: ignore[assignment]
+        assert w.reason is None
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+@pytest.mark.parametrize("bad", [0, -1, "5", True, float("nan")])
+def test_server_timeout_is_validated(bad: Any) -> None:
+    from snapstate.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="server_timeout must be seconds > 0 or None"):
+        PostgresBackend("postgresql://localhost/none", server_timeout=bad)

@@ -50,6 +50,9 @@ def test_pipelines(pg_dsn: str, pg_schema: str) -> None:
     with PostgresSaver.from_conn_string(pg_dsn, schema=pg_schema, write_concurrency=1) as saver:
         assert saver._shared.backend.write_concurrency == 1
         assert roundtrip(saver).checkpoint["channel_values"] == {"x": [1, "two"]}
+    with PostgresSaver.from_conn_string(pg_dsn, schema=pg_schema, server_timeout=2.5) as saver:
+        assert saver._shared.backend._cfg.server_timeout == 2.5
+        assert roundtrip(saver).checkpoint["channel_values"] == {"x": [1, "two"]}
     with psycopg.connect(pg_dsn, autocommit=True) as conn, conn.pipeline() as pipe:
         with pytest.raises(ConfigurationError, match="pipeline"):
             PostgresSaver(conn, pipe, schema=pg_schema)

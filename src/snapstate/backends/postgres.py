@@ -47,6 +47,7 @@ from ..errors import (
 )
 from . import _pg_direct as direct
 from . import _pg_sql as sql
+from . import _pg_watchdog as watchdog
 from ._async import AsyncBackend
 from ._base import (
     Backend,
@@ -81,6 +82,10 @@ IDLE_CHECK_AFTER = 30.0
 #: pool failed to connect meanwhile; if a direct connection attempt fails too, it raises at once
 #: instead of waiting out ``pool_timeout`` against a server that is down.
 _PROBE_EVERY = 0.25
+
+#: Seconds a call waits for the server's reply before snapstate checks, with a new connection,
+#: that the server still answers (``server_timeout``; see ``_pg_watchdog``).
+SERVER_TIMEOUT = 15.0
 
 #: SQLSTATEs after which a call is retried once: its transaction was rolled back whole.
 _RETRY_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
@@ -137,6 +142,7 @@ class _Config:
         pool_timeout: float,
         connect_timeout: float,
         retry: bool,
+        server_timeout: float | None,
     ) -> None:
         self.statements = sql.Statements(schema)
         self.schema = schema
@@ -149,6 +155,15 @@ class _Config:
         for name, value in (("pool_timeout", pool_timeout), ("connect_timeout", connect_timeout)):
             if not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigurationError(f"{name} must be seconds > 0, got {value!r}")
+        if server_timeout is not None and (
+            isinstance(server_timeout, bool)
+            or not isinstance(server_timeout, (int, float))
+            or not server_timeout > 0
+        ):
+            raise ConfigurationError(
+                f"server_timeout must be seconds > 0 or None, got {server_timeout!r}"
+            )
+        self.server_timeout = None if server_timeout is None else float(server_timeout)
         self.prepare = prepare
         self.max_connections = max_connections
         self.pool_timeout = float(pool_timeout)
@@ -259,6 +274,16 @@ def _check_borrowed(conn: Any, what: str) -> None:
         )
 
 
+def _silent(cfg: _Config, what: str, reason: str) -> StoreUnavailableError:
+    """A call the watchdog ended: the server stopped answering (see ``_pg_watchdog``)."""
+    return StoreUnavailableError(
+        f"{cfg.where} stopped answering while {what}: no reply within "
+        f"{cfg.server_timeout:g} s, and a new connection got none either ({reason})",
+        hint="check the server and the network to it; server_timeout sets how long a call "
+        "waits before that check",
+    )
+
+
 def _unavailable(cfg: _Config, what: str, reason: str) -> StoreUnavailableError:
     return StoreUnavailableError(f"cannot connect to {cfg.where} while {what}: {reason}")
 
@@ -307,6 +332,13 @@ class PostgresBackend(Backend):
     connect_timeout:
         Seconds to wait for the server when connecting. A server that refuses connections fails
         a call at once with :class:`~snapstate.StoreUnavailableError`.
+    server_timeout:
+        Seconds a call waits for the server's reply before snapstate tries a new connection to
+        it (default 15). If the server answers, the call goes on waiting (a long statement is
+        not cut short) and is checked again after as long; if it does not answer within
+        ``connect_timeout`` either, the call fails with
+        :class:`~snapstate.StoreUnavailableError` instead of waiting for ever on a server that
+        hangs. None: no check.
     retry:
         When a connection is lost during a call (or the server reports a deadlock or a
         serialization failure), run the call once more on a fresh connection. Every call is
@@ -333,6 +365,7 @@ class PostgresBackend(Backend):
         connect_timeout: float = 5.0,
         retry: bool = True,
         write_concurrency: int | None = None,
+        server_timeout: float | None = SERVER_TIMEOUT,
     ) -> None:
         self._cfg = _Config(
             conninfo,
@@ -342,6 +375,7 @@ class PostgresBackend(Backend):
             pool_timeout=pool_timeout,
             connect_timeout=connect_timeout,
             retry=retry,
+            server_timeout=server_timeout,
         )
         self._q = self._cfg.statements
         self._conninfo: str | None = None
@@ -417,7 +451,11 @@ class PostgresBackend(Backend):
 
     def _check_idle(self, conn: psycopg.Connection[Any]) -> None:
         if monotonic() - self._idle_since.get(conn, 0.0) > IDLE_CHECK_AFTER:
-            conn.execute("")
+            with self._watch(conn):
+                conn.execute("")
+
+    def _watch(self, conn: Any) -> Any:
+        return watchdog.watch(conn, self._cfg.server_timeout, self._cfg.connect_timeout)
 
     def _checkout(self, pool: Any, what: str) -> psycopg.Connection[Any]:
         deadline = monotonic() + self._cfg.pool_timeout
@@ -484,10 +522,12 @@ class PostgresBackend(Backend):
         """Run an operation, retrying it once on a fresh connection if that is safe."""
         attempts = 2 if self._cfg.retry and self._shared is None else 1
         for attempt in range(attempts):
-            with self._connection(what) as conn:
+            with self._connection(what) as conn, self._watch(conn) as watch:
                 try:
                     return self._drive(conn, make(), transaction)
                 except psycopg.Error as exc:
+                    if watch.reason is not None:
+                        raise _silent(self._cfg, what, watch.reason) from None
                     lost = _is_lost(exc, conn)
                     error: psycopg.Error = exc
             if not (_retryable(error, lost) and attempt + 1 < attempts):
@@ -677,6 +717,7 @@ class AsyncPostgresBackend(AsyncBackend):
         connect_timeout: float = 5.0,
         retry: bool = True,
         write_concurrency: int | None = None,
+        server_timeout: float | None = SERVER_TIMEOUT,
     ) -> None:
         self._cfg = _Config(
             conninfo,
@@ -686,6 +727,7 @@ class AsyncPostgresBackend(AsyncBackend):
             pool_timeout=pool_timeout,
             connect_timeout=connect_timeout,
             retry=retry,
+            server_timeout=server_timeout,
         )
         self._q = self._cfg.statements
         self._conninfo: str | None = None
@@ -750,7 +792,11 @@ class AsyncPostgresBackend(AsyncBackend):
 
     async def _check_idle(self, conn: psycopg.AsyncConnection[Any]) -> None:
         if monotonic() - self._idle_since.get(conn, 0.0) > IDLE_CHECK_AFTER:
-            await conn.execute("")
+            with self._watch(conn):
+                await conn.execute("")
+
+    def _watch(self, conn: Any) -> Any:
+        return watchdog.watch(conn, self._cfg.server_timeout, self._cfg.connect_timeout)
 
     async def _checkout(self, pool: Any, what: str) -> psycopg.AsyncConnection[Any]:
         deadline = monotonic() + self._cfg.pool_timeout
@@ -821,11 +867,14 @@ class AsyncPostgresBackend(AsyncBackend):
         attempts = 2 if self._cfg.retry and self._shared is None else 1
         for attempt in range(attempts):
             async with self._connection(what) as conn:
-                try:
-                    return await self._drive(conn, make(), transaction)
-                except psycopg.Error as exc:
-                    lost = _is_lost(exc, conn)
-                    error: psycopg.Error = exc
+                with self._watch(conn) as watch:
+                    try:
+                        return await self._drive(conn, make(), transaction)
+                    except psycopg.Error as exc:
+                        if watch.reason is not None:
+                            raise _silent(self._cfg, what, watch.reason) from None
+                        lost = _is_lost(exc, conn)
+                        error: psycopg.Error = exc
             if not (_retryable(error, lost) and attempt + 1 < attempts):
                 raise _translate(error, what, self._cfg, lost=lost) from None
             if lost:

@@ -31,6 +31,7 @@ _BACKEND_OPTIONS = frozenset(
         "connect_timeout",
         "retry",
         "write_concurrency",
+        "server_timeout",
     }
 )
 
@@ -71,8 +72,8 @@ class PostgresSaver(SyncSaver):
         A :class:`snapstate.codec.Codec` to encode values with.
     **options:
         Backend options (``schema``, ``prepare``, ``max_connections``, ``pool_timeout``,
-        ``connect_timeout``, ``retry``, ``write_concurrency``) and engine options (``durability``,
-        ``delta_keyframe_every``).
+        ``connect_timeout``, ``retry``, ``write_concurrency``, ``server_timeout``) and engine
+        options (``durability``, ``delta_keyframe_every``).
     """
 
     def __init__(
