@@ -488,3 +488,27 @@ def test_server_timeout_is_validated(bad: Any) -> None:
 
     with pytest.raises(ConfigurationError, match="server_timeout must be seconds > 0 or None"):
         PostgresBackend("postgresql://localhost/none", server_timeout=bad)
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(60)
+def test_pool_check_of_an_idle_connection_on_a_hung_server(
+    pg_dsn: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool pings a connection that idled before handing it out; on a hung server that
+    ping is watched too."""
+    from snapstate.backends import postgres
+
+    monkeypatch.setattr(postgres, "IDLE_CHECK_AFTER", 0.0)  # ping at every checkout
+    with freezable(pg_dsn) as (relay, via):
+        cp = Checkpointer(PostgresBackend(via, schema=pg_schema, max_connections=1, **_HUNG))
+        cp.put(step(0), thread_id="t")
+        relay.freeze()
+        start = time.monotonic()
+        with pytest.raises(StoreUnavailableError, match="while reading a checkpoint"):
+            cp.get("t")
+        # The ping's server_timeout and probe, then the pool's new connection and ours.
+        assert time.monotonic() - start < 15
+        relay.thaw()
+        _acknowledged_intact(cp, "t", 1)
+        cp.close()

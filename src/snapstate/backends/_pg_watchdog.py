@@ -35,7 +35,7 @@ import psycopg
 
 from .. import _forksafe
 
-__all__ = ["Watch", "watch", "probe"]
+__all__ = ["Watch", "Unwatched", "watch", "probe"]
 
 #: How often the thread looks at the calls at most (and when none is waiting).
 _IDLE_TICK = 1.0
@@ -67,22 +67,22 @@ class Watch:
             _busy.pop(id(self), None)
 
 
-class _Unwatched:
+class Unwatched:
     """What :func:`watch` gives when calls may wait as long as they take."""
 
     reason = None
 
-    def __enter__(self) -> _Unwatched:
+    def __enter__(self) -> Unwatched:
         return self
 
     def __exit__(self, *exc: object) -> None:
         return None
 
 
-_UNWATCHED = _Unwatched()
+_UNWATCHED = Unwatched()
 
 
-def watch(conn: Any, timeout: float | None, connect_timeout: float) -> Watch | _Unwatched:
+def watch(conn: Any, timeout: float | None, connect_timeout: float) -> Watch | Unwatched:
     """A context that watches ``conn`` while its body waits on the server (none when
     ``timeout`` is None)."""
     return _UNWATCHED if timeout is None else Watch(conn, timeout, connect_timeout)
@@ -112,17 +112,25 @@ def _start() -> None:
 
 def _run() -> None:
     while True:
-        now = monotonic()
-        with _lock:
-            waiting = list(_busy.values())
-        due = [w for w in waiting if w.deadline <= now]
-        if due:
-            _check(due)
-            continue
-        wait = _IDLE_TICK
-        for w in waiting:
-            wait = min(wait, max(w.deadline - now, 0.0), w.timeout / 4)
-        _tick.wait(max(wait, 0.005))
+        try:
+            _look()
+        except Exception:  # pragma: no cover - never let the one watching thread die
+            _tick.wait(_IDLE_TICK)
+
+
+def _look() -> None:
+    """One look at the waiting calls: check the overdue ones, or sleep until one may be."""
+    now = monotonic()
+    with _lock:
+        waiting = list(_busy.values())
+    due = [w for w in waiting if w.deadline <= now]
+    if due:
+        _check(due)
+        return
+    wait = _IDLE_TICK
+    for w in waiting:
+        wait = min(wait, max(w.deadline - now, 0.0), w.timeout / 4)
+    _tick.wait(max(wait, 0.005))
 
 
 def _check(due: list[Watch]) -> None:

@@ -171,6 +171,10 @@ class _Config:
         self.retry = retry
         self.where = _describe(target)
 
+    def watch(self, conn: Any) -> watchdog.Watch | watchdog.Unwatched:
+        """The context a call waits on the server in (see ``_pg_watchdog``)."""
+        return watchdog.watch(conn, self.server_timeout, self.connect_timeout)
+
     def connect_kwargs(self, conninfo: str) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"autocommit": True}
         if not self.prepare:
@@ -451,11 +455,8 @@ class PostgresBackend(Backend):
 
     def _check_idle(self, conn: psycopg.Connection[Any]) -> None:
         if monotonic() - self._idle_since.get(conn, 0.0) > IDLE_CHECK_AFTER:
-            with self._watch(conn):
+            with self._cfg.watch(conn):
                 conn.execute("")
-
-    def _watch(self, conn: Any) -> Any:
-        return watchdog.watch(conn, self._cfg.server_timeout, self._cfg.connect_timeout)
 
     def _checkout(self, pool: Any, what: str) -> psycopg.Connection[Any]:
         deadline = monotonic() + self._cfg.pool_timeout
@@ -522,7 +523,7 @@ class PostgresBackend(Backend):
         """Run an operation, retrying it once on a fresh connection if that is safe."""
         attempts = 2 if self._cfg.retry and self._shared is None else 1
         for attempt in range(attempts):
-            with self._connection(what) as conn, self._watch(conn) as watch:
+            with self._connection(what) as conn, self._cfg.watch(conn) as watch:
                 try:
                     return self._drive(conn, make(), transaction)
                 except psycopg.Error as exc:
@@ -792,11 +793,8 @@ class AsyncPostgresBackend(AsyncBackend):
 
     async def _check_idle(self, conn: psycopg.AsyncConnection[Any]) -> None:
         if monotonic() - self._idle_since.get(conn, 0.0) > IDLE_CHECK_AFTER:
-            with self._watch(conn):
+            with self._cfg.watch(conn):
                 await conn.execute("")
-
-    def _watch(self, conn: Any) -> Any:
-        return watchdog.watch(conn, self._cfg.server_timeout, self._cfg.connect_timeout)
 
     async def _checkout(self, pool: Any, what: str) -> psycopg.AsyncConnection[Any]:
         deadline = monotonic() + self._cfg.pool_timeout
@@ -867,7 +865,7 @@ class AsyncPostgresBackend(AsyncBackend):
         attempts = 2 if self._cfg.retry and self._shared is None else 1
         for attempt in range(attempts):
             async with self._connection(what) as conn:
-                with self._watch(conn) as watch:
+                with self._cfg.watch(conn) as watch:
                     try:
                         return await self._drive(conn, make(), transaction)
                     except psycopg.Error as exc:
