@@ -420,3 +420,33 @@ def test_statement_pooling_is_refused_with_what_to_change(pg_dsn: str, bouncer_s
         with PostgresSaver.from_conn_string(dsn, schema=bouncer_schema) as saver:
             with pytest.raises(ConfigurationError, match=r"pool_mode to transaction or session"):
                 saver.setup()
+
+
+@pytest.mark.timeout(90)
+def test_a_hung_server_behind_pgbouncer_fails_calls(pg_dsn: str, bouncer_schema: str) -> None:
+    # PgBouncer lets clients log in without asking the server, so a new connection alone
+    # would find "the server" answering; the check's query through it gets no reply.
+    from snapstate import Checkpoint, Checkpointer
+    from snapstate.backends._pg_watchdog import probe
+    from snapstate.backends.postgres import PostgresBackend
+
+    from .freezable import freezable
+
+    with freezable(pg_dsn) as (relay, via), _pgbouncer(via, "transaction") as dsn:
+        backend = PostgresBackend(dsn, schema=bouncer_schema, server_timeout=0.5, connect_timeout=2)
+        with Checkpointer(backend) as cp:
+            first = Checkpoint(id="00000001", channel_values={"n": 1}, channel_versions={"n": 1})
+            cp.put(first, thread_id="t")
+            params = {k: str(v) for k, v in conninfo_to_dict(dsn).items()}
+            assert probe(params, 2) is None
+            relay.freeze()
+            reason = probe(params, 2)
+            assert reason is not None and "no reply" in reason, reason
+            start = time.monotonic()
+            second = Checkpoint(id="00000002", channel_values={"n": 2}, channel_versions={"n": 2})
+            with pytest.raises(StoreUnavailableError, match="stopped answering while writing"):
+                cp.put(second, thread_id="t")
+            assert time.monotonic() - start < 10
+            relay.thaw()
+            got = cp.get("t", checkpoint_id="00000001")
+            assert got is not None and got.checkpoint.channel_values == {"n": 1}

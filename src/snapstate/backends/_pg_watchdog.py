@@ -8,8 +8,10 @@ host that is up, and a ``statement_timeout`` is enforced by the very server that
 runs.
 
 So every call registers its connection here while it waits on the server. One thread per
-process looks at them. When a call has waited ``server_timeout`` seconds, the thread tries a
-new connection to the same server, with the same parameters and ``connect_timeout``:
+process looks at them. When a call has waited ``server_timeout`` seconds, the thread opens a
+new connection to the same server, with the same parameters, and runs ``SELECT 1`` on it,
+allowing ``connect_timeout`` for each (behind PgBouncer, logging in alone proves nothing: the
+pooler may let a client in without asking the server):
 
 * if the server answers (even with an error of its own, such as "too many clients"), it is
   working and the call is only long (a large delete, a migration): it goes on waiting, and is
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
 import threading
 from time import monotonic
@@ -164,11 +167,15 @@ def _params(conn: Any) -> dict[str, str]:
 
 
 def probe(params: dict[str, str], connect_timeout: float) -> str | None:
-    """Why a new connection with ``params`` got no answer; None if the server answered."""
+    """Why a new connection with ``params`` got no answer; None if the server answered.
+
+    The new connection runs a query too: a pooler such as PgBouncer may let a client log in
+    without asking the server, and it is the server whose answer counts.
+    """
     kwargs = dict(params)
     kwargs["connect_timeout"] = str(max(1, round(connect_timeout)))
     try:
-        psycopg.connect(**kwargs).close()  # type: ignore[arg-type]
+        conn = psycopg.connect(**kwargs)  # type: ignore[arg-type]
     except psycopg.Error as exc:
         text = str(exc).strip()
         # The server's own refusals ("FATAL: too many clients already", a password rejected)
@@ -178,7 +185,32 @@ def probe(params: dict[str, str], connect_timeout: float) -> str | None:
         return text.splitlines()[0] if text else type(exc).__name__
     except Exception as exc:  # pragma: no cover - a parameter libpq rejects, say
         return f"{type(exc).__name__}: {exc}"
-    return None
+    try:
+        return _ask(conn.pgconn, connect_timeout)
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+def _ask(pgconn: Any, timeout: float) -> str | None:
+    """None if the server replies to a query within ``timeout`` seconds (an error is a reply)."""
+    try:
+        pgconn.nonblocking = 1
+        pgconn.send_query(b"SELECT 1")
+        deadline = monotonic() + timeout
+        while True:
+            remaining = deadline - monotonic()
+            flushed = pgconn.flush() == 0
+            if flushed:
+                pgconn.consume_input()
+                if not pgconn.is_busy():
+                    return None
+            if remaining <= 0:
+                return f"its query got no reply within {timeout:g} s"
+            select.select([pgconn.socket], [] if flushed else [pgconn.socket], [], remaining)
+    except psycopg.Error as exc:
+        text = str(exc).strip()
+        return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _shut_down(conn: Any) -> None:
