@@ -512,3 +512,40 @@ def test_pool_check_of_an_idle_connection_on_a_hung_server(
         relay.thaw()
         _acknowledged_intact(cp, "t", 1)
         cp.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(60)
+def test_probe_with_descriptors_beyond_select_limit(pg_dsn: str) -> None:
+    """A busy process may hold more than 1024 descriptors; the check must still work there."""
+    import resource
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    from snapstate.backends._pg_watchdog import _ask, probe
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 2048
+    if soft < wanted:
+        if hard != resource.RLIM_INFINITY and hard < wanted:
+            pytest.skip(f"the descriptor limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        assert max(held) > 1024
+        params = {k: str(v) for k, v in conninfo_to_dict(pg_dsn).items()}
+        assert probe(params, 2) is None
+        with freezable(pg_dsn) as (relay, via):
+            # Logged in, then frozen: the query's wait is what meets the silence.
+            relay_params = {k: str(v) for k, v in conninfo_to_dict(via).items()}
+            conn = psycopg.connect(via)
+            relay.freeze()
+            reason = _ask(conn.pgconn, 1)
+            assert reason is not None and "no reply within 1 s" in reason, reason
+            assert probe(relay_params, 1) is not None
+            relay.thaw()
+            conn.close()
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

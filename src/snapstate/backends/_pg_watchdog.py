@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
+import selectors
 import socket
 import threading
 from time import monotonic
@@ -194,23 +194,28 @@ def probe(params: dict[str, str], connect_timeout: float) -> str | None:
 
 def _ask(pgconn: Any, timeout: float) -> str | None:
     """None if the server replies to a query within ``timeout`` seconds (an error is a reply)."""
-    try:
-        pgconn.nonblocking = 1
-        pgconn.send_query(b"SELECT 1")
-        deadline = monotonic() + timeout
-        while True:
-            remaining = deadline - monotonic()
-            flushed = pgconn.flush() == 0
-            if flushed:
-                pgconn.consume_input()
-                if not pgconn.is_busy():
-                    return None
-            if remaining <= 0:
-                return f"its query got no reply within {timeout:g} s"
-            select.select([pgconn.socket], [] if flushed else [pgconn.socket], [], remaining)
-    except psycopg.Error as exc:
-        text = str(exc).strip()
-        return text.splitlines()[0] if text else type(exc).__name__
+    # A selector, not select(): a busy process may have descriptors beyond select()'s limit.
+    with selectors.DefaultSelector() as sel:
+        try:
+            pgconn.nonblocking = 1
+            pgconn.send_query(b"SELECT 1")
+            deadline = monotonic() + timeout
+            sel.register(pgconn.socket, selectors.EVENT_READ | selectors.EVENT_WRITE)
+            while True:
+                remaining = deadline - monotonic()
+                flushed = pgconn.flush() == 0
+                if flushed:
+                    pgconn.consume_input()
+                    if not pgconn.is_busy():
+                        return None
+                if remaining <= 0:
+                    return f"its query got no reply within {timeout:g} s"
+                events = selectors.EVENT_READ | (0 if flushed else selectors.EVENT_WRITE)
+                sel.modify(pgconn.socket, events)
+                sel.select(remaining)
+        except psycopg.Error as exc:
+            text = str(exc).strip()
+            return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _shut_down(conn: Any) -> None:
