@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import sqlite3
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -487,3 +492,82 @@ def test_an_occasional_commit_never_checkpoints_inline(
             time.sleep(0.05)  # the thread checkpoints the WAL between two commits
         assert saver.get("t") is not None
     assert inline == []
+
+
+_OUT_OF_SPACE = textwrap.dedent(
+    """
+    import json, os, random, sys
+    from snapstate import Checkpoint, Checkpointer
+    from snapstate.errors import StorageError
+
+    where = sys.argv[1]
+    filler = os.path.join(where, "filler")
+    with open(filler, "wb") as f:
+        f.write(b"x" * 256 * 1024)
+
+    def step(i):
+        value = random.Random(i).randbytes(3000)
+        return Checkpoint(id=f"{i:08d}", channel_values={"blob": value, "n": i},
+                          channel_versions={"blob": i + 1, "n": i + 1})
+
+    cp = Checkpointer(os.path.join(where, "store.db"))
+    acked, error, hint = 0, None, None
+    for i in range(5000):
+        try:
+            cp.put(step(i), thread_id="t")
+        except StorageError as exc:
+            error, hint = exc.message, exc.hint
+            break
+        acked += 1
+    whole = all(
+        (s := cp.get("t", checkpoint_id=f"{i:08d}")) is not None
+        and s.checkpoint.channel_values == step(i).channel_values
+        for i in range(acked)
+    )
+    failed_absent = cp.get("t", checkpoint_id=f"{acked:08d}") is None
+    os.remove(filler)  # space again
+    cp.put(step(acked), thread_id="t")
+    after = cp.get("t").checkpoint.channel_values == step(acked).channel_values
+    cp.close()
+    print(json.dumps({"acked": acked, "error": error, "hint": hint, "whole": whole,
+                      "failed_absent": failed_absent, "after": after}))
+    """
+)
+
+
+@pytest.mark.timeout(120)
+def test_out_of_space_is_a_clear_error_that_stores_nothing(tmp_path: Path) -> None:
+    """A real full disk: a 1 MiB tmpfs mounted in a mount namespace of the child's own."""
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare(1) to mount a small tmpfs in a private namespace")
+    where = tmp_path / "small"
+    where.mkdir()
+    proc = subprocess.run(
+        [
+            unshare,
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            'mount -t tmpfs -o size=1m tmpfs "$1" && exec "$2" -c "$3" "$1"',
+            "sh",
+            str(where),
+            sys.executable,
+            _OUT_OF_SPACE,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    if proc.returncode != 0 and "mount" in proc.stderr and not proc.stdout:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["acked"] > 0
+    assert result["error"] is not None, result
+    assert result["error"].startswith("SQLite ran out of space while writing a batch"), result
+    assert "stores nothing" in result["hint"], result
+    assert result["whole"] and result["failed_absent"] and result["after"], result

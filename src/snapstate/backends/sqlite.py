@@ -113,6 +113,7 @@ _HOLD_MAX_BYTES = 256 * 1024
 #: SQLite's primary result codes for a lock held elsewhere.
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
+_SQLITE_FULL = 13  # the disk is full, or the database reached PRAGMA max_page_count
 
 
 def _pick_native() -> ModuleType | None:
@@ -1236,6 +1237,13 @@ def _translate(exc: sqlite3.Error, what: str) -> StorageError:
         )
     if isinstance(exc, sqlite3.OperationalError) and "unable to open" in text:
         return StoreUnavailableError(f"cannot open the SQLite database while {what}: {text}")
+    if getattr(exc, "sqlite_errorcode", 0) & 0xFF == _SQLITE_FULL or "disk is full" in text:
+        return StorageError(
+            f"SQLite ran out of space while {what}: {text}",
+            hint="free space on the database's disk (or raise PRAGMA max_page_count), or let "
+            "retention delete old checkpoints (docs/retention.md). A write that fails this way "
+            "stores nothing, and everything stored before is intact",
+        )
     if isinstance(exc, sqlite3.OperationalError) and "no such table" in text:
         return MigrationError(
             f"the SQLite schema is missing while {what}: {text}",
