@@ -634,6 +634,50 @@ def test_other_server_errors_are_storage_errors(pg_dsn: str, pg_schema: str) -> 
     backend.close()
 
 
+def test_a_full_server_disk_is_a_clear_error_that_stores_nothing(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    # The shared test server's disk cannot be filled; a trigger makes the server report what
+    # it reports then (SQLSTATE 53100, "could not extend file ...") from inside the write's
+    # statement, after its blobs are inserted.
+    cp = Checkpointer(PostgresBackend(pg_dsn, schema=pg_schema))
+    for i in range(3):
+        cp.put(
+            Checkpoint(id=f"{i:02d}", channel_values={"x": [i] * 50}, channel_versions={"x": i}),
+            thread_id="t",
+        )
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(
+            f'CREATE FUNCTION "{pg_schema}".full_disk() RETURNS trigger LANGUAGE plpgsql AS '
+            "$$ BEGIN RAISE EXCEPTION 'could not extend file: No space left on device' "
+            "USING ERRCODE = '53100'; END $$"
+        )
+        conn.execute(
+            f'CREATE TRIGGER full_disk BEFORE INSERT ON "{pg_schema}".checkpoints '
+            f'FOR EACH ROW EXECUTE FUNCTION "{pg_schema}".full_disk()'
+        )
+        blobs_before = conn.execute(f'SELECT count(*) FROM "{pg_schema}".blobs').fetchone()
+        failed = Checkpoint(id="03", channel_values={"x": [3] * 50}, channel_versions={"x": 3})
+        with pytest.raises(StorageError) as caught:
+            cp.put(failed, thread_id="t")
+        err = caught.value
+        assert not isinstance(err, StoreUnavailableError)  # the server answered: no retry
+        assert "ran out of disk space while writing a batch" in err.message, err
+        assert "No space left on device" in err.message
+        assert err.hint is not None and "stores nothing" in err.hint
+        # Nothing of the write: its blobs went with the rolled-back statement.
+        assert conn.execute(f'SELECT count(*) FROM "{pg_schema}".blobs').fetchone() == blobs_before
+        assert cp.get("t", checkpoint_id="03") is None
+        for i in range(3):
+            snap = cp.get("t", checkpoint_id=f"{i:02d}")
+            assert snap is not None and snap.checkpoint.channel_values == {"x": [i] * 50}
+        conn.execute(f'DROP TRIGGER full_disk ON "{pg_schema}".checkpoints')
+    cp.put(failed, thread_id="t")  # space again
+    snap = cp.get("t")
+    assert snap is not None and snap.checkpoint.id == "03"
+    cp.close()
+
+
 @pytest.mark.parametrize("n", [3, 200], ids=["values", "arrays"])
 async def test_small_and_large_batches_store_alike(pg: Any, n: int) -> None:
     # Small batches bind one parameter per value, large ones one array per column.

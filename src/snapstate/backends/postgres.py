@@ -87,6 +87,9 @@ _PROBE_EVERY = 0.25
 #: that the server still answers (``server_timeout``; see ``_pg_watchdog``).
 SERVER_TIMEOUT = 15.0
 
+#: SQLSTATE of a server whose disk is full (not a lost connection: the call is not retried).
+_DISK_FULL = "53100"
+
 #: SQLSTATEs after which a call is retried once: its transaction was rolled back whole.
 _RETRY_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
 
@@ -262,6 +265,13 @@ def _translate(exc: BaseException, what: str, cfg: _Config, *, lost: bool) -> Sn
             hint="PostgreSQL text cannot hold NUL characters (ids, namespaces, channels)"
             if nul
             else None,
+        )
+    if getattr(exc, "sqlstate", None) == _DISK_FULL:
+        return StorageError(
+            f"{cfg.where} ran out of disk space while {what}: {_first_line(exc)}",
+            hint="free space on the server's disk, or let retention delete old checkpoints "
+            "(docs/retention.md). A write that fails this way stores nothing (its transaction "
+            "is rolled back), and everything stored before is intact",
         )
     if isinstance(exc, psycopg.OperationalError):
         return StoreUnavailableError(f"{cfg.where} failed while {what}: {_first_line(exc)}")
