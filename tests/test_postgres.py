@@ -639,7 +639,7 @@ def test_a_full_server_disk_is_a_clear_error_that_stores_nothing(
 ) -> None:
     # The shared test server's disk cannot be filled; a trigger makes the server report what
     # it reports then (SQLSTATE 53100, "could not extend file ...") from inside the write's
-    # statement, after its blobs are inserted.
+    # one statement, which also inserts its blobs.
     cp = Checkpointer(PostgresBackend(pg_dsn, schema=pg_schema))
     for i in range(3):
         cp.put(
