@@ -288,6 +288,19 @@ def _check_borrowed(conn: Any, what: str) -> None:
         )
 
 
+def _failed(
+    cfg: _Config, what: str, exc: psycopg.Error, conn: Any, watch: Any, *, last: bool
+) -> bool:
+    """After a call's attempt failed with ``exc``: raise the store's error, unless the call may
+    run again (not ``last``, and safe to repeat); then whether the connection was lost."""
+    if watch.reason is not None:
+        raise _silent(cfg, what, watch.reason) from None
+    lost = _is_lost(exc, conn)
+    if last or not _retryable(exc, lost):
+        raise _translate(exc, what, cfg, lost=lost) from None
+    return lost
+
+
 def _silent(cfg: _Config, what: str, reason: str) -> StoreUnavailableError:
     """A call the watchdog ended: the server stopped answering (see ``_pg_watchdog``)."""
     return StoreUnavailableError(
@@ -537,12 +550,8 @@ class PostgresBackend(Backend):
                 try:
                     return self._drive(conn, make(), transaction)
                 except psycopg.Error as exc:
-                    if watch.reason is not None:
-                        raise _silent(self._cfg, what, watch.reason) from None
-                    lost = _is_lost(exc, conn)
-                    error: psycopg.Error = exc
-            if not (_retryable(error, lost) and attempt + 1 < attempts):
-                raise _translate(error, what, self._cfg, lost=lost) from None
+                    last = attempt + 1 == attempts
+                    lost = _failed(self._cfg, what, exc, conn, watch, last=last)
             if lost:
                 # A server restart drops every idle connection: weed them out before retrying.
                 with contextlib.suppress(Exception):
@@ -879,12 +888,8 @@ class AsyncPostgresBackend(AsyncBackend):
                     try:
                         return await self._drive(conn, make(), transaction)
                     except psycopg.Error as exc:
-                        if watch.reason is not None:
-                            raise _silent(self._cfg, what, watch.reason) from None
-                        lost = _is_lost(exc, conn)
-                        error: psycopg.Error = exc
-            if not (_retryable(error, lost) and attempt + 1 < attempts):
-                raise _translate(error, what, self._cfg, lost=lost) from None
+                        last = attempt + 1 == attempts
+                        lost = _failed(self._cfg, what, exc, conn, watch, last=last)
             if lost:
                 # A server restart drops every idle connection: weed them out before retrying.
                 with contextlib.suppress(Exception):
