@@ -53,6 +53,7 @@ __all__ = [
     "key_conditions",
     "delta_bases",
     "missing_base",
+    "first_line",
 ]
 
 #: ``BlobRow.kind``: ``data`` is the whole encoded value.
@@ -722,3 +723,10 @@ def check_payloads(rows: list[RowT]) -> list[RowT]:
                 f"{r.namespace!r}) is missing from the payloads table"
             )
     return rows
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (a driver's may run on with detail and context),
+    or its type's name when it has none: what the store's own error quotes."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -37,6 +37,7 @@ from typing import Any
 import psycopg
 
 from .. import _forksafe
+from ._base import first_line
 
 __all__ = ["Watch", "Unwatched", "watch", "probe"]
 
@@ -177,12 +178,11 @@ def probe(params: dict[str, str], connect_timeout: float) -> str | None:
     try:
         conn = psycopg.connect(**kwargs)  # type: ignore[arg-type]
     except psycopg.Error as exc:
-        text = str(exc).strip()
         # The server's own refusals ("FATAL: too many clients already", a password rejected)
         # are answers: it is working.
-        if "FATAL:" in text or "ERROR:" in text:
+        if "FATAL:" in str(exc) or "ERROR:" in str(exc):
             return None
-        return text.splitlines()[0] if text else type(exc).__name__
+        return first_line(exc)
     except Exception as exc:  # pragma: no cover - a parameter libpq rejects, say
         return f"{type(exc).__name__}: {exc}"
     try:
@@ -214,8 +214,7 @@ def _ask(pgconn: Any, timeout: float) -> str | None:
                 sel.modify(pgconn.socket, events)
                 sel.select(remaining)
         except psycopg.Error as exc:
-            text = str(exc).strip()
-            return text.splitlines()[0] if text else type(exc).__name__
+            return first_line(exc)
 
 
 def _shut_down(conn: Any) -> None:

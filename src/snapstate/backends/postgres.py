@@ -60,6 +60,7 @@ from ._base import (
     ThreadInfo,
     WriteBatch,
     WriteRow,
+    first_line,
 )
 
 try:  # psycopg_pool ships separately; a backend on a single connection does not need it.
@@ -217,11 +218,6 @@ def _is_lost(exc: BaseException, conn: Any) -> bool:
     return state.startswith("08") or state in ("57P01", "57P02", "57P03")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _statement_pooling(exc: BaseException) -> bool:
     """Whether PgBouncer in statement pooling mode refused a transaction (and closed the
     connection): a setting to change, not a connection to try again."""
@@ -238,27 +234,27 @@ def _retryable(exc: psycopg.Error, lost: bool) -> bool:
 def _translate(exc: BaseException, what: str, cfg: _Config, *, lost: bool) -> SnapstateError:
     if _statement_pooling(exc):
         return ConfigurationError(
-            f"{cfg.where} refused a transaction while {what}: {_first_line(exc)}",
+            f"{cfg.where} refused a transaction while {what}: {first_line(exc)}",
             hint="snapstate runs transactions (setup, deletes, retention): set PgBouncer's "
             "pool_mode to transaction or session for this database",
         )
     if lost:
         return StoreUnavailableError(
-            f"lost the connection to {cfg.where} while {what}: {_first_line(exc)}"
+            f"lost the connection to {cfg.where} while {what}: {first_line(exc)}"
         )
     if isinstance(exc, pg_errors.UndefinedTable):
         return MigrationError(
             f"snapstate's tables are missing in schema {cfg.schema!r} of {cfg.where} while "
-            f"{what}: {_first_line(exc)}",
+            f"{what}: {first_line(exc)}",
             hint="call setup() (or leave auto_setup on) before using the store",
         )
     if isinstance(exc, (pg_errors.InvalidSqlStatementName, pg_errors.DuplicatePreparedStatement)):
         return StorageError(
-            f"prepared statement error from {cfg.where} while {what}: {_first_line(exc)}",
+            f"prepared statement error from {cfg.where} while {what}: {first_line(exc)}",
             hint="behind PgBouncer in transaction pooling mode, pass prepare=False",
         )
     if isinstance(exc, psycopg.DataError):
-        text = _first_line(exc)
+        text = first_line(exc)
         nul = "0x00" in text or "NUL" in text
         return InvalidArgumentError(
             f"{cfg.where} rejected a value while {what}: {text}",
@@ -268,14 +264,14 @@ def _translate(exc: BaseException, what: str, cfg: _Config, *, lost: bool) -> Sn
         )
     if getattr(exc, "sqlstate", None) == _DISK_FULL:
         return StorageError(
-            f"{cfg.where} ran out of disk space while {what}: {_first_line(exc)}",
+            f"{cfg.where} ran out of disk space while {what}: {first_line(exc)}",
             hint="free space on the server's disk, or let retention delete old checkpoints "
             "(docs/retention.md). A write that fails this way stores nothing (its transaction "
             "is rolled back), and everything stored before is intact",
         )
     if isinstance(exc, psycopg.OperationalError):
-        return StoreUnavailableError(f"{cfg.where} failed while {what}: {_first_line(exc)}")
-    return StorageError(f"{cfg.where} error while {what}: {_first_line(exc)}")
+        return StoreUnavailableError(f"{cfg.where} failed while {what}: {first_line(exc)}")
+    return StorageError(f"{cfg.where} error while {what}: {first_line(exc)}")
 
 
 def _check_borrowed(conn: Any, what: str) -> None:
@@ -511,7 +507,7 @@ class PostgresBackend(Backend):
         try:
             psycopg.connect(args[0], **args[1]).close()
         except psycopg.Error as exc:
-            return _first_line(exc)
+            return first_line(exc)
         return None
 
     @contextlib.contextmanager
@@ -844,7 +840,7 @@ class AsyncPostgresBackend(AsyncBackend):
         try:
             conn = await psycopg.AsyncConnection.connect(args[0], **args[1])
         except psycopg.Error as exc:
-            return _first_line(exc)
+            return first_line(exc)
         await conn.close()
         return None
 
