@@ -1,0 +1,259 @@
+"""Where a chat step's write goes inside a store: the phases of the backends' writes, timed.
+
+``bench_calls`` times whole saver calls. This splits the store's part of them, on the write
+batches one thread of the chat graph makes (the engine's batches for its 102 puts and 101
+put_writes, captured once and replayed on a fresh store each round):
+
+* SQLite, on the compiled connection the backend writes small batches through: ``BEGIN
+  IMMEDIATE``, the statements, and the ``COMMIT`` that writes the pages to the WAL; beside them,
+  a transaction committing one 4-byte row (the committing floor's work in ``bench_langgraph``).
+* PostgreSQL, each batch's one statement as the backend prepares and sends it (libpq, past the
+  cursor), wall and CPU time of the round trip with its commit: as stored; with the check of
+  deleted threads and delta bases replaced by a plain expression of the same arguments (no lock,
+  no lookups); with ``synchronous_commit=off`` (no wait for the WAL flush); and a prepared
+  4-byte insert with and without the flush (the committing floor's statement).
+
+Rounds alternate the variants; round 0 warms up and is dropped. Medians in microseconds.
+
+    python -m benchmarks.bench_split             # both; PostgreSQL when reachable
+    python -m benchmarks.bench_split --sqlite    # SQLite only
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import bench_calls, bench_postgres
+
+__all__ = ["capture", "sqlite_split", "postgres_split", "main"]
+
+ROUNDS = 5
+#: Which calls a batch came from, in the order the graph made them.
+KINDS = bench_calls.KINDS
+
+
+def capture(turns: int = bench_calls.TURNS) -> list[tuple[str, Any]]:
+    """The write batches (with the kind of call that made each) of one chat thread."""
+    from snapstate.langgraph import SqliteSaver
+
+    calls = bench_calls.record(turns)
+    out: list[tuple[str, Any]] = []
+    with tempfile.TemporaryDirectory() as directory:
+        with SqliteSaver.from_conn_string(os.path.join(directory, "capture.db")) as saver:
+            backend = saver._engine.backend
+            write = backend.write
+            kind = ""
+
+            def capturing(batch: Any) -> None:
+                out.append((kind, batch))
+                write(batch)
+
+            backend.write = capturing
+            for call in calls:
+                kind = call.kind
+                method = saver.put if kind == "put" else saver.put_writes
+                method(bench_calls._with_thread(call.config, "capture"), *call.args)
+    return out
+
+
+def _retarget(batch: Any, thread_id: str) -> Any:
+    """``batch`` with every row moved to thread ``thread_id`` (a fresh history per round)."""
+    import msgspec
+
+    from snapstate.backends import WriteBatch
+
+    def moved(rows: Sequence[Any]) -> list[Any]:
+        return [msgspec.structs.replace(row, thread_id=thread_id) for row in rows]
+
+    return WriteBatch(
+        checkpoints=moved(batch.checkpoints),
+        blobs=moved(batch.blobs),
+        writes=moved(batch.writes),
+        replace_writes=moved(batch.replace_writes),
+    )
+
+
+def _median_us(values: Sequence[float]) -> float:
+    return statistics.median(values) * 1e6 if values else float("nan")
+
+
+# -- SQLite ------------------------------------------------------------------------------------
+
+
+def sqlite_split(
+    batches: Sequence[tuple[str, Any]], rounds: int = ROUNDS, directory: str | None = None
+) -> dict[str, float]:
+    """Medians (µs) per call kind of ``begin``, ``statements``, ``commit`` and ``total``, and of
+    ``floor`` (a transaction committing a 4-byte row). Each round writes a store ``r<n>.db`` in
+    ``directory`` (a temporary one, removed after, when None)."""
+    from snapstate.backends import sqlite as backend_module
+
+    native = backend_module._NATIVE
+    if native is None:
+        raise RuntimeError("the compiled SQLite connection is not available (SNAPSTATE_IMPL)")
+    phases: dict[str, list[float]] = {}
+
+    def add(name: str, seconds: float) -> None:
+        phases.setdefault(name, []).append(seconds)
+
+    clock = time.perf_counter
+    with contextlib.ExitStack() as stack:
+        where = directory or stack.enter_context(tempfile.TemporaryDirectory())
+        for r in range(rounds + 1):
+            path = os.path.join(where, f"r{r}.db")
+            store = backend_module.SqliteBackend(path)
+            store.setup()
+            conn = native.Connection(path, "normal")
+            try:
+                conn.query("CREATE TABLE floor_commits (x integer NOT NULL)", ())
+                for kind, batch in batches:
+                    t0 = clock()
+                    if not conn.begin():
+                        raise RuntimeError(f"{path}: the write lock is held elsewhere")
+                    t1 = clock()
+                    backend_module._store(conn, batch)
+                    t2 = clock()
+                    conn.commit()
+                    t3 = clock()
+                    if conn.begin():
+                        conn.query("INSERT INTO floor_commits VALUES (1)", ())
+                        conn.commit()
+                    t4 = clock()
+                    if r:
+                        add(f"{kind} begin", t1 - t0)
+                        add(f"{kind} statements", t2 - t1)
+                        add(f"{kind} commit", t3 - t2)
+                        add(f"{kind} total", t3 - t0)
+                        add("floor", t4 - t3)
+            finally:
+                conn.close()
+                store.close()
+    return {name: _median_us(values) for name, values in phases.items()}
+
+
+# -- PostgreSQL --------------------------------------------------------------------------------
+
+#: The statement's result: the check function's call, replaced by a plain expression of its
+#: arguments in the "no check" variant.
+_CHECK_CALL = re.compile(r'SELECT "[^"]+"\.check_(write|tombstones)\(')
+
+VARIANTS = ("as stored", "no check", "no flush", "floor", "floor, no flush")
+
+
+def postgres_split(
+    batches: Sequence[tuple[str, Any]], rounds: int = ROUNDS, dsn: str = bench_postgres.DSN
+) -> dict[str, tuple[float, float]]:
+    """Per variant (:data:`VARIANTS`): the median wall and CPU µs of one statement's round trip
+    and commit. A batch the direct path cannot send (a large value's payload, sent as a binary
+    array) is written through the backend, untimed, so the batches after it find what it
+    stored."""
+    import psycopg
+
+    from snapstate.backends import _pg_direct as direct
+    from snapstate.backends import _pg_sql as sql
+    from snapstate.backends.postgres import PostgresBackend
+
+    wall: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}
+
+    def timed(conn: Any, stmt: Any, params: list[bytes | None], variant: str, keep: bool) -> None:
+        c, w = time.thread_time(), time.perf_counter()
+        direct.run(conn, stmt, params, prepare=True)
+        w, c = time.perf_counter() - w, time.thread_time() - c
+        if keep:
+            wall[variant].append(w)
+            cpu[variant].append(c)
+
+    with bench_postgres.fresh_schema(dsn) as schema:
+        backend = PostgresBackend(dsn, schema=schema)
+        conn = psycopg.connect(dsn, autocommit=True)
+        try:
+            backend.setup()
+            statements = sql.Statements(schema)
+            conn.execute(f'CREATE TABLE "{schema}".floor_commits (x integer NOT NULL)')
+            insert = direct.statement(f'INSERT INTO "{schema}".floor_commits VALUES (%s)')
+            assert insert is not None
+            one = direct.encode(insert, [1])
+            assert one is not None
+            rewrites: dict[str, Callable[[str], str]] = {
+                "as stored": lambda s: s,
+                "no check": lambda s: _CHECK_CALL.sub("SELECT pg_catalog.num_nonnulls(", s),
+                "no flush": lambda s: s,
+            }
+            for r in range(rounds + 1):
+                for variant in VARIANTS:
+                    flush = "off" if "no flush" in variant else "on"
+                    conn.execute(f"SET synchronous_commit = {flush}")
+                    if variant.startswith("floor"):
+                        for _ in batches:
+                            timed(conn, insert, one, variant, r > 0)
+                        continue
+                    thread = f"{variant}-{r}"
+                    for _, batch in batches:
+                        batch = _retarget(batch, thread)
+                        key, params, _ = sql.write_params(batch)
+                        stmt = direct.statement(rewrites[variant](statements.write_sql(key)))
+                        encoded = None if stmt is None else direct.encode(stmt, params)
+                        if stmt is None or encoded is None:
+                            backend.write(batch)
+                            continue
+                        timed(conn, stmt, encoded, variant, r > 0)
+                conn.execute("SET synchronous_commit = on")
+        finally:
+            conn.close()
+            backend.close()
+    return {v: (_median_us(wall[v]), _median_us(cpu[v])) for v in VARIANTS}
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def sqlite_table(result: dict[str, float]) -> str:
+    lines = [
+        "SQLite, compiled connection: medians in µs per batch",
+        "",
+        "| call | BEGIN | statements | COMMIT | total |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for kind in KINDS:
+        cells = [f"{result[f'{kind} {p}']:.1f}" for p in ("begin", "statements", "commit", "total")]
+        lines.append(f"| `{kind}` | " + " | ".join(cells) + " |")
+    lines.append(f"| a 4-byte row (the floor) | | | | {result['floor']:.1f} |")
+    return "\n".join(lines)
+
+
+def postgres_table(result: dict[str, tuple[float, float]]) -> str:
+    lines = [
+        "PostgreSQL, one statement with its commit: medians in µs",
+        "",
+        "| statement | wall | CPU |",
+        "| --- | ---: | ---: |",
+    ]
+    for variant in VARIANTS:
+        w, c = result[variant]
+        lines.append(f"| {variant} | {w:.0f} | {c:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] = ()) -> None:
+    batches = capture()
+    print(sqlite_table(sqlite_split(batches)))
+    if "--sqlite" in argv:
+        return
+    if not bench_postgres.server_available(bench_postgres.DSN):
+        print(f"\nPostgreSQL at {bench_postgres.DSN} is not reachable: skipped")
+        return
+    print()
+    print(postgres_table(postgres_split(batches)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
