@@ -1425,10 +1425,19 @@ cdef class _Reader:
         return PyBytes_FromStringAndSize_obj(<const char*>p, n)
 
     cdef object read_array(self, Py_ssize_t n, bint as_key):
+        cdef Py_ssize_t i
         if n > self.end - self.pos:
+            # More items than bytes left: the payload is truncated, which the bytes running out
+            # will say. Until then read the items one by one, as msgspec (the Python twin) does,
+            # so that an error in one of them comes first in both twins.
+            self.enter()
+            for i in range(n):
+                if as_key:
+                    self.read_key()
+                else:
+                    self.read()
             raise BadData("corrupt payload: truncated")
         self.enter()
-        cdef Py_ssize_t i
         if as_key:
             # msgspec decodes arrays used as map keys as tuples (hashable).
             out = PyTuple_New(n)
@@ -1466,8 +1475,9 @@ cdef class _Reader:
         return self.read()
 
     cdef object read_map(self, Py_ssize_t n):
-        if n > (self.end - self.pos) // 2:
-            raise BadData("corrupt payload: truncated")
+        # No check of n against the bytes left: the dict grows entry by entry, and a map claiming
+        # more entries than there are bytes ends when they run out, after any error in the
+        # entries before (as in msgspec, the Python twin).
         self.enter()
         cdef dict out = {}
         cdef Py_ssize_t i

@@ -190,6 +190,26 @@ def test_huge_claims_are_errors(body: bytes) -> None:
     assert agree(seal(body))[0] == "error"
 
 
+@pytest.mark.parametrize(
+    "opener",
+    [
+        b"\xdd\x00\x00\x10\x00",  # an array claiming 4,096 items
+        b"\xdf\x00\x00\x10\x00",  # a map claiming 4,096 entries
+        b"\x81\xdd\x00\x00\x10\x00",  # a map whose key is an array claiming 4,096 items
+    ],
+)
+def test_an_error_before_the_bytes_run_out_comes_first_in_both(opener: bytes) -> None:
+    """A container claiming more items than there are bytes, whose first item is a class that
+    may not load: both twins read up to that item and say so (found by
+    test_mutated_bodies_with_a_fixed_checksum, where the compiled twin said "truncated")."""
+    unknown = msgspec.msgpack.Ext(17, msgspec.msgpack.encode(["testr.codec.samples:Level", 2]))
+    key = b"\xa1k" if opener.startswith(b"\xdf") else b""
+    body = opener + key + msgspec.msgpack.encode(unknown) + b"\xc0" * 8
+    assert agree(seal(body)) == ("error", "UnregisteredTypeError")
+    # With nothing wrong before the end, it is the truncation.
+    assert agree(seal(opener + key + b"\xc0" * 8)) == ("error", "DecodeError")
+
+
 def test_huge_uncompressed_size_claim_is_refused() -> None:
     payload = (2**32 - 1).to_bytes(4, "little") + b"\x00"
     assert agree(F.header(F.FLAG_LZ4, payload) + payload) == ("error", "DecodeError")
