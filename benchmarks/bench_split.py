@@ -5,7 +5,9 @@ batches one thread of the chat graph makes (the engine's batches for its 102 put
 put_writes, captured once and replayed on a fresh store each round):
 
 * SQLite, on the compiled connection the backend writes small batches through: ``BEGIN
-  IMMEDIATE``, the statements, and the ``COMMIT`` that writes the pages to the WAL; beside them,
+  IMMEDIATE``, the statements, and the ``COMMIT`` that writes the pages to the WAL, with the
+  connection's WAL buffer (a commit's frames in one write, as the backend runs it) and without
+  (each frame's header and page written as SQLite writes them), rounds alternating; beside them,
   a transaction committing one 4-byte row (the committing floor's work in ``bench_langgraph``).
 * PostgreSQL, each batch's one statement as the backend prepares and sends it (libpq, past the
   cursor), wall and CPU time of the round trip with its commit: as stored; with the check of
@@ -91,9 +93,11 @@ def _median_us(values: Sequence[float]) -> float:
 def sqlite_split(
     batches: Sequence[tuple[str, Any]], rounds: int = ROUNDS, directory: str | None = None
 ) -> dict[str, float]:
-    """Medians (µs) per call kind of ``begin``, ``statements``, ``commit`` and ``total``, and of
+    """Medians (µs) per call kind of ``begin``, ``statements``, ``commit`` and ``total`` (keys
+    ``"put commit"``, ...; ``"put commit, unbuffered"``, ... without the WAL buffer), and of
     ``floor`` (a transaction committing a 4-byte row). Each round writes a store ``r<n>.db`` in
-    ``directory`` (a temporary one, removed after, when None)."""
+    ``directory`` (a temporary one, removed after, when None), and one ``r<n>u.db`` without the
+    buffer."""
     from snapstate.backends import sqlite as backend_module
 
     native = backend_module._NATIVE
@@ -104,39 +108,55 @@ def sqlite_split(
     def add(name: str, seconds: float) -> None:
         phases.setdefault(name, []).append(seconds)
 
-    clock = time.perf_counter
     with contextlib.ExitStack() as stack:
         where = directory or stack.enter_context(tempfile.TemporaryDirectory())
         for r in range(rounds + 1):
-            path = os.path.join(where, f"r{r}.db")
-            store = backend_module.SqliteBackend(path)
-            store.setup()
-            conn = native.Connection(path, "normal")
-            try:
-                conn.query("CREATE TABLE floor_commits (x integer NOT NULL)", ())
-                for kind, batch in batches:
-                    t0 = clock()
-                    if not conn.begin():
-                        raise RuntimeError(f"{path}: the write lock is held elsewhere")
-                    t1 = clock()
-                    backend_module._store(conn, batch)
-                    t2 = clock()
-                    conn.commit()
-                    t3 = clock()
-                    if conn.begin():
-                        conn.query("INSERT INTO floor_commits VALUES (1)", ())
-                        conn.commit()
-                    t4 = clock()
-                    if r:
-                        add(f"{kind} begin", t1 - t0)
-                        add(f"{kind} statements", t2 - t1)
-                        add(f"{kind} commit", t3 - t2)
-                        add(f"{kind} total", t3 - t0)
-                        add("floor", t4 - t3)
-            finally:
-                conn.close()
-                store.close()
+            for buffered in (True, False) if r % 2 else (False, True):
+                suffix = "" if buffered else ", unbuffered"
+                path = os.path.join(where, f"r{r}{'' if buffered else 'u'}.db")
+                store = backend_module.SqliteBackend(path)
+                store.setup()
+                conn = native.Connection(path, "normal", buffered)
+                if conn.wal_buffer != buffered:
+                    conn.close()
+                    store.close()
+                    raise RuntimeError("the compiled connection has no WAL buffer here")
+                try:
+                    _timed_writes(conn, batches, backend_module._store, add if r else None, suffix)
+                finally:
+                    conn.close()
+                    store.close()
     return {name: _median_us(values) for name, values in phases.items()}
+
+
+def _timed_writes(
+    conn: Any,
+    batches: Sequence[tuple[str, Any]],
+    store: Callable[[Any, Any], None],
+    add: Callable[[str, float], None] | None,
+    suffix: str,
+) -> None:
+    clock = time.perf_counter
+    conn.query("CREATE TABLE floor_commits (x integer NOT NULL)", ())
+    for kind, batch in batches:
+        t0 = clock()
+        if not conn.begin():
+            raise RuntimeError(f"{conn.path}: the write lock is held elsewhere")
+        t1 = clock()
+        store(conn, batch)
+        t2 = clock()
+        conn.commit()
+        t3 = clock()
+        if conn.begin():
+            conn.query("INSERT INTO floor_commits VALUES (1)", ())
+            conn.commit()
+        t4 = clock()
+        if add is not None:
+            add(f"{kind} begin{suffix}", t1 - t0)
+            add(f"{kind} statements{suffix}", t2 - t1)
+            add(f"{kind} commit{suffix}", t3 - t2)
+            add(f"{kind} total{suffix}", t3 - t0)
+            add(f"floor{suffix}", t4 - t3)
 
 
 # -- PostgreSQL --------------------------------------------------------------------------------
@@ -223,9 +243,11 @@ def sqlite_table(result: dict[str, float]) -> str:
         "| call | BEGIN | statements | COMMIT | total |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
-    for kind in KINDS:
-        cells = [f"{result[f'{kind} {p}']:.1f}" for p in ("begin", "statements", "commit", "total")]
-        lines.append(f"| `{kind}` | " + " | ".join(cells) + " |")
+    for suffix, how in (("", ""), (", unbuffered", ", each frame written as SQLite writes it")):
+        for kind in KINDS:
+            phases = ("begin", "statements", "commit", "total")
+            cells = [f"{result[f'{kind} {p}{suffix}']:.1f}" for p in phases]
+            lines.append(f"| `{kind}`{how} | " + " | ".join(cells) + " |")
     lines.append(f"| a 4-byte row (the floor) | | | | {result['floor']:.1f} |")
     return "\n".join(lines)
 

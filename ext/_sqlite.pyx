@@ -13,7 +13,8 @@ without waiting for the disk.
 It runs on the SQLite library of Python's ``sqlite3`` module, whose functions :func:`load` looks
 up at run time: two copies of SQLite in one process would not see each other's POSIX locks on a
 file (closing a file in one drops the other's locks), and nothing is needed to build this module
-but Cython.
+but Cython. Its files open through a VFS of its own over SQLite's default one, which writes a
+commit's WAL frames with one system call (see "the WAL write buffer" below).
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -24,7 +25,7 @@ from posix.unistd cimport getpid
 import os as _os
 import sqlite3 as _sqlite3
 
-__all__ = ["Connection", "load", "sqlite_version"]
+__all__ = ["Connection", "WAL_BUFFER_VFS", "load", "sqlite_version", "wal_buffer_counts"]
 
 cdef extern from "dlfcn.h":
     int RTLD_NOLOAD
@@ -110,6 +111,334 @@ cdef f_column_ptr sqlite3_column_text = NULL
 cdef f_column_ptr sqlite3_column_blob = NULL
 cdef f_stmt_int sqlite3_column_bytes = NULL
 
+
+# -- the WAL write buffer ------------------------------------------------------------------------
+#
+# SQLite appends each WAL frame as two write() calls, its 24-byte header and then its page: a
+# commit of 9 pages is 18 system calls. This connection opens its files through a VFS of its own
+# that forwards every call to the default VFS, except that appends to a WAL file are gathered in
+# memory and written with one call when the commit's last frame is complete, inside SQLite's own
+# write of that frame: so its error is the commit's, and the commit is in the file before SQLite
+# publishes it to other connections (it does that after its frame writes return). Everything
+# else (the database file, the shared memory, reads, syncs, truncation, a WAL write that is not
+# an append) writes what is gathered first, then goes through as it would.
+#
+# A WAL file is appended at the next frame's offset; SQLite writes below what it has written of
+# the current file only to rewrite frames of the open transaction (a page written twice, the
+# checksums after it) or, after a checkpoint, over an older generation (which starts by writing
+# the WAL header at offset 0). Such writes go straight through, after what is gathered: nothing
+# is written out of order, and a frame's rewritten header is never held back.
+
+cdef extern from *:
+    """
+    #include <stdlib.h>
+    #include <string.h>
+
+    typedef long long ssw_i64;
+    typedef struct ssw_file ssw_file;
+    typedef struct ssw_io {
+        int iVersion;
+        int (*xClose)(ssw_file*);
+        int (*xRead)(ssw_file*, void*, int, ssw_i64);
+        int (*xWrite)(ssw_file*, const void*, int, ssw_i64);
+        int (*xTruncate)(ssw_file*, ssw_i64);
+        int (*xSync)(ssw_file*, int);
+        int (*xFileSize)(ssw_file*, ssw_i64*);
+        int (*xLock)(ssw_file*, int);
+        int (*xUnlock)(ssw_file*, int);
+        int (*xCheckReservedLock)(ssw_file*, int*);
+        int (*xFileControl)(ssw_file*, int, void*);
+        int (*xSectorSize)(ssw_file*);
+        int (*xDeviceCharacteristics)(ssw_file*);
+        int (*xShmMap)(ssw_file*, int, int, int, void volatile**);
+        int (*xShmLock)(ssw_file*, int, int, int);
+        void (*xShmBarrier)(ssw_file*);
+        int (*xShmUnmap)(ssw_file*, int);
+        int (*xFetch)(ssw_file*, ssw_i64, int, void**);
+        int (*xUnfetch)(ssw_file*, ssw_i64, void*);
+    } ssw_io;
+    struct ssw_file { const ssw_io* pMethods; };
+
+    typedef struct ssw_vfs ssw_vfs;
+    typedef void (*ssw_syscall)(void);
+    struct ssw_vfs {
+        int iVersion;
+        int szOsFile;
+        int mxPathname;
+        ssw_vfs* pNext;
+        const char* zName;
+        void* pAppData;
+        int (*xOpen)(ssw_vfs*, const char*, ssw_file*, int, int*);
+        int (*xDelete)(ssw_vfs*, const char*, int);
+        int (*xAccess)(ssw_vfs*, const char*, int, int*);
+        int (*xFullPathname)(ssw_vfs*, const char*, int, char*);
+        void* (*xDlOpen)(ssw_vfs*, const char*);
+        void (*xDlError)(ssw_vfs*, int, char*);
+        void (*(*xDlSym)(ssw_vfs*, void*, const char*))(void);
+        void (*xDlClose)(ssw_vfs*, void*);
+        int (*xRandomness)(ssw_vfs*, int, char*);
+        int (*xSleep)(ssw_vfs*, int);
+        int (*xCurrentTime)(ssw_vfs*, double*);
+        int (*xGetLastError)(ssw_vfs*, int, char*);
+        int (*xCurrentTimeInt64)(ssw_vfs*, ssw_i64*);
+        int (*xSetSystemCall)(ssw_vfs*, const char*, ssw_syscall);
+        ssw_syscall (*xGetSystemCall)(ssw_vfs*, const char*);
+        const char* (*xNextSystemCall)(ssw_vfs*, const char*);
+    };
+
+    #define SSW_OPEN_WAL 0x00080000
+    #define SSW_FRAME_HEADER 24
+    /* Gathered bytes are written once they would pass this, in calls of at most SSW_PIECE. */
+    #define SSW_MAX (4 * 1024 * 1024)
+    #define SSW_PIECE (64 * 1024)
+
+    typedef struct {
+        ssw_file base;
+        ssw_io methods;      /* the file's own: its version follows the default VFS's file */
+        ssw_file* real;      /* the default VFS's file, in the same allocation, after this */
+        int wal;
+        unsigned char* buf;  /* gathered appends: buf[0:len] belongs at offset off */
+        int cap;
+        int len;
+        ssw_i64 off;
+        ssw_i64 end;         /* the end of what this generation of the WAL file has been given */
+        int commit_header;   /* the last gathered write was a commit frame's header */
+        ssw_i64 header_end;  /* where that header ends (its page starts) */
+    } ssw_wal;
+
+    #define SSW_OFFSET ((int)((sizeof(ssw_wal) + 15) & ~(size_t)15))
+
+    static ssw_vfs ssw_vfs_obj;
+    static ssw_vfs* ssw_root = NULL;
+    static unsigned long ssw_gathered = 0;
+    static unsigned long ssw_flushes = 0;
+    static unsigned long ssw_direct = 0;
+
+    static int ssw_flush(ssw_wal* p) {
+        int rc = 0;
+        int done = 0;
+        /* In pieces: the default VFS writes at most 128 KiB - 1 bytes of a call (it expects a
+           page at a time), and a call of more reports a short write, as a full disk. */
+        while (rc == 0 && done < p->len) {
+            int n = p->len - done < SSW_PIECE ? p->len - done : SSW_PIECE;
+            rc = p->real->pMethods->xWrite(p->real, p->buf + done, n, p->off + done);
+            done += n;
+            __atomic_fetch_add(&ssw_flushes, 1, __ATOMIC_RELAXED);
+        }
+        p->len = 0;
+        p->commit_header = 0;
+        return rc;
+    }
+
+    #define SSW_P ssw_wal* p = (ssw_wal*)f; ssw_file* r = p->real
+    #define SSW_FLUSHED SSW_P; if (p->wal) { int frc = ssw_flush(p); if (frc) return frc; }
+
+    static int ssw_close(ssw_file* f) {
+        SSW_P;
+        int frc = p->wal ? ssw_flush(p) : 0;
+        int rc = r->pMethods->xClose(r);
+        free(p->buf);
+        p->buf = NULL;
+        p->cap = 0;
+        return frc ? frc : rc;
+    }
+    static int ssw_read(ssw_file* f, void* z, int n, ssw_i64 o) {
+        SSW_FLUSHED;
+        return r->pMethods->xRead(r, z, n, o);
+    }
+    static int ssw_write(ssw_file* f, const void* z, int n, ssw_i64 o) {
+        SSW_P;
+        int rc;
+        if (!p->wal) return r->pMethods->xWrite(r, z, n, o);
+        if (o == 0) p->end = 0;  /* the WAL header: a new generation of the file */
+        if (p->len > 0 && (o != p->off + p->len || (ssw_i64)p->len + n > SSW_MAX)) {
+            rc = ssw_flush(p);
+            if (rc) return rc;
+        }
+        if (o < p->end || n > SSW_MAX) {  /* a rewrite, or too large to gather */
+            rc = ssw_flush(p);
+            if (rc) return rc;
+            __atomic_fetch_add(&ssw_direct, 1, __ATOMIC_RELAXED);
+            rc = r->pMethods->xWrite(r, z, n, o);
+            if (rc == 0 && o + n > p->end) p->end = o + n;
+            return rc;
+        }
+        if (p->len + n > p->cap) {
+            int cap = p->cap ? p->cap : 64 * 1024;
+            unsigned char* grown;
+            while (cap < p->len + n) cap *= 2;
+            grown = (unsigned char*)realloc(p->buf, (size_t)cap);
+            if (grown == NULL) {
+                rc = ssw_flush(p);
+                if (rc) return rc;
+                rc = r->pMethods->xWrite(r, z, n, o);
+                if (rc == 0) p->end = o + n;
+                return rc;
+            }
+            p->buf = grown;
+            p->cap = cap;
+        }
+        if (p->len == 0) p->off = o;
+        memcpy(p->buf + p->len, z, (size_t)n);
+        p->len += n;
+        p->end = o + n;
+        __atomic_fetch_add(&ssw_gathered, 1, __ATOMIC_RELAXED);
+        if (n == SSW_FRAME_HEADER) {
+            /* A frame's header: bytes 4 to 7 hold the database's size after a commit, else 0. */
+            const unsigned char* h = (const unsigned char*)z;
+            p->commit_header = (h[4] | h[5] | h[6] | h[7]) != 0;
+            p->header_end = o + n;
+            return 0;
+        }
+        if (p->commit_header && o == p->header_end) return ssw_flush(p);  /* the commit's page */
+        p->commit_header = 0;
+        return 0;
+    }
+    static int ssw_truncate(ssw_file* f, ssw_i64 size) {
+        SSW_FLUSHED;
+        if (p->end > size) p->end = size;
+        return r->pMethods->xTruncate(r, size);
+    }
+    static int ssw_sync(ssw_file* f, int flags) { SSW_FLUSHED; return r->pMethods->xSync(r, flags); }
+    static int ssw_size(ssw_file* f, ssw_i64* out) { SSW_FLUSHED; return r->pMethods->xFileSize(r, out); }
+    static int ssw_lock(ssw_file* f, int k) { SSW_FLUSHED; return r->pMethods->xLock(r, k); }
+    static int ssw_unlock(ssw_file* f, int k) { SSW_FLUSHED; return r->pMethods->xUnlock(r, k); }
+    static int ssw_reserved(ssw_file* f, int* out) {
+        SSW_FLUSHED;
+        return r->pMethods->xCheckReservedLock(r, out);
+    }
+    static int ssw_control(ssw_file* f, int op, void* arg) {
+        SSW_FLUSHED;
+        return r->pMethods->xFileControl(r, op, arg);
+    }
+    static int ssw_sector(ssw_file* f) { SSW_P; return r->pMethods->xSectorSize(r); }
+    static int ssw_device(ssw_file* f) { SSW_P; return r->pMethods->xDeviceCharacteristics(r); }
+    static int ssw_shm_map(ssw_file* f, int pg, int size, int extend, void volatile** pp) {
+        SSW_FLUSHED;
+        return r->pMethods->xShmMap(r, pg, size, extend, pp);
+    }
+    static int ssw_shm_lock(ssw_file* f, int offset, int n, int flags) {
+        SSW_FLUSHED;
+        return r->pMethods->xShmLock(r, offset, n, flags);
+    }
+    static void ssw_shm_barrier(ssw_file* f) {
+        SSW_P;
+        if (p->wal) (void)ssw_flush(p);
+        r->pMethods->xShmBarrier(r);
+    }
+    static int ssw_shm_unmap(ssw_file* f, int del) {
+        SSW_FLUSHED;
+        return r->pMethods->xShmUnmap(r, del);
+    }
+    static int ssw_fetch(ssw_file* f, ssw_i64 o, int n, void** pp) {
+        SSW_FLUSHED;
+        return r->pMethods->xFetch(r, o, n, pp);
+    }
+    static int ssw_unfetch(ssw_file* f, ssw_i64 o, void* pt) {
+        SSW_P;
+        return r->pMethods->xUnfetch(r, o, pt);
+    }
+
+    static const ssw_io ssw_io_all = {
+        3, ssw_close, ssw_read, ssw_write, ssw_truncate, ssw_sync, ssw_size, ssw_lock,
+        ssw_unlock, ssw_reserved, ssw_control, ssw_sector, ssw_device, ssw_shm_map,
+        ssw_shm_lock, ssw_shm_barrier, ssw_shm_unmap, ssw_fetch, ssw_unfetch,
+    };
+
+    static int ssw_open(ssw_vfs* vfs, const char* name, ssw_file* f, int flags, int* out) {
+        ssw_wal* p = (ssw_wal*)f;
+        int rc;
+        (void)vfs;
+        memset(p, 0, sizeof(*p));
+        p->real = (ssw_file*)((char*)p + SSW_OFFSET);
+        rc = ssw_root->xOpen(ssw_root, name, p->real, flags, out);
+        if (p->real->pMethods == NULL) {
+            p->base.pMethods = NULL;
+            return rc;
+        }
+        p->wal = (flags & SSW_OPEN_WAL) != 0;
+        p->methods = ssw_io_all;
+        p->methods.iVersion = p->real->pMethods->iVersion < 3 ? p->real->pMethods->iVersion : 3;
+        p->base.pMethods = &p->methods;
+        return rc;
+    }
+
+    #define SSW_ROOT ((void)vfs, ssw_root)
+    static int ssw_delete(ssw_vfs* vfs, const char* z, int d) { return SSW_ROOT->xDelete(ssw_root, z, d); }
+    static int ssw_access(ssw_vfs* vfs, const char* z, int k, int* out) {
+        return SSW_ROOT->xAccess(ssw_root, z, k, out);
+    }
+    static int ssw_full(ssw_vfs* vfs, const char* z, int n, char* out) {
+        return SSW_ROOT->xFullPathname(ssw_root, z, n, out);
+    }
+    static void* ssw_dlopen(ssw_vfs* vfs, const char* z) { return SSW_ROOT->xDlOpen(ssw_root, z); }
+    static void ssw_dlerror(ssw_vfs* vfs, int n, char* z) { SSW_ROOT->xDlError(ssw_root, n, z); }
+    static void (*ssw_dlsym(ssw_vfs* vfs, void* h, const char* z))(void) {
+        return SSW_ROOT->xDlSym(ssw_root, h, z);
+    }
+    static void ssw_dlclose(ssw_vfs* vfs, void* h) { SSW_ROOT->xDlClose(ssw_root, h); }
+    static int ssw_random(ssw_vfs* vfs, int n, char* z) { return SSW_ROOT->xRandomness(ssw_root, n, z); }
+    static int ssw_sleep(ssw_vfs* vfs, int us) { return SSW_ROOT->xSleep(ssw_root, us); }
+    static int ssw_time(ssw_vfs* vfs, double* t) { return SSW_ROOT->xCurrentTime(ssw_root, t); }
+    static int ssw_last_error(ssw_vfs* vfs, int n, char* z) {
+        return SSW_ROOT->xGetLastError(ssw_root, n, z);
+    }
+    static int ssw_time64(ssw_vfs* vfs, ssw_i64* t) { return SSW_ROOT->xCurrentTimeInt64(ssw_root, t); }
+
+    /* Registers the VFS (not as the default) over the default one; 0 on success. */
+    static int ssw_register(void* find_fn, void* register_fn, const char* name) {
+        ssw_vfs* (*find)(const char*) = (ssw_vfs* (*)(const char*))find_fn;
+        int (*reg)(ssw_vfs*, int) = (int (*)(ssw_vfs*, int))register_fn;
+        ssw_vfs* root;
+        if (ssw_root != NULL) return 0;
+        root = find(NULL);
+        if (root == NULL || root->iVersion < 2 || root->xCurrentTimeInt64 == NULL) return -1;
+        memset(&ssw_vfs_obj, 0, sizeof(ssw_vfs_obj));
+        ssw_vfs_obj.iVersion = 2;
+        ssw_vfs_obj.szOsFile = SSW_OFFSET + root->szOsFile;
+        ssw_vfs_obj.mxPathname = root->mxPathname;
+        ssw_vfs_obj.zName = name;
+        ssw_vfs_obj.xOpen = ssw_open;
+        ssw_vfs_obj.xDelete = ssw_delete;
+        ssw_vfs_obj.xAccess = ssw_access;
+        ssw_vfs_obj.xFullPathname = ssw_full;
+        ssw_vfs_obj.xDlOpen = ssw_dlopen;
+        ssw_vfs_obj.xDlError = ssw_dlerror;
+        ssw_vfs_obj.xDlSym = ssw_dlsym;
+        ssw_vfs_obj.xDlClose = ssw_dlclose;
+        ssw_vfs_obj.xRandomness = ssw_random;
+        ssw_vfs_obj.xSleep = ssw_sleep;
+        ssw_vfs_obj.xCurrentTime = ssw_time;
+        ssw_vfs_obj.xGetLastError = ssw_last_error;
+        ssw_vfs_obj.xCurrentTimeInt64 = ssw_time64;
+        ssw_root = root;
+        if (reg(&ssw_vfs_obj, 0) != 0) {
+            ssw_root = NULL;
+            return -1;
+        }
+        return 0;
+    }
+    static unsigned long ssw_gathered_count(void) { return __atomic_load_n(&ssw_gathered, __ATOMIC_RELAXED); }
+    static unsigned long ssw_flush_count(void) { return __atomic_load_n(&ssw_flushes, __ATOMIC_RELAXED); }
+    static unsigned long ssw_direct_count(void) { return __atomic_load_n(&ssw_direct, __ATOMIC_RELAXED); }
+    """
+    int ssw_register(void* find_fn, void* register_fn, const char* name) nogil
+    unsigned long ssw_gathered_count() nogil
+    unsigned long ssw_flush_count() nogil
+    unsigned long ssw_direct_count() nogil
+
+#: The VFS this module's connections open their files through (see above), once registered.
+WAL_BUFFER_VFS = "snapstate-walbuffer"
+cdef bytes _VFS_NAME = WAL_BUFFER_VFS.encode()
+cdef bint _vfs_registered = False
+
+
+def wal_buffer_counts():
+    """Over the process's life, through this module's VFS: (WAL writes gathered, writes of
+    gathered bytes, WAL writes passed straight through). For tests and benchmarks."""
+    return ssw_gathered_count(), ssw_flush_count(), ssw_direct_count()
+
+
 #: Where the functions were found, once load() succeeded.
 cdef object _loaded_from = None
 
@@ -132,6 +461,7 @@ def load(path):
     global sqlite3_bind_int64, sqlite3_bind_double, sqlite3_bind_text64, sqlite3_bind_blob64
     global sqlite3_column_count, sqlite3_column_type, sqlite3_column_int64
     global sqlite3_column_double, sqlite3_column_text, sqlite3_column_blob, sqlite3_column_bytes
+    global _vfs_registered
     cdef void* h
     if _loaded_from is not None:
         return ""
@@ -173,6 +503,12 @@ def load(path):
         what = ", ".join(missing) if len(missing) <= 3 else f"{len(missing)} functions"
         return f"SQLite's {what} cannot be found through {path!r}"
     _loaded_from = path if path is not None else ""
+    # Without the VFS functions (or a default VFS they accept), files open through the default
+    # VFS: every WAL frame is then written as SQLite writes it.
+    cdef void* vfs_find = dlsym(h, b"sqlite3_vfs_find")
+    cdef void* vfs_register = dlsym(h, b"sqlite3_vfs_register")
+    if vfs_find != NULL and vfs_register != NULL:
+        _vfs_registered = ssw_register(vfs_find, vfs_register, _VFS_NAME) == 0
     return ""
 
 
@@ -210,6 +546,8 @@ cdef class Connection:
     cdef dict _statements
     cdef int _pid
     cdef readonly str path
+    #: Whether appends to the WAL are gathered into one write per commit (see above).
+    cdef readonly bint wal_buffer
 
     def __cinit__(self):
         self.db = NULL
@@ -217,9 +555,10 @@ cdef class Connection:
         self._pid = getpid()
         self.path = ""
 
-    def __init__(self, str path, str synchronous="normal"):
+    def __init__(self, str path, str synchronous="normal", bint wal_buffer=True):
         cdef sqlite3* db = NULL
         cdef int rc
+        cdef const char* vfs = NULL
         if _loaded_from is None:
             raise RuntimeError("load() has not found SQLite")
         if synchronous not in ("off", "normal"):
@@ -228,7 +567,10 @@ cdef class Connection:
                 f"holding the GIL), got {synchronous!r}"
             )
         self.path = path
-        rc = sqlite3_open_v2(_os.fsencode(path), &db, SQLITE_OPEN_READWRITE, NULL)
+        if wal_buffer and _vfs_registered:
+            vfs = _VFS_NAME
+        self.wal_buffer = vfs != NULL
+        rc = sqlite3_open_v2(_os.fsencode(path), &db, SQLITE_OPEN_READWRITE, vfs)
         if rc != SQLITE_OK:
             message = sqlite3_errmsg(db).decode("utf-8", "replace") if db != NULL else ""
             sqlite3_close_v2(db)

@@ -41,21 +41,23 @@ def test_sqlite_split_stores_what_the_saver_stores(
     from snapstate.langgraph import SqliteSaver
 
     result = bs.sqlite_split(batches, rounds=1, directory=str(tmp_path))
-    for kind in bs.KINDS:
-        for phase in ("begin", "statements", "commit", "total"):
-            assert result[f"{kind} {phase}"] > 0
-    assert result["floor"] > 0
-    # Round 1's store holds the thread the graph made: its latest checkpoint and its history.
-    with SqliteSaver.from_conn_string(str(tmp_path / "r1.db")) as saver:
-        cfg: dict[str, Any] = {"configurable": {"thread_id": "capture"}}
-        latest = saver.get_tuple(cfg)
-        assert latest is not None
-        assert [m.content for m in latest.checkpoint["channel_values"]["messages"]] == [
-            m.content for m in bl.conversation(TURNS)
-        ]
-        assert len(list(saver.list(cfg))) == [k for k, _ in batches].count("put")
+    for suffix in ("", ", unbuffered"):
+        for kind in bs.KINDS:
+            for phase in ("begin", "statements", "commit", "total"):
+                assert result[f"{kind} {phase}{suffix}"] > 0
+        assert result[f"floor{suffix}"] > 0
+    # Round 1's stores hold the thread the graph made: its latest checkpoint and its history.
+    for name in ("r1.db", "r1u.db"):
+        with SqliteSaver.from_conn_string(str(tmp_path / name)) as saver:
+            cfg: dict[str, Any] = {"configurable": {"thread_id": "capture"}}
+            latest = saver.get_tuple(cfg)
+            assert latest is not None
+            assert [m.content for m in latest.checkpoint["channel_values"]["messages"]] == [
+                m.content for m in bl.conversation(TURNS)
+            ]
+            assert len(list(saver.list(cfg))) == [k for k, _ in batches].count("put")
     table = bs.sqlite_table(result)
-    assert "| `put` |" in table and "| `put_writes` |" in table
+    assert "| `put` |" in table and "| `put_writes`, each frame written as" in table
 
 
 def test_no_check_variant_replaces_the_check_call() -> None:

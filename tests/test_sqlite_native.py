@@ -337,6 +337,145 @@ def test_opening_the_compiled_connection_meets_an_error(
             assert saver.get("t") is None
 
 
+# -- the WAL write buffer -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def loaded() -> Any:
+    """The compiled connection's module, with SQLite found (whatever SNAPSTATE_IMPL says)."""
+    if native is None:
+        pytest.skip("snapstate.backends._sqlite_native is not built")
+    import _sqlite3
+
+    assert native.load(getattr(_sqlite3, "__file__", None)) == ""
+    return native
+
+
+def _counts(module: Any) -> tuple[int, int, int]:
+    return tuple(module.wal_buffer_counts())  # type: ignore[return-value]
+
+
+def _rows(
+    conn: Any, start: int, n: int, size: int = 3000, into: dict[str, bytes] | None = None
+) -> None:
+    """Insert or replace ``n`` rows of ``size`` bytes from key ``start`` (and note them
+    ``into``)."""
+    rows = [(f"k{i:06d}", bytes([i % 251]) * size) for i in range(start, start + n)]
+    conn.executemany("INSERT OR REPLACE INTO t (k, v) VALUES (?, ?)", rows)
+    if into is not None:
+        into.update(rows)
+
+
+def _as_killed(path: Path, into: Path) -> sqlite3.Connection:
+    """The database as a process killed at this moment would leave it: its file and its WAL
+    copied (not the shared memory, which a new process rebuilds from the WAL's frames and their
+    checksums), opened through sqlite3."""
+    into.mkdir()
+    for suffix in ("", "-wal"):
+        src = Path(str(path) + suffix)
+        if src.exists():
+            (into / (path.name + suffix)).write_bytes(src.read_bytes())
+    return sqlite3.connect(into / path.name)
+
+
+def test_a_commit_writes_its_frames_at_once(loaded: Any, tmp_path: Path) -> None:
+    path = wal_db(tmp_path / "once.db")
+    conn = loaded.Connection(str(path))
+    assert conn.wal_buffer
+    # The first commit into a new WAL syncs the WAL's header before its frames (SQLite's own
+    # order): what was gathered is written at that sync, the frames after it.
+    assert conn.begin()
+    _rows(conn, 1000, 1)
+    conn.commit()
+    for start in (0, 8, 16):
+        before = _counts(loaded)
+        wal = os.path.getsize(str(path) + "-wal") if os.path.exists(str(path) + "-wal") else 0
+        assert conn.begin()
+        _rows(conn, start, 8)
+        conn.commit()
+        gathered, flushes, direct = (a - b for a, b in zip(_counts(loaded), before))
+        frames = (os.path.getsize(str(path) + "-wal") - max(wal, 32)) // (24 + 4096)
+        assert frames >= 6  # 8 rows of 3 KB: a page each, and the table's and index's upkeep
+        # Every frame is a header and a page: all of them gathered into one write.
+        assert gathered >= 2 * frames and flushes == 1 and direct == 0
+    conn.close()
+    unbuffered = loaded.Connection(str(path), wal_buffer=False)
+    assert not unbuffered.wal_buffer
+    before = _counts(loaded)
+    assert unbuffered.begin()
+    _rows(unbuffered, 100, 8)
+    unbuffered.commit()
+    assert _counts(loaded) == before
+    unbuffered.close()
+
+
+def test_every_commit_is_in_the_files_when_it_returns(loaded: Any, tmp_path: Path) -> None:
+    """After each commit, and before anything else runs, the files hold it: the frames SQLite
+    rewrites in place (a page written twice in one transaction, spilled from a small cache, and
+    the checksums after it) and a commit larger than one write of the default VFS included, and
+    after a checkpoint restarts the WAL."""
+    path = wal_db(tmp_path / "killed.db")
+    conn = loaded.Connection(str(path))
+    conn.query("PRAGMA cache_size = 4", ())  # pages spill to the WAL before the commit
+    other = sqlite3.connect(path, isolation_level=None)
+    expected: dict[str, bytes] = {}
+    steps = [
+        ("small", lambda: _rows(conn, 0, 3, into=expected)),
+        (
+            "spilled and rewritten",
+            lambda: (_rows(conn, 0, 60, into=expected), _rows(conn, 0, 60, 2900, into=expected)),
+        ),
+        ("larger than 128 KiB", lambda: _rows(conn, 200, 80, into=expected)),
+        ("after a restart", lambda: _rows(conn, 300, 5, into=expected)),
+    ]
+    direct_before = _counts(loaded)[2]
+    for n, (what, step) in enumerate(steps):
+        if what == "after a restart":
+            assert other.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0] == 0
+        assert conn.begin()
+        step()
+        conn.commit()
+        # Nothing runs on the connection before the copy (a read there would write what it
+        # gathered): a process that finds only the files has the commit, ...
+        copy = _as_killed(path, tmp_path / f"copy{n}")
+        try:
+            assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",), what
+            assert dict(copy.execute("SELECT k, v FROM t").fetchall()) == expected, what
+        finally:
+            copy.close()
+        # ... and so does another connection.
+        assert dict(other.execute("SELECT k, v FROM t").fetchall()) == expected, what
+    assert len(expected) == 60 + 80 + 5
+    # The rewrites went straight to the file (after what was gathered before them).
+    assert _counts(loaded)[2] > direct_before
+    other.close()
+    conn.close()
+
+
+def test_a_rolled_back_transaction_leaves_no_trace(loaded: Any, tmp_path: Path) -> None:
+    path = wal_db(tmp_path / "rollback.db")
+    conn = loaded.Connection(str(path))
+    conn.query("PRAGMA cache_size = 4", ())
+    assert conn.begin()
+    _rows(conn, 0, 10)
+    conn.commit()
+    assert conn.begin()
+    _rows(conn, 100, 60)  # spills frames that the rollback abandons
+    conn.rollback()
+    assert conn.begin()
+    _rows(conn, 10, 2)
+    conn.commit()
+    copy = _as_killed(path, tmp_path / "copy")
+    try:
+        assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert [k for (k,) in copy.execute("SELECT k FROM t ORDER BY k")] == [
+            f"k{i:06d}" for i in range(12)
+        ]
+    finally:
+        copy.close()
+    conn.close()
+
+
 # -- both paths store the same bytes -------------------------------------------------------------
 
 _texts = st.text(min_size=0, max_size=12)
