@@ -563,14 +563,19 @@ _BLOB_COLUMNS = "thread_id, namespace, channel, version, kind, base, data"
 
 
 def _retarget(batch: Any, thread_id: str) -> Any:
+    """``batch`` with every row moved to thread ``thread_id`` (a fresh history per round)."""
     import msgspec
 
     from snapstate.backends import WriteBatch
 
+    def moved(rows: Sequence[Any]) -> list[Any]:
+        return [msgspec.structs.replace(row, thread_id=thread_id) for row in rows]
+
     return WriteBatch(
-        checkpoints=[msgspec.structs.replace(c, thread_id=thread_id) for c in batch.checkpoints],
-        blobs=[msgspec.structs.replace(b, thread_id=thread_id) for b in batch.blobs],
-        writes=[msgspec.structs.replace(w, thread_id=thread_id) for w in batch.writes],
+        checkpoints=moved(batch.checkpoints),
+        blobs=moved(batch.blobs),
+        writes=moved(batch.writes),
+        replace_writes=moved(batch.replace_writes),
     )
 
 

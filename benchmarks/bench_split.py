@@ -66,23 +66,6 @@ def capture(turns: int = bench_calls.TURNS) -> list[tuple[str, Any]]:
     return out
 
 
-def _retarget(batch: Any, thread_id: str) -> Any:
-    """``batch`` with every row moved to thread ``thread_id`` (a fresh history per round)."""
-    import msgspec
-
-    from snapstate.backends import WriteBatch
-
-    def moved(rows: Sequence[Any]) -> list[Any]:
-        return [msgspec.structs.replace(row, thread_id=thread_id) for row in rows]
-
-    return WriteBatch(
-        checkpoints=moved(batch.checkpoints),
-        blobs=moved(batch.blobs),
-        writes=moved(batch.writes),
-        replace_writes=moved(batch.replace_writes),
-    )
-
-
 def _median_us(values: Sequence[float]) -> float:
     return statistics.median(values) * 1e6 if values else float("nan")
 
@@ -218,7 +201,7 @@ def postgres_split(
                         continue
                     thread = f"{variant}-{r}"
                     for _, batch in batches:
-                        batch = _retarget(batch, thread)
+                        batch = bench_postgres._retarget(batch, thread)
                         key, params, _ = sql.write_params(batch)
                         stmt = direct.statement(rewrites[variant](statements.write_sql(key)))
                         encoded = None if stmt is None else direct.encode(stmt, params)
@@ -248,7 +231,8 @@ def sqlite_table(result: dict[str, float]) -> str:
             phases = ("begin", "statements", "commit", "total")
             cells = [f"{result[f'{kind} {p}{suffix}']:.1f}" for p in phases]
             lines.append(f"| `{kind}`{how} | " + " | ".join(cells) + " |")
-    lines.append(f"| a 4-byte row (the floor) | | | | {result['floor']:.1f} |")
+    for suffix, how in (("", " (the floor)"), (", unbuffered", ", each frame as SQLite writes it")):
+        lines.append(f"| a 4-byte row{how} | | | | {result[f'floor{suffix}']:.1f} |")
     return "\n".join(lines)
 
 
