@@ -246,6 +246,15 @@ cdef extern from *:
         SSW_FLUSHED;
         return r->pMethods->xRead(r, z, n, o);
     }
+    /* A WAL write that is not gathered: what is gathered first, then this one. */
+    static int ssw_through(ssw_wal* p, const void* z, int n, ssw_i64 o) {
+        int rc = ssw_flush(p);
+        if (rc) return rc;
+        __atomic_fetch_add(&ssw_direct, 1, __ATOMIC_RELAXED);
+        rc = p->real->pMethods->xWrite(p->real, z, n, o);
+        if (rc == 0 && o + n > p->end) p->end = o + n;
+        return rc;
+    }
     static int ssw_write(ssw_file* f, const void* z, int n, ssw_i64 o) {
         SSW_P;
         int rc;
@@ -255,26 +264,13 @@ cdef extern from *:
             rc = ssw_flush(p);
             if (rc) return rc;
         }
-        if (o < p->end || n > SSW_MAX) {  /* a rewrite, or too large to gather */
-            rc = ssw_flush(p);
-            if (rc) return rc;
-            __atomic_fetch_add(&ssw_direct, 1, __ATOMIC_RELAXED);
-            rc = r->pMethods->xWrite(r, z, n, o);
-            if (rc == 0 && o + n > p->end) p->end = o + n;
-            return rc;
-        }
+        if (o < p->end || n > SSW_MAX) return ssw_through(p, z, n, o);  /* a rewrite, or too large */
         if (p->len + n > p->cap) {
             int cap = p->cap ? p->cap : 64 * 1024;
             unsigned char* grown;
             while (cap < p->len + n) cap *= 2;
             grown = (unsigned char*)realloc(p->buf, (size_t)cap);
-            if (grown == NULL) {
-                rc = ssw_flush(p);
-                if (rc) return rc;
-                rc = r->pMethods->xWrite(r, z, n, o);
-                if (rc == 0) p->end = o + n;
-                return rc;
-            }
+            if (grown == NULL) return ssw_through(p, z, n, o);
             p->buf = grown;
             p->cap = cap;
         }
