@@ -13,12 +13,15 @@ put_writes, captured once and replayed on a fresh store each round):
   cursor), wall and CPU time of the round trip with its commit: as stored; with the check of
   deleted threads and delta bases replaced by a plain expression of the same arguments (no lock,
   no lookups); with ``synchronous_commit=off`` (no wait for the WAL flush); and a prepared
-  4-byte insert with and without the flush (the committing floor's statement).
+  4-byte insert with and without the flush (the committing floor's statement); and the
+  backend's own work for each write with the server's reply stubbed out, converting the batch in
+  one pass (``_pg_sql.direct_write``) and by the general path.
 
 Rounds alternate the variants; round 0 warms up and is dropped. Medians in microseconds.
 
     python -m benchmarks.bench_split             # both; PostgreSQL when reachable
     python -m benchmarks.bench_split --sqlite    # SQLite only
+    python -m benchmarks.bench_split --client    # the PostgreSQL backend's own work only
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Any
 
 from . import bench_calls, bench_postgres
 
-__all__ = ["capture", "sqlite_split", "postgres_split", "main"]
+__all__ = ["capture", "sqlite_split", "postgres_split", "client_split", "main"]
 
 ROUNDS = 5
 #: Which calls a batch came from, in the order the graph made them.
@@ -216,49 +219,107 @@ def postgres_split(
     return {v: (_median_us(wall[v]), _median_us(cpu[v])) for v in VARIANTS}
 
 
+def client_split(
+    batches: Sequence[tuple[str, Any]], rounds: int = ROUNDS, dsn: str = bench_postgres.DSN
+) -> dict[str, float]:
+    """Median CPU µs per call kind of the PostgreSQL backend's own work for a write: all that
+    ``PostgresBackend.write`` does but the exchange with the server (the direct path's ``run``
+    answers at once and sends nothing), converting a step's batch in one pass (keys ``"put"``,
+    ``"put_writes"``) and by the general path (``"put, general"``, ...), rounds alternating."""
+    from snapstate.backends import _pg_direct as direct
+    from snapstate.backends import _pg_sql as sql
+    from snapstate.backends.postgres import PostgresBackend
+
+    def answered(*args: Any, **kwargs: Any) -> object:
+        return object()  # a result of a statement that returns no rows
+
+    def general(q: Any, batch: Any) -> None:
+        return None
+
+    cpu: dict[str, list[float]] = {}
+    with bench_postgres.fresh_schema(dsn) as schema:
+        backend = PostgresBackend(dsn, schema=schema)
+        real_run, one_pass = direct.run, sql.direct_write
+        try:
+            backend.setup()
+            backend.write(bench_postgres._retarget(batches[0][1], "opening the pool"))
+            direct.run = answered
+            for r in range(rounds + 1):
+                for variant, convert in (("", one_pass), (", general", general)):
+                    sql.direct_write = convert  # type: ignore[assignment]
+                    for kind, batch in batches:
+                        c = time.thread_time()
+                        backend.write(batch)
+                        c = time.thread_time() - c
+                        if r:
+                            cpu.setdefault(f"{kind}{variant}", []).append(c)
+        finally:
+            direct.run, sql.direct_write = real_run, one_pass
+            backend.close()
+    return {k: _median_us(v) for k, v in cpu.items()}
+
+
 # -- report ------------------------------------------------------------------------------------
 
 
+def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A markdown table under its title; every column after the first aligned right."""
+    lines = [title, "", "| " + " | ".join(header) + " |"]
+    lines.append("| --- |" + " ---: |" * (len(header) - 1))
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def sqlite_table(result: dict[str, float]) -> str:
-    lines = [
-        "SQLite, compiled connection: medians in µs per batch",
-        "",
-        "| call | BEGIN | statements | COMMIT | total |",
-        "| --- | ---: | ---: | ---: | ---: |",
-    ]
+    rows: list[list[str]] = []
     for suffix, how in (("", ""), (", unbuffered", ", each frame written as SQLite writes it")):
         for kind in KINDS:
             phases = ("begin", "statements", "commit", "total")
-            cells = [f"{result[f'{kind} {p}{suffix}']:.1f}" for p in phases]
-            lines.append(f"| `{kind}`{how} | " + " | ".join(cells) + " |")
+            rows.append(
+                [f"`{kind}`{how}", *(f"{result[f'{kind} {p}{suffix}']:.1f}" for p in phases)]
+            )
     for suffix, how in (("", " (the floor)"), (", unbuffered", ", each frame as SQLite writes it")):
-        lines.append(f"| a 4-byte row{how} | | | | {result[f'floor{suffix}']:.1f} |")
-    return "\n".join(lines)
+        rows.append([f"a 4-byte row{how}", "", "", "", f"{result[f'floor{suffix}']:.1f}"])
+    return _table(
+        "SQLite, compiled connection: medians in µs per batch",
+        ("call", "BEGIN", "statements", "COMMIT", "total"),
+        rows,
+    )
 
 
 def postgres_table(result: dict[str, tuple[float, float]]) -> str:
-    lines = [
+    rows = [[v, f"{result[v][0]:.0f}", f"{result[v][1]:.0f}"] for v in VARIANTS]
+    return _table(
         "PostgreSQL, one statement with its commit: medians in µs",
-        "",
-        "| statement | wall | CPU |",
-        "| --- | ---: | ---: |",
-    ]
-    for variant in VARIANTS:
-        w, c = result[variant]
-        lines.append(f"| {variant} | {w:.0f} | {c:.0f} |")
-    return "\n".join(lines)
+        ("statement", "wall", "CPU"),
+        rows,
+    )
+
+
+def client_table(result: dict[str, float]) -> str:
+    rows = [[f"`{k}`", f"{result[k]:.1f}", f"{result[f'{k}, general']:.1f}"] for k in KINDS]
+    return _table(
+        "PostgreSQL backend, its own work for a write (the server's reply stubbed): medians of "
+        "CPU µs",
+        ("call", "one pass", "general path"),
+        rows,
+    )
 
 
 def main(argv: Sequence[str] = ()) -> None:
     batches = capture()
-    print(sqlite_table(sqlite_split(batches)))
+    if "--client" not in argv:
+        print(sqlite_table(sqlite_split(batches)))
     if "--sqlite" in argv:
         return
     if not bench_postgres.server_available(bench_postgres.DSN):
         print(f"\nPostgreSQL at {bench_postgres.DSN} is not reachable: skipped")
         return
+    if "--client" not in argv:
+        print()
+        print(postgres_table(postgres_split(batches)))
     print()
-    print(postgres_table(postgres_split(batches)))
+    print(client_table(client_split(batches)))
 
 
 if __name__ == "__main__":

@@ -79,3 +79,28 @@ def test_postgres_split_times_every_variant(batches: list[tuple[str, Any]], pg_d
         assert math.isfinite(wall) and math.isfinite(cpu)
         assert wall > 0 and cpu >= 0
     assert "| no flush |" in bs.postgres_table(result)
+
+
+def test_client_split_times_both_conversions_and_puts_the_backend_back(
+    batches: list[tuple[str, Any]], pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from snapstate.backends import _pg_direct as direct
+    from snapstate.backends import _pg_sql as sql
+
+    real_run = direct.run
+    one_pass = sql.direct_write
+    converted: list[Any] = []
+
+    def spying(q: Any, batch: Any) -> Any:
+        converted.append(batch)
+        return one_pass(q, batch)
+
+    monkeypatch.setattr(sql, "direct_write", spying)
+    result = bs.client_split(batches, rounds=1, dsn=pg_dsn)
+    assert set(result) == {f"{k}{v}" for k in bs.KINDS for v in ("", ", general")}
+    assert all(math.isfinite(v) and v > 0 for v in result.values())
+    # The pool's opening write and both rounds of the one-pass variant went through the
+    # one-pass conversion; the general variant's writes did not.
+    assert len(converted) == 1 + 2 * len(batches)
+    assert direct.run is real_run and sql.direct_write is spying  # put back as found
+    assert "| `put_writes` |" in bs.client_table(result)

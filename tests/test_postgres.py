@@ -36,6 +36,7 @@ from snapstate.backends import (
     WriteRow,
 )
 from snapstate.backends import _pg_direct as direct
+from snapstate.backends import _pg_sql as pg_sql
 from snapstate.backends._base import PAYLOAD_MIN_BYTES
 from snapstate.backends.postgres import MIGRATIONS, AsyncPostgresBackend, PostgresBackend
 from snapstate.errors import (
@@ -1114,6 +1115,128 @@ async def test_direct_and_cursor_writes_store_the_same_rows(
         assert sorted(writes, key=lambda w: w.idx) == [*expected.writes, *expected.replace_writes]
         stored[tid] = [msgspec.structs.replace(r, thread_id="") for r in rows]
     assert stored["direct"] == stored["cursor"]
+
+
+def _step_batches(tid: str = "t") -> list[WriteBatch]:
+    """Batches of the shapes a graph's steps make: a checkpoint with its changed values (whole
+    and append-delta, subgraph namespace, no parent, a run id, a metadata of non-ASCII text),
+    and a task's writes (negative indices, empty and binary data, an empty task path)."""
+    meta = '{"source":"loop","step":3,"n":"\u00e9\u20ac"}'.encode()
+    return [
+        WriteBatch(  # the values the append-deltas below build on
+            blobs=[
+                BlobRow(tid, "", "messages", "2", BLOB_FULL, None, b"m"),
+                BlobRow(tid, "", "c", "8", BLOB_FULL, None, b"c"),
+            ]
+        ),
+        WriteBatch(
+            checkpoints=[CheckpointRow(tid, "", "3", "2", "run-1", 0.1 + 0.2, meta, b"\x01s")],
+            blobs=[
+                BlobRow(tid, "", "messages", "3", BLOB_DELTA, "2", b"\x00delta"),
+                BlobRow(tid, "", "branch:to:ai", "3", BLOB_FULL, None, b""),
+                BlobRow(tid, "", "__start__", "3", BLOB_FULL, None, bytes(range(256))),
+            ],
+        ),
+        WriteBatch(checkpoints=[CheckpointRow(tid, "sub:1", "1", None, None, 2.0, b"{}", b"")]),
+        WriteBatch(
+            writes=[
+                WriteRow(tid, "", "3", "task-b", 1, "messages", "~__pregel_pull, ai", b"m"),
+                WriteRow(tid, "", "3", "task-b", -3, "__interrupt__", "", b""),
+                WriteRow(tid, "", "3", "task-a", 0, "branch:to:ai", "", b"\x00"),
+            ]
+        ),
+        WriteBatch(blobs=[BlobRow(tid, "", "c", "9", BLOB_DELTA, "8", b"d")]),
+    ]
+
+
+def _general_call(q: Any, batch: WriteBatch) -> Any:
+    key, params, _ = pg_sql.write_params(batch)
+    return q.write_sql(key), params, direct.prepared_call(q.write_sql(key), params)
+
+
+def test_a_step_s_batch_is_converted_in_one_pass_to_what_the_general_path_sends() -> None:
+    q = pg_sql.Statements("s")
+    for batch in _step_batches():
+        fast = pg_sql.direct_write(q, batch)
+        assert fast is not None, batch
+        text, params, call = _general_call(q, batch)
+        assert call is not None
+        assert fast.sql == text and fast.call is not None
+        assert fast.call[0] is call[0]  # the same statement (one name on every session)
+        assert fast.call[1] == call[1]
+        assert fast.cursor_params() == params  # what a cursor sends, made only when asked
+
+
+def test_batches_the_one_pass_conversion_leaves_to_the_general_path() -> None:
+    q = pg_sql.Statements("s")
+    _, put, _, writes, _ = _step_batches()
+    big = b"x" * PAYLOAD_MIN_BYTES
+    others = {
+        "two threads": WriteBatch(checkpoints=put.checkpoints, blobs=[blob("other", "a", "1")]),
+        "two checkpoints": WriteBatch(checkpoints=[row("t", "1"), row("t", "2", "1")]),
+        "replaced writes": WriteBatch(replace_writes=[write("t", "1", -1)]),
+        "one key twice": WriteBatch(writes=[write("t", "1", 0), write("t", "1", 0, b"2")]),
+        "one blob twice": WriteBatch(blobs=[blob("t", "a", "1"), blob("t", "a", "1")]),
+        "a large value": WriteBatch(writes=[write("t", "1", 0, big)]),
+        "a NUL in an id": WriteBatch(writes=[write("t", "1\x00", 0)]),
+        "a lone surrogate": WriteBatch(writes=[write("t", "\udc80", 0)]),
+        "NUL in metadata": WriteBatch(checkpoints=[row("t", "1", meta=b'{"a":"\\u0000"}')]),
+        "a memoryview": WriteBatch(writes=[write("t", "1", 0, memoryview(b"w"))]),  # type: ignore[arg-type]
+        "a bool index": WriteBatch(writes=[write("t", "1", True)]),
+        "too many rows": WriteBatch(
+            writes=[write("t", "1", i) for i in range(pg_sql.SMALL_BATCH_ROWS + 1)]
+        ),
+        "nothing": WriteBatch(),
+    }
+    for what, batch in others.items():
+        assert pg_sql.direct_write(q, batch) is None, what
+    assert pg_sql.direct_write(q, writes) is not None
+
+
+async def test_one_pass_general_and_cursor_writes_store_the_same_rows(
+    pg: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step's batches stored three ways read back the same: converted in one pass, by the
+    general path, and through a cursor after the direct path refused the connection (the
+    one-pass statement then makes its parameters for the cursor)."""
+
+    async def store(tid: str) -> None:
+        for batch in _step_batches(tid):
+            await pg.write(batch)
+
+    def refused(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    async def refused_async(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    await store("fast")
+    with monkeypatch.context() as m:
+        m.setattr(pg_sql, "direct_write", lambda q, batch: None)
+        await store("general")
+    with monkeypatch.context() as m:
+        m.setattr(direct, "run", refused)
+        m.setattr(direct, "run_async", refused_async)
+        await store("cursor")
+    stored = {}
+    for tid in ("fast", "general", "cursor"):
+        rows = {
+            ns: await pg.list_checkpoints(ListQuery(thread_id=tid, namespace=ns))
+            for ns in ("", "sub:1")
+        }
+        blobs = await pg.get_blobs(
+            tid, "", [("messages", "3"), ("branch:to:ai", "3"), ("__start__", "3"), ("c", "9")]
+        )
+        writes = await pg.get_writes(tid, "", ["3"])
+        stored[tid] = msgspec.json.encode(
+            [
+                [msgspec.structs.replace(r, thread_id="") for ns in rows for r in rows[ns]],
+                sorted((msgspec.structs.replace(b, thread_id="") for b in blobs), key=str),
+                sorted((msgspec.structs.replace(w, thread_id="") for w in writes), key=str),
+            ]
+        )
+    assert stored["fast"] == stored["general"] == stored["cursor"]
+    assert len(msgspec.json.decode(stored["fast"])[1]) == 6  # the deltas' bases come along
 
 
 async def test_a_nul_in_an_id_is_refused_with_a_clear_error(pg: Any) -> None:

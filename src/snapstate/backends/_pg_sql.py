@@ -13,6 +13,8 @@ batch of any size is one statement, one round trip and one implicit transaction.
 from __future__ import annotations
 
 import hashlib
+import itertools
+import math
 import re
 from collections.abc import Callable, Collection, Generator, Hashable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
@@ -27,7 +29,9 @@ from ..errors import (
     SchemaVersionError,
     ThreadDeletedError,
 )
+from . import _pg_direct as direct
 from ._base import (
+    PAYLOAD_MIN_BYTES,
     BlobRef,
     BlobRow,
     CheckpointRow,
@@ -61,8 +65,21 @@ class Stmt(NamedTuple):
     (:mod:`._pg_direct`), otherwise through a cursor."""
 
     sql: str
-    params: Sequence[Any] | Mapping[str, Any] | None = None
+    #: The parameters, or (with ``call``) a function making them for the cursor.
+    params: Sequence[Any] | Mapping[str, Any] | Callable[[], Sequence[Any]] | None = None
     fetch: bool = True
+    #: The statement and parameters as the direct path sends them, built already.
+    call: tuple[direct.Statement, list[bytes | None]] | None = None
+
+    def direct_call(self) -> tuple[direct.Statement, list[bytes | None]] | None:
+        """What the direct path sends (see :func:`._pg_direct.prepared_call`), or None."""
+        if self.call is not None:
+            return self.call
+        return direct.prepared_call(self.sql, self.params)
+
+    def cursor_params(self) -> Sequence[Any] | Mapping[str, Any] | None:
+        """The parameters as a cursor takes them."""
+        return self.params() if callable(self.params) else self.params
 
 
 #: An operation: yields statements, receives their rows, returns its result.
@@ -765,6 +782,136 @@ def write_params(batch: WriteBatch) -> tuple[tuple[int, ...], Any, list[str]]:
     return (_ARRAYS, *(1 if n else 0 for n in counts), 1 if base_columns else 0), params, threads
 
 
+class _Slow(Exception):
+    """A value :func:`direct_write` leaves to the general path."""
+
+
+def _text(value: Any) -> bytes | None:
+    """A text-format parameter as :func:`._pg_direct.encode` sends it (raises :class:`_Slow`
+    for what it would refuse)."""
+    kind = type(value)
+    if kind is str:
+        if "\x00" in value:
+            raise _Slow
+        text: str = value
+        return text.encode()  # a lone surrogate raises UnicodeEncodeError: the caller's _Slow
+    if value is None:
+        return None
+    if kind is int:
+        return str(value).encode()
+    if kind is float and math.isfinite(value):
+        return repr(value).encode()
+    raise _Slow
+
+
+def _binary(value: Any) -> bytes:
+    """A value stored inline (binary format): bytes below the payload threshold."""
+    if type(value) is not bytes or len(value) >= PAYLOAD_MIN_BYTES:
+        raise _Slow
+    return value
+
+
+def direct_write(q: Statements, batch: WriteBatch) -> Stmt | None:
+    """The statement storing a common batch, with its libpq parameters built in one pass
+    (``Stmt.call``): exactly what ``direct.prepared_call(q.write_sql(key), params)`` gives for
+    :func:`write_params`'s ``key`` and ``params``, which the statement computes only if a
+    cursor sends it. None for any other batch, which takes that general path: more
+    than one thread or checkpoint, replaced writes, more than ``SMALL_BATCH_ROWS`` rows, two
+    rows with one key, a value going to ``payloads``, metadata holding ``\\u0000``, or a value
+    the direct path does not send.
+
+    A step's ``put`` and ``put_writes`` are such batches; the general path converts each row
+    to a tuple, the tuples to one flat list, and that list value by value to libpq's form.
+    """
+    if batch.replace_writes or not direct.AVAILABLE:
+        return None
+    writes, blobs, checkpoints = batch.writes, batch.blobs, batch.checkpoints
+    nw, nb, nc = len(writes), len(blobs), len(checkpoints)
+    if nc > 1 or not 0 < nw + nb + nc <= SMALL_BATCH_ROWS:
+        return None
+    tid = (checkpoints[0] if nc else writes[0] if nw else blobs[0]).thread_id
+    try:
+        t = _text(tid)
+        out: list[bytes | None] = []
+        low: str | None = None
+        if nw:
+            if nw > 1:
+                writes = sorted(writes, key=_write_key)
+                if any(_write_key(x) == _write_key(y) for x, y in itertools.pairwise(writes)):
+                    return None
+            for w in writes:
+                if w.thread_id != tid:
+                    return None
+                cid = w.checkpoint_id
+                if low is None or cid < low:
+                    low = cid
+                out += (
+                    t,
+                    _text(w.namespace),
+                    _text(cid),
+                    _text(w.task_id),
+                    _text(w.idx),
+                    _text(w.channel),
+                    _text(w.task_path),
+                    _binary(w.data),
+                    None,
+                )
+        bases: list[tuple[str, str, str, str]] = []
+        if nb:
+            if nb > 1:
+                blobs = sorted(blobs, key=_blob_key)
+                if any(_blob_key(x) == _blob_key(y) for x, y in itertools.pairwise(blobs)):
+                    return None
+            for v in blobs:
+                if v.thread_id != tid:
+                    return None
+                out += (
+                    t,
+                    _text(v.namespace),
+                    _text(v.channel),
+                    _text(v.version),
+                    _text(v.kind),
+                    _text(v.base),
+                    _binary(v.data),
+                    None,
+                )
+            bases = delta_bases(batch)
+        if nc:
+            c = checkpoints[0]
+            if c.thread_id != tid:
+                return None
+            metadata = c.metadata.decode()
+            if "\\u0000" in metadata:
+                return None
+            for ref in (c.checkpoint_id, c.parent_id):
+                if ref is not None and (low is None or ref < low):
+                    low = ref
+            skeleton = c.skeleton
+            if type(skeleton) is not bytes:
+                return None
+            out += (
+                t,
+                _text(c.namespace),
+                _text(c.checkpoint_id),
+                _text(c.parent_id),
+                _text(c.run_id),
+                _text(c.created_at),
+                _text(metadata),
+                skeleton,
+            )
+        out.append(t)
+        out.append(_text(low))
+        for column in zip(*bases):
+            out.extend(_text(v) for v in column)
+    except (_Slow, UnicodeEncodeError):
+        return None
+    text = q.write_sql((_VALUES, nw, 0, nb, nc, 0, 1, len(bases)))
+    stmt = direct.statement(text)
+    if stmt is None or len(stmt.formats) != len(out):  # pragma: no cover - built to match
+        return None
+    return Stmt(text, lambda: write_params(batch)[1], False, (stmt, out))
+
+
 def _add_columns(
     params: dict[str, Any], prefix: str, rows: Sequence[tuple[Any, ...]], width: int
 ) -> None:
@@ -847,9 +994,12 @@ def op_migration_status(q: Statements) -> Op[list[MigrationStatus]]:
 def op_write(q: Statements, batch: WriteBatch) -> Op[None]:
     if not len(batch):
         return
-    key, params, threads = write_params(batch)
+    stmt = direct_write(q, batch)
+    if stmt is None:
+        key, params, _ = write_params(batch)
+        stmt = Stmt(q.write_sql(key), params, fetch=False)
     try:
-        yield Stmt(q.write_sql(key), params, fetch=False)
+        yield stmt
     except psycopg.Error as exc:
         if exc.sqlstate == BASES_SQLSTATE:
             bases = delta_bases(batch)
@@ -860,6 +1010,7 @@ def op_write(q: Statements, batch: WriteBatch) -> Op[None]:
     else:
         return
     # Refused: say exactly which row belongs to which deleted history.
+    threads = sorted(batch_threads(batch))
     rows = yield Stmt(q.get_tombstones, [threads])
     check_tombstones(batch, {r[0]: r[1] for r in rows})
     raise ThreadDeletedError(

@@ -540,6 +540,8 @@ class PostgresBackend(Backend):
 
     def _run(self, what: str, make: Callable[[], sql.Op[T]], *, transaction: bool = False) -> T:
         """Run an operation, retrying it once on a fresh connection if that is safe."""
+        if self._owned:
+            return self._run_owned(what, make, transaction)
         attempts = 2 if self._cfg.retry and self._shared is None else 1
         for attempt in range(attempts):
             with self._connection(what) as conn, self._cfg.watch(conn) as watch:
@@ -554,6 +556,33 @@ class PostgresBackend(Backend):
                     self._pool.check()
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _run_owned(self, what: str, make: Callable[[], sql.Op[T]], transaction: bool) -> T:
+        """:meth:`_run` on the pool this backend opened: the same steps as through
+        :meth:`_connection`, spelled out (every write and read of a graph comes this way)."""
+        attempts = 2 if self._cfg.retry else 1
+        for attempt in range(attempts):
+            if self._closed:
+                raise StoreUnavailableError(
+                    f"the PostgreSQL backend for {self._cfg.where} is closed"
+                )
+            pool = self._own_pool()
+            conn = self._checkout(pool, what)
+            try:
+                with self._cfg.watch(conn) as watch:
+                    try:
+                        return self._drive(conn, make(), transaction)
+                    except psycopg.Error as exc:
+                        last = attempt + 1 == attempts
+                        lost = _failed(self._cfg, what, exc, conn, watch, last=last)
+            finally:
+                self._idle_since[conn] = monotonic()
+                pool.putconn(conn)
+            if lost:
+                # A server restart drops every idle connection: weed them out before retrying.
+                with contextlib.suppress(Exception):
+                    pool.check()
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def _drive(self, conn: psycopg.Connection[Any], op: sql.Op[T], transaction: bool) -> T:
         cur: psycopg.Cursor[Any] | None = None  # made for the first statement that needs one
         try:
@@ -562,7 +591,7 @@ class PostgresBackend(Backend):
                     stmt = next(op)
                     while True:
                         try:
-                            call = direct.prepared_call(stmt.sql, stmt.params)
+                            call = stmt.direct_call()
                             result = (
                                 None
                                 if call is None
@@ -576,7 +605,7 @@ class PostgresBackend(Backend):
                                 # psycopg's own prepared statements are numbered per
                                 # connection: behind a pooler one client's name may be
                                 # another's statement. Only the direct path prepares.
-                                cur.execute(stmt.sql, stmt.params, prepare=False)
+                                cur.execute(stmt.sql, stmt.cursor_params(), prepare=False)
                                 rows = cur.fetchall() if stmt.fetch else []
                         except psycopg.Error as exc:
                             if _is_lost(exc, conn):
@@ -902,7 +931,7 @@ class AsyncPostgresBackend(AsyncBackend):
                     stmt = next(op)
                     while True:
                         try:
-                            call = direct.prepared_call(stmt.sql, stmt.params)
+                            call = stmt.direct_call()
                             result = (
                                 None
                                 if call is None
@@ -914,7 +943,7 @@ class AsyncPostgresBackend(AsyncBackend):
                                 if cur is None:
                                     cur = conn.cursor(binary=True, row_factory=tuple_row)
                                 # Only the direct path prepares (see the sync twin).
-                                await cur.execute(stmt.sql, stmt.params, prepare=False)
+                                await cur.execute(stmt.sql, stmt.cursor_params(), prepare=False)
                                 rows = await cur.fetchall() if stmt.fetch else []
                         except psycopg.Error as exc:
                             if _is_lost(exc, conn):
