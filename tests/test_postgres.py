@@ -612,6 +612,41 @@ async def test_unreachable_server_fails_fast_async() -> None:
     await backend.close()
 
 
+@pytest.mark.timeout(30)
+def test_a_busy_pool_with_a_server_that_answers_times_out_after_one_look(
+    pg_dsn: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pool that once failed to connect (its count of failures is not zero) and whose
+    connections are all taken: the first wait looks whether the server answers, finds it does,
+    and from then on the caller waits out ``pool_timeout``; no look at the next call either."""
+    pool = psycopg_pool.ConnectionPool(pg_dsn, min_size=1, max_size=1, open=True)
+    pool.wait()
+    backend = PostgresBackend(pool, schema=pg_schema, pool_timeout=0.6)
+    backend.setup()
+    real_stats = pool.get_stats
+    monkeypatch.setattr(pool, "get_stats", lambda: {**real_stats(), "connections_errors": 3})
+    probes: list[str | None] = []
+    real_probe = backend._probe
+
+    def probe(p: Any) -> str | None:
+        probes.append(real_probe(p))
+        return probes[-1]
+
+    monkeypatch.setattr(backend, "_probe", probe)
+    held = pool.getconn()
+    try:
+        for _ in range(2):
+            start = time.monotonic()
+            with pytest.raises(StoreUnavailableError, match=r"no connection .* became free"):
+                backend.get_checkpoint("t", "", None)
+            assert time.monotonic() - start >= 0.6
+        assert probes == [None]  # one look, which found the server answering
+    finally:
+        pool.putconn(held)
+        backend.close()
+        pool.close()
+
+
 def test_closed_given_connection_and_closed_backend(pg_dsn: str, pg_schema: str) -> None:
     conn = psycopg.connect(pg_dsn, autocommit=True)
     backend = PostgresBackend(conn, schema=pg_schema)

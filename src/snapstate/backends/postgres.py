@@ -80,8 +80,9 @@ T = TypeVar("T")
 IDLE_CHECK_AFTER = 30.0
 
 #: While a caller waits for a pooled connection, every this many seconds it looks whether the
-#: pool failed to connect meanwhile; if a direct connection attempt fails too, it raises at once
-#: instead of waiting out ``pool_timeout`` against a server that is down.
+#: pool failed to connect since the server was last found answering (or since the pool opened);
+#: if a direct connection attempt fails too, it raises at once instead of waiting out
+#: ``pool_timeout`` against a server that is down.
 _PROBE_EVERY = 0.25
 
 #: Seconds a call waits for the server's reply before snapstate checks, with a new connection,
@@ -319,6 +320,11 @@ def _pool_busy(cfg: _Config, what: str, pool: Any) -> StoreUnavailableError:
     )
 
 
+def _pool_errors(pool: Any) -> int:
+    """How many times ``pool`` failed to connect since it opened."""
+    return int(pool.get_stats().get("connections_errors", 0))
+
+
 def _probe_kwargs(pool: Any, cfg: _Config) -> tuple[str, dict[str, Any]] | None:
     conninfo = pool.conninfo
     kwargs = pool.kwargs
@@ -408,6 +414,9 @@ class PostgresBackend(Backend):
         self._owned = False
         self._pool_lock = threading.Lock()
         self._idle_since: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+        #: Per pool, its count of failed connection attempts when this backend last found the
+        #: server answering (see _checkout).
+        self._pool_errors: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self._closed = False
         if isinstance(conninfo, str):
             self._conninfo = conninfo
@@ -479,7 +488,6 @@ class PostgresBackend(Backend):
 
     def _checkout(self, pool: Any, what: str) -> psycopg.Connection[Any]:
         deadline = monotonic() + self._cfg.pool_timeout
-        errors = pool.get_stats().get("connections_errors", 0)
         while True:
             remaining = deadline - monotonic()
             try:
@@ -491,11 +499,12 @@ class PostgresBackend(Backend):
                 ) from None
             except psycopg_pool.PoolTimeout:
                 pass
-            if pool.get_stats().get("connections_errors", 0) != errors:
+            # Looked at only while waiting (reading the pool's stats costs a copy of them).
+            if _pool_errors(pool) != self._pool_errors.get(pool, 0):
                 reason = self._probe(pool)
                 if reason is not None:
                     raise _unavailable(self._cfg, what, reason) from None
-                errors = pool.get_stats().get("connections_errors", 0)
+                self._pool_errors[pool] = _pool_errors(pool)
             if monotonic() >= deadline:
                 raise _pool_busy(self._cfg, what, pool) from None
 
@@ -782,6 +791,9 @@ class AsyncPostgresBackend(AsyncBackend):
         self._owned = False
         self._pool_lock: asyncio.Lock | None = None
         self._idle_since: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+        #: Per pool, its count of failed connection attempts when this backend last found the
+        #: server answering (see _checkout).
+        self._pool_errors: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self._closed = False
         if isinstance(conninfo, str):
             self._conninfo = conninfo
@@ -842,7 +854,6 @@ class AsyncPostgresBackend(AsyncBackend):
 
     async def _checkout(self, pool: Any, what: str) -> psycopg.AsyncConnection[Any]:
         deadline = monotonic() + self._cfg.pool_timeout
-        errors = pool.get_stats().get("connections_errors", 0)
         while True:
             remaining = deadline - monotonic()
             try:
@@ -854,11 +865,12 @@ class AsyncPostgresBackend(AsyncBackend):
                 ) from None
             except psycopg_pool.PoolTimeout:
                 pass
-            if pool.get_stats().get("connections_errors", 0) != errors:
+            # Looked at only while waiting (reading the pool's stats costs a copy of them).
+            if _pool_errors(pool) != self._pool_errors.get(pool, 0):
                 reason = await self._probe(pool)
                 if reason is not None:
                     raise _unavailable(self._cfg, what, reason) from None
-                errors = pool.get_stats().get("connections_errors", 0)
+                self._pool_errors[pool] = _pool_errors(pool)
             if monotonic() >= deadline:
                 raise _pool_busy(self._cfg, what, pool) from None
 
