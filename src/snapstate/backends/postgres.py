@@ -918,6 +918,8 @@ class AsyncPostgresBackend(AsyncBackend):
     async def _run(
         self, what: str, make: Callable[[], sql.Op[T]], *, transaction: bool = False
     ) -> T:
+        if self._owned:
+            return await self._run_owned(what, make, transaction)
         attempts = 2 if self._cfg.retry and self._shared is None else 1
         for attempt in range(attempts):
             async with self._connection(what) as conn:
@@ -931,6 +933,32 @@ class AsyncPostgresBackend(AsyncBackend):
                 # A server restart drops every idle connection: weed them out before retrying.
                 with contextlib.suppress(Exception):
                     await self._pool.check()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _run_owned(self, what: str, make: Callable[[], sql.Op[T]], transaction: bool) -> T:
+        """The sync twin's :meth:`PostgresBackend._run_owned`, awaiting."""
+        attempts = 2 if self._cfg.retry else 1
+        for attempt in range(attempts):
+            if self._closed:
+                raise StoreUnavailableError(
+                    f"the PostgreSQL backend for {self._cfg.where} is closed"
+                )
+            pool = await self._own_pool()
+            conn = await self._checkout(pool, what)
+            try:
+                with self._cfg.watch(conn) as watch:
+                    try:
+                        return await self._drive(conn, make(), transaction)
+                    except psycopg.Error as exc:
+                        last = attempt + 1 == attempts
+                        lost = _failed(self._cfg, what, exc, conn, watch, last=last)
+            finally:
+                self._idle_since[conn] = monotonic()
+                await pool.putconn(conn)
+            if lost:
+                # A server restart drops every idle connection: weed them out before retrying.
+                with contextlib.suppress(Exception):
+                    await pool.check()
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _drive(
