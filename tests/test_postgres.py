@@ -1274,6 +1274,130 @@ async def test_one_pass_general_and_cursor_writes_store_the_same_rows(
     assert len(msgspec.json.decode(stored["fast"])[1]) == 6  # the deltas' bases come along
 
 
+@pytest.mark.parametrize(
+    ("element", "values"),
+    [
+        ("text", ["a", None, "é€😀", "", "x" * 5000, '"quoted", {braces}\\']),
+        ("bytea", [b"", None, bytes(range(256)), b"\x00" * 3]),
+        ("int2", [0, -1, 32767, -32768, None]),
+        ("int4", [0, -3, 2**31 - 1, -(2**31), None]),
+        ("float8", [0.1 + 0.2, -0.0, 1e-300, float("inf"), None]),
+        ("text", []),
+    ],
+)
+def test_binary_arrays_read_back_as_the_values(
+    pg_dsn: str, element: str, values: list[Any]
+) -> None:
+    array = direct.binary_array(values, element)
+    assert array is not None
+    s = direct.statement(f"SELECT %b::{element}[]")
+    assert s is not None
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        result = direct.run(conn, s, [array], prepare=False)
+        (got,) = direct.rows(conn, result)[0]
+    if element == "float8":
+        assert [None if v is None else v.hex() for v in got] == [
+            None if v is None else v.hex() for v in values
+        ]
+    else:
+        assert got == values
+
+
+def test_binary_arrays_leave_what_psycopg_reports_to_it() -> None:
+    for element, values in [
+        ("text", ["a\x00b"]),
+        ("text", ["\udc80"]),
+        ("text", [b"bytes"]),
+        ("bytea", ["str"]),
+        ("bytea", [memoryview(b"m")]),
+        ("int2", [2**15]),
+        ("int4", [2**31]),
+        ("int4", [True]),
+        ("int4", [1.0]),
+        ("float8", [1]),
+    ]:
+        assert direct.binary_array(values, element) is None, (element, values)
+
+
+def _large_batch(tid: str) -> WriteBatch:
+    """More rows than SMALL_BATCH_ROWS, of every kind and column: two threads, namespaces,
+    NULLs, negative indices, replaced writes, deltas on stored bases, a large value."""
+    big = bytes(range(256)) * (PAYLOAD_MIN_BYTES // 256 + 1)
+    rows = max(pg_sql.SMALL_BATCH_ROWS, 40)
+    return WriteBatch(
+        checkpoints=[
+            CheckpointRow(
+                t,
+                ns,
+                f"{i:03}",
+                None if i == 0 else f"{i - 1:03}",
+                "r" if i % 2 else None,
+                i + 0.1,
+                b'{"step":%d,"n":"\\u00e9"}' % i,
+                b"\x01sk",
+            )
+            for t in (tid, tid + "-2")
+            for ns in ("", "sub")
+            for i in range(rows // 4)
+        ],
+        blobs=[
+            BlobRow(
+                tid,
+                "",
+                "m",
+                f"{i:03}",
+                BLOB_DELTA if i else BLOB_FULL,
+                f"{i - 1:03}" if i else None,
+                f"delta {i}".encode(),
+            )
+            for i in range(rows)
+        ]
+        + [BlobRow(tid, "", "big", "001", BLOB_FULL, None, big)],
+        writes=[
+            WriteRow(tid, "", "001", f"task-{i % 3}", i - 5, "ch", "p", b"" if i % 4 else b"\x00")
+            for i in range(rows)
+        ],
+        replace_writes=[WriteRow(tid, "", "001", "task-0", -1, "__error__", "p", b"e")],
+    )
+
+
+async def test_large_batches_store_the_same_rows_through_binary_arrays_and_the_cursor(
+    pg: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    q = pg_sql.Statements("s")
+    key, params, _ = pg_sql.write_params(_large_batch("x"))
+    assert key[0] == 0 and pg_sql.direct_arrays(q, key, params) is not None  # the arrays shape
+
+    await pg.write(_large_batch("arrays"))
+    with monkeypatch.context() as m:
+        m.setattr(pg_sql, "direct_arrays", lambda q, key, params: None)
+        await pg.write(_large_batch("cursor"))
+    stored = {}
+    for tid in ("arrays", "cursor"):
+        checkpoints = []
+        for t in (tid, tid + "-2"):
+            for ns in ("", "sub"):
+                got = await pg.list_checkpoints(ListQuery(thread_id=t, namespace=ns))
+                checkpoints += [
+                    (
+                        msgspec.json.decode(r.metadata),
+                        msgspec.structs.replace(r, thread_id="", metadata=b""),
+                    )
+                    for r in got
+                ]
+        keys = [("m", f"{i:03}") for i in range(40)] + [("big", "001")]
+        blobs = await pg.get_blobs(tid, "", keys)
+        writes = await pg.get_writes(tid, "", ["001"])
+        stored[tid] = (
+            checkpoints,
+            sorted((msgspec.structs.replace(b, thread_id="") for b in blobs), key=str),
+            sorted((msgspec.structs.replace(w, thread_id="") for w in writes), key=str),
+        )
+    assert stored["arrays"] == stored["cursor"]
+    assert len(stored["arrays"][0]) == 40 and len(stored["arrays"][1]) == 41
+    assert any(w.idx == -1 and w.data == b"e" for w in stored["arrays"][2])
+
+
 async def test_a_nul_in_an_id_is_refused_with_a_clear_error(pg: Any) -> None:
     with pytest.raises(InvalidArgumentError, match="NUL"):
         await pg.write(WriteBatch(checkpoints=[row("t\x00", "1")]))

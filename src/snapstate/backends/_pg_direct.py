@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import struct
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -67,6 +68,7 @@ __all__ = [
     "Statement",
     "statement",
     "encode",
+    "binary_array",
     "prepared_call",
     "rows",
     "run",
@@ -219,6 +221,67 @@ def _text_array(values: Sequence[Any]) -> bytes | None:
         return ("{" + ",".join(items) + "}").encode()
     except UnicodeEncodeError:  # a lone surrogate: psycopg says what it is
         return None
+
+
+#: Element types :func:`binary_array` writes: their type OIDs, and what a value must be.
+_ARRAY_OIDS = {"text": 25, "bytea": 17, "int2": 21, "int4": 23, "float8": 701}
+_LENGTH = struct.Struct(">i")
+_ARRAY_HEADER = struct.Struct(">iiIii")
+_NULL = _LENGTH.pack(-1)
+_INT2 = struct.Struct(">ih")  # an element's length (2), then the value
+_INT4 = struct.Struct(">ii")
+_FLOAT8 = struct.Struct(">id")
+
+
+def binary_array(values: Sequence[Any], element: str) -> bytes | None:
+    """``values`` as a one-dimensional PostgreSQL array of ``element`` (one of
+    :data:`_ARRAY_OIDS`) in binary form, as psycopg's binary dumper sends a list; None when a
+    value is one this path leaves to psycopg, which says what is wrong with it: not of the
+    element's Python type (``str``, ``bytes``, ``int`` or ``float``; None is NULL), a string
+    holding NUL or a lone surrogate, an integer out of range."""
+    parts: list[bytes] = []
+    add = parts.append
+    nulls = 0
+    try:
+        if element == "text":
+            for v in values:
+                if v is None:
+                    add(_NULL)
+                    nulls = 1
+                elif type(v) is str and "\x00" not in v:
+                    data = v.encode()
+                    add(_LENGTH.pack(len(data)))
+                    add(data)
+                else:
+                    return None
+        elif element == "bytea":
+            for v in values:
+                if v is None:
+                    add(_NULL)
+                    nulls = 1
+                elif type(v) is bytes:
+                    add(_LENGTH.pack(len(v)))
+                    add(v)
+                else:
+                    return None
+        else:
+            kind, packer, size = {
+                "int2": (int, _INT2, 2),
+                "int4": (int, _INT4, 4),
+                "float8": (float, _FLOAT8, 8),
+            }[element]
+            for v in values:
+                if v is None:
+                    add(_NULL)
+                    nulls = 1
+                elif type(v) is kind:
+                    add(packer.pack(size, v))
+                else:
+                    return None
+    except (UnicodeEncodeError, struct.error):
+        return None
+    header = _ARRAY_HEADER.pack(1, nulls, _ARRAY_OIDS[element], len(values), 1)
+    return header + b"".join(parts)
 
 
 def prepared_call(sql: str, params: Any) -> tuple[Statement, list[bytes | None]] | None:

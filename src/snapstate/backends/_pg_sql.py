@@ -359,6 +359,9 @@ class Statements:
             "skeleton = excluded.skeleton"
         )
         self._write_sql: dict[tuple[int, ...], str] = {}
+        #: Per arrays shape: its statement with positional placeholders, and the names they
+        #: stand for in order (see :func:`direct_arrays`).
+        self._positional: dict[tuple[int, ...], tuple[str, list[str]]] = {}
         self._values_sql = (
             f"INSERT INTO {s}.writes ({_WRITE_STORED}) VALUES {{}} ON CONFLICT DO NOTHING",
             f"INSERT INTO {s}.writes ({_WRITE_STORED}) VALUES {{}} {replace_set}",
@@ -912,6 +915,47 @@ def direct_write(q: Statements, batch: WriteBatch) -> Stmt | None:
     return Stmt(text, lambda: write_params(batch)[1], False, (stmt, out))
 
 
+#: The element type of each array parameter of a large batch's statement.
+_ARRAY_TYPES: dict[str, str] = {
+    **{f"w{i}": t for i, t in enumerate(_WRITE_TYPES)},
+    **{f"r{i}": t for i, t in enumerate(_WRITE_TYPES)},
+    **{f"b{i}": t for i, t in enumerate(_BLOB_TYPES)},
+    **{f"c{i}": t for i, t in enumerate(_CHECKPOINT_TYPES)},
+    **{f"p{i}": t for i, t in enumerate(_PAYLOAD_TYPES)},
+    **{f"g{i}": "text" for i in range(2)},
+    **{f"k{i}": "text" for i in range(4)},
+}
+_NAMED = re.compile(r"%\((\w+)\)b")
+
+
+def direct_arrays(q: Statements, key: tuple[int, ...], params: Mapping[str, Any]) -> Stmt | None:
+    """The statement storing a large batch (:func:`write_params`'s arrays shape ``key`` and
+    its named ``params``, one list per column), with its columns sent as binary arrays built
+    here (``Stmt.call``) rather than by psycopg's list dumper, and the statement prepared on
+    a session like any other the direct path sends. None when a value is one
+    :func:`._pg_direct.binary_array` leaves to psycopg: the cursor then sends the batch."""
+    if not direct.AVAILABLE or key[0] != _ARRAYS:
+        return None
+    text = q.write_sql(key)
+    positional = q._positional.get(key)
+    if positional is None:
+        positional = q._positional[key] = (_NAMED.sub("%b", text), _NAMED.findall(text))
+    stmt = direct.statement(positional[0])
+    if stmt is None:  # pragma: no cover - the text holds no other placeholders
+        return None
+    arrays: dict[str, bytes] = {}
+    out: list[bytes | None] = []
+    for name in positional[1]:
+        array = arrays.get(name)
+        if array is None:
+            array = direct.binary_array(params[name], _ARRAY_TYPES[name])
+            if array is None:
+                return None
+            arrays[name] = array
+        out.append(array)
+    return Stmt(text, params, False, (stmt, out))
+
+
 def _add_columns(
     params: dict[str, Any], prefix: str, rows: Sequence[tuple[Any, ...]], width: int
 ) -> None:
@@ -997,7 +1041,7 @@ def op_write(q: Statements, batch: WriteBatch) -> Op[None]:
     stmt = direct_write(q, batch)
     if stmt is None:
         key, params, _ = write_params(batch)
-        stmt = Stmt(q.write_sql(key), params, fetch=False)
+        stmt = direct_arrays(q, key, params) or Stmt(q.write_sql(key), params, fetch=False)
     try:
         yield stmt
     except psycopg.Error as exc:
