@@ -29,7 +29,12 @@ from snapstate.backends import (
     ThreadedAsyncBackend,
     WriteBatch,
 )
-from snapstate.errors import ConfigurationError, StorageError, StoreUnavailableError
+from snapstate.errors import (
+    ConfigurationError,
+    DeltaBaseMissingError,
+    StorageError,
+    StoreUnavailableError,
+)
 from snapstate.writer import (
     AsyncBatchedWriter,
     AsyncSyncWriter,
@@ -295,6 +300,47 @@ def test_sync_lone_failure_is_raised_reported_and_frees_its_slot(backend: GatedB
     writer.submit(batch_of("good"))
     assert backend.stored("good") == ["00000000"] and backend.stored("bad") == []
     assert writer._running == 0 and writer._queue == []
+
+
+def test_sync_lone_write_refused_for_a_missing_base_goes_again_as_replanned(
+    backend: GatedBackend,
+) -> None:
+    """A lone caller's write refused with DeltaBaseMissingError is written again as its batch
+    replans it; what that second write raises (or the replanning itself) is the caller's."""
+    failed: list[WriteBatch] = []
+    writer = SyncWriter(backend, failed.append)
+    real_write = backend.write
+
+    def refusing_stale(batch: WriteBatch) -> None:
+        if any(c.thread_id.startswith("stale") for c in batch.checkpoints):
+            backend.calls.append(batch)
+            raise DeltaBaseMissingError("the base is gone")
+        real_write(batch)
+
+    backend.write = refusing_stale  # type: ignore[method-assign]
+
+    stale = batch_of("stale")
+    stale.replan = lambda: batch_of("whole")
+    writer.submit(stale)
+    assert [c.checkpoints[0].thread_id for c in backend.calls] == ["stale", "whole"]
+    assert backend.stored("whole") == ["00000000"] and failed == []
+
+    backend.fail_threads = {"whole"}
+    with pytest.raises(StorageError, match="refused thread 'whole'"):
+        writer.submit(stale)  # the replanned write fails in its turn
+    assert failed == [stale]
+
+    def broken() -> WriteBatch:
+        raise ValueError("cannot replan")
+
+    stale.replan = broken
+    with pytest.raises(ValueError, match="cannot replan"):
+        writer.submit(stale)
+    stale.replan = None
+    with pytest.raises(DeltaBaseMissingError):
+        writer.submit(stale)  # nothing to replan: the refusal itself
+    assert failed == [stale, stale, stale]
+    assert writer._running == 0 and writer._sleeping == 0
 
 
 class _Interrupt(BaseException):

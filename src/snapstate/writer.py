@@ -153,10 +153,16 @@ def _alone(batch: WriteBatch) -> Generator[WriteBatch, BaseException | None, Bas
     return error
 
 
-def _drive_sync(backend: Backend, batches: list[WriteBatch]) -> list[BaseException | None]:
+def _drive_sync(
+    backend: Backend, batches: list[WriteBatch], first: BaseException | None = None
+) -> list[BaseException | None]:
+    """Write ``batches`` as :func:`_group_commit` plans it; each one's error. ``first``: the
+    error its first write already raised (that write is not made again)."""
     plan = _group_commit(batches)
     try:
         batch = next(plan)
+        if first is not None:
+            batch = plan.send(first)
         while True:
             try:
                 backend.write(batch)
@@ -250,6 +256,8 @@ class SyncWriter:
         self._cv = threading.Condition()
         self._queue: list[_Ticket] = []
         self._running = 0
+        #: Callers waiting on the condition: a commit that ends wakes them only if there are any.
+        self._sleeping = 0
 
     def submit(self, batch: WriteBatch) -> None:
         with self._cv:
@@ -263,7 +271,11 @@ class SyncWriter:
                 # A taken ticket is in another leader's commit: wait for that one, whatever
                 # else finishes meanwhile.
                 while not ticket.done and (ticket.taken or self._running >= self._limit):
-                    self._cv.wait()
+                    self._sleeping += 1
+                    try:
+                        self._cv.wait()
+                    finally:
+                        self._sleeping -= 1
                 if ticket.done:
                     if ticket.error is not None:
                         raise ticket.error
@@ -287,13 +299,19 @@ class SyncWriter:
         """Give back the commit slot this caller took, and wake the waiters."""
         with self._cv:
             self._running -= 1
-            self._cv.notify_all()
+            if self._sleeping:
+                self._cv.notify_all()
 
     def _commit_alone(self, batch: WriteBatch) -> None:
         """Commit one batch that no other caller is waiting to join (its slot is taken), as a
-        group of one (a write refused for a missing delta base goes again whole: see _alone)."""
+        group of one (a write refused for a missing delta base goes again whole: see _alone).
+        A write that succeeds at once needs none of the group's bookkeeping."""
+        error: BaseException | None = None
         try:
-            (error,) = _drive_sync(self._backend, [batch])
+            try:
+                self._backend.write(batch)
+            except BaseException as exc:  # the group of one takes it from its first write on
+                (error,) = _drive_sync(self._backend, [batch], exc)
             if error is not None and self._on_failure is not None:
                 self._on_failure(batch)
         finally:
