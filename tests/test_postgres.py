@@ -1398,6 +1398,49 @@ async def test_large_batches_store_the_same_rows_through_binary_arrays_and_the_c
     assert any(w.idx == -1 and w.data == b"e" for w in stored["arrays"][2])
 
 
+@pytest.mark.parametrize("kind", ["sync", "async", "given connection"])
+async def test_text_is_stored_as_written_under_another_client_encoding(
+    pg_dsn: str, pg_schema: str, kind: str
+) -> None:
+    """A connection whose client encoding is not UTF-8 (LATIN1 here) stores non-ASCII ids and
+    metadata as written: another client, on UTF-8, reads the same characters."""
+    latin1 = pg_dsn + ("&" if "?" in pg_dsn else "?") + "client_encoding=LATIN1"
+    given = None
+    if kind == "sync":
+        pg = Awaitable(PostgresBackend(latin1, schema=pg_schema))
+    elif kind == "async":
+        pg = Awaitable(AsyncPostgresBackend(latin1, schema=pg_schema))
+    else:
+        given = psycopg.connect(latin1, autocommit=True)
+        assert given.info.encoding == "iso8859-1"
+        pg = Awaitable(PostgresBackend(given, schema=pg_schema))
+    try:
+        await pg.setup()
+        for i in range(3):  # prepared at the second use: both ways of sending
+            await pg.write(
+                WriteBatch(
+                    checkpoints=[
+                        CheckpointRow("té", "", f"{i}", None, None, 1.0, b'{"n":"\xc3\xa9"}', b"s")
+                    ],
+                    writes=[WriteRow("té", "", f"{i}", "tâsk", 0, "ch", "", b"w")],
+                )
+            )
+        rows = await pg.list_checkpoints(ListQuery(thread_id="té"))
+        assert [(r.thread_id, msgspec.json.decode(r.metadata)) for r in rows] == [
+            ("té", {"n": "é"})
+        ] * 3
+        assert [w.task_id for w in await pg.get_writes("té", "", ["0"])] == ["tâsk"]
+        with psycopg.connect(pg_dsn) as utf8:
+            stored = utf8.execute(
+                f"SELECT DISTINCT thread_id, metadata->>'n' FROM \"{pg_schema}\".checkpoints"
+            ).fetchall()
+        assert stored == [("té", "é")]
+    finally:
+        await pg.close()
+        if given is not None:
+            given.close()
+
+
 async def test_a_nul_in_an_id_is_refused_with_a_clear_error(pg: Any) -> None:
     with pytest.raises(InvalidArgumentError, match="NUL"):
         await pg.write(WriteBatch(checkpoints=[row("t\x00", "1")]))

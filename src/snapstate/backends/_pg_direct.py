@@ -16,7 +16,9 @@ goes through the cursor instead (:func:`encode` returns None), so errors stay ps
   strings), and ``bytes`` where the statement says ``%b`` (binary); a string holding NUL, or
   anything else, falls back (psycopg then raises its own clear error, which the backend
   translates);
-* the connection is open, idle or in a transaction snapstate opened, and not in pipeline mode.
+* the connection is open, idle or in a transaction snapstate opened, not in pipeline mode, and
+  its client encoding is UTF-8 (text goes as UTF-8; under another encoding the cursor encodes
+  it as that one).
 
 Prepared statements are snapstate's own, never psycopg's (the backend runs its cursors with
 ``prepare=False``). With ``prepare=True`` (and the connection's ``prepare_threshold`` not None)
@@ -301,6 +303,9 @@ def _usable(conn: Any) -> bool:
         not conn.closed
         and pgconn.pipeline_status == _PIPELINE_OFF
         and pgconn.transaction_status in _IDLE_OR_IN_TRANSACTION
+        # This path sends text as UTF-8: under another client encoding the server would read
+        # it as that encoding and store other characters. The cursor encodes it as it should.
+        and pgconn.parameter_status(b"client_encoding") == b"UTF8"
     )
 
 
