@@ -814,6 +814,16 @@ def _binary(value: Any) -> bytes:
     return value
 
 
+def _sorted_distinct(rows: list[R], key: Callable[[R], Any]) -> list[R] | None:
+    """``rows`` in key order, or None if two of them have one key."""
+    if len(rows) < 2:
+        return rows
+    ordered = sorted(rows, key=key)
+    if any(key(x) == key(y) for x, y in itertools.pairwise(ordered)):
+        return None
+    return ordered
+
+
 def direct_write(q: Statements, batch: WriteBatch) -> Stmt | None:
     """The statement storing a common batch, with its libpq parameters built in one pass
     (``Stmt.call``): exactly what ``direct.prepared_call(q.write_sql(key), params)`` gives for
@@ -838,11 +848,10 @@ def direct_write(q: Statements, batch: WriteBatch) -> Stmt | None:
         out: list[bytes | None] = []
         low: str | None = None
         if nw:
-            if nw > 1:
-                writes = sorted(writes, key=_write_key)
-                if any(_write_key(x) == _write_key(y) for x, y in itertools.pairwise(writes)):
-                    return None
-            for w in writes:
+            ordered_writes = _sorted_distinct(writes, _write_key)
+            if ordered_writes is None:
+                return None
+            for w in ordered_writes:
                 if w.thread_id != tid:
                     return None
                 cid = w.checkpoint_id
@@ -861,11 +870,10 @@ def direct_write(q: Statements, batch: WriteBatch) -> Stmt | None:
                 )
         bases: list[tuple[str, str, str, str]] = []
         if nb:
-            if nb > 1:
-                blobs = sorted(blobs, key=_blob_key)
-                if any(_blob_key(x) == _blob_key(y) for x, y in itertools.pairwise(blobs)):
-                    return None
-            for v in blobs:
+            ordered_blobs = _sorted_distinct(blobs, _blob_key)
+            if ordered_blobs is None:
+                return None
+            for v in ordered_blobs:
                 if v.thread_id != tid:
                     return None
                 out += (
