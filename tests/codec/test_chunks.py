@@ -57,6 +57,41 @@ def test_the_twins_write_the_same_chunks(twins: tuple[Codec, Codec]) -> None:
         assert_same(value, py.decode(data))
 
 
+def test_the_twins_agree_on_chunks_of_every_count(twins: tuple[Codec, Codec]) -> None:
+    """Documents of exactly whole chunks, one byte over, and more chunks than threads."""
+    py, native = twins
+    for n in (2 * F.CHUNK_SIZE, 2 * F.CHUNK_SIZE + 1, 4 * F.CHUNK_SIZE, 9 * F.CHUNK_SIZE + 123):
+        value = (b"a chunk of text, " * (n // 17 + 1))[:n]
+        data = py.encode(value)
+        assert data[:2] == bytes((F.CHUNKED_VERSION, F.FLAG_LZ4))
+        assert native.encode(value) == data
+        assert native.decode(data) == value
+
+
+@pytest.mark.parametrize("helpers", [0, 1, 3])
+def test_the_compiled_twin_compresses_with_any_number_of_helpers(
+    twins: tuple[Codec, Codec], helpers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its helper threads (as many as ``_format._HELPERS``, none on one CPU) take chunks in
+    turn with the caller: the bytes never depend on who compressed what."""
+    py, native = twins
+    value = grid(9000)
+    expected = py.encode(value)
+    monkeypatch.setattr(F, "_HELPERS", helpers)
+    assert native.encode(value) == expected
+
+
+def test_the_compiled_twin_compresses_from_many_threads_at_once(
+    twins: tuple[Codec, Codec],
+) -> None:
+    py, native = twins
+    values = [grid(4100 + 300 * i) for i in range(8)]
+    expected = [py.encode(v) for v in values]
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(3):
+            assert list(pool.map(native.encode, values)) == expected
+
+
 def test_a_document_of_one_chunk_keeps_version_1(each_impl: Codec) -> None:
     value = grid(1900)  # just under a chunk
     body = body_of(value)

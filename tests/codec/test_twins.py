@@ -74,6 +74,22 @@ def test_native_calls_lz4_holding_the_gil() -> None:
     assert IMPLEMENTATIONS["native"]._LZ4_DIRECT is True
 
 
+def test_native_hashes_holding_the_gil() -> None:
+    """The compiled twin found xxhash's own XXH3 function (else it would call xxhash, which
+    gives up the GIL for a large buffer: see ext/_codec.pyx); its checksums are the pure
+    twin's, whatever the length."""
+    if "native" not in IMPLEMENTATIONS:
+        pytest.skip("the compiled codec is not built")
+    assert IMPLEMENTATIONS["native"]._XXH3_DIRECT is True
+    py, native = (
+        Codec(impl="python", compress_threshold=None),
+        Codec(impl="native", compress_threshold=None),
+    )
+    for n in (0, 1, 16, 17, 128, 129, 240, 241, 1000, 100_000, 1_000_003):
+        value = bytes(range(256)) * (n // 256) + bytes(n % 256)
+        assert native.encode(value) == py.encode(value)
+
+
 @FUZZ
 @given(
     st.lists(

@@ -106,7 +106,8 @@ CHUNKED_VERSION = 2
 KNOWN_VERSIONS = frozenset({FORMAT_VERSION, CHUNKED_VERSION})
 
 #: A compressed document longer than this is stored in chunks of this many bytes, each an lz4
-#: block of its own (CHUNKED_VERSION), which threads compress side by side. A 1 MB document of
+#: block of its own (CHUNKED_VERSION), which threads compress side by side (here through
+#: ``pack_chunks``; the compiled twin with threads of its own). A 1 MB document of
 #: benchmarks/bench_postgres.py's big values took 2.61 ms to compress in one block, 1.41 ms in
 #: two halves on two threads, and 1.72 to 1.87 ms in 5 or 8 chunks on three threads (2 cores);
 #: chunks cost 0.4% of the compressed size at 256 KiB.
