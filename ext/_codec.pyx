@@ -273,13 +273,14 @@ cdef object lz4_pack(const char* src, Py_ssize_t n):
 # -- a large document's chunks, compressed on several threads --------------------------------
 #
 # The pure twin compresses a CHUNKED_VERSION document's chunks with lz4.block on the caller's
-# thread and a pool of Python threads (_format.pack_chunks). Those threads each need the GIL
-# to take a chunk, and get it late while other threads run Python: one 1 MB document took 2.07
-# ms there, against 2.83 ms on one thread and about 1.4 ms for two threads with no waits. Here
-# the helpers are plain threads that never touch Python (nor the GIL): each takes the next
-# chunk left, compresses it as lz4_pack does, and stores the block in its own slot of the
-# output; the caller, having let go of the GIL, does the same, then waits for them and packs
-# the blocks together. The bytes are the pure twin's.
+# thread and a pool of Python threads (_format.pack_chunks). Each of those threads needs the GIL
+# again for every chunk, and gets it late while another thread runs Python: a 1 MB document
+# then took 17.8 to 23.6 ms to encode, against 7.1 to 7.4 ms here (1.85 to 1.90 against 1.90
+# to 2.01 ms with nothing else running; docs/codec.md). Here the helpers are plain threads that
+# never touch Python (nor the GIL): each takes the next chunk left, compresses it as lz4_pack
+# does, and stores the block in its own slot of the output; the caller, having let go of the
+# GIL once (so that the graph's thread runs meanwhile), does the same, then waits for them and
+# packs the blocks together. The bytes are the pure twin's.
 
 cdef extern from "<pthread.h>" nogil:
     ctypedef unsigned long pthread_t
@@ -1112,7 +1113,7 @@ cdef class _Encoder:
         if threshold is not None and body > threshold:
             if body > CHUNK_SIZE:
                 # Several threads compress its chunks at once.
-                if _LZ4_DIRECT and body <= <Py_ssize_t>0xFFFFFFFF:
+                if _LZ4_DIRECT and c_lz4_compress != NULL and body <= <Py_ssize_t>0xFFFFFFFF:
                     stored = pack_chunks_native(self.buf + HEADER_SIZE, body)
                     if stored is not None:
                         return stored
