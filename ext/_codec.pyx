@@ -415,6 +415,55 @@ cdef object pack_chunks_native(const char* src, Py_ssize_t size):
     return result
 
 
+cdef inline uint32_t get_u32(const char* p) noexcept nogil:
+    cdef const unsigned char* q = <const unsigned char*>p
+    return <uint32_t>q[0] | (<uint32_t>q[1] << 8) | (<uint32_t>q[2] << 16) | (<uint32_t>q[3] << 24)
+
+
+cdef object unchunk_native(int flags, const char* src, Py_ssize_t n):
+    """_format.unchunked of the payload ``src[:n]``, with its checks and its words, each chunk
+    decompressed holding the GIL into its place in the document (lz4.block would let go of the
+    GIL for every chunk: with another thread running Python, a 1 MB value took 26 ms to decode
+    that way against 0.5 ms alone)."""
+    if not flags & FLAG_LZ4:
+        raise BadData("chunked payload without the compression flag")
+    if n < 8:
+        raise BadData("truncated chunked payload")
+    cdef uint32_t size = get_u32(src)
+    cdef uint32_t count = get_u32(src + 4)
+    if size > MAX_RATIO * n:
+        raise BadData(f"corrupt compressed payload (claims {size} bytes)")
+    if <Py_ssize_t>count != (<Py_ssize_t>size + CHUNK_SIZE - 1) // CHUNK_SIZE or count < 2:
+        raise BadData(f"corrupt chunked payload ({count} chunks for {size} bytes)")
+    cdef Py_ssize_t start = 8 + 4 * <Py_ssize_t>count
+    if n < start:
+        raise BadData("truncated chunked payload")
+    cdef Py_ssize_t total = start
+    cdef uint32_t i
+    for i in range(count):
+        total += get_u32(src + 8 + 4 * i)
+    if total != n:
+        raise BadData("corrupt chunked payload (chunk lengths do not match its size)")
+    cdef PyObject* out = PyBytes_FromStringAndSize(NULL, size)
+    body = <object>out
+    Py_DECREF(body)
+    cdef char* dst = PyBytes_AS_STRING(out)
+    cdef uint32_t length, expected
+    cdef int k
+    for i in range(count):
+        length = get_u32(src + 8 + 4 * i)
+        expected = <uint32_t>min(<Py_ssize_t>CHUNK_SIZE,
+                                 <Py_ssize_t>size - <Py_ssize_t>i * CHUNK_SIZE)
+        if length < 4 or get_u32(src + start) != expected:
+            raise BadData(f"corrupt chunked payload (chunk {i} is not {expected} bytes)")
+        k = c_lz4_decompress(src + start + 4, dst, <int>(length - 4), <int>expected)
+        if k != <int>expected:
+            raise BadData(f"corrupt compressed payload (chunk {i})")
+        dst += expected
+        start += length
+    return body
+
+
 cdef object lz4_unpack(const char* src, Py_ssize_t n, uint32_t size):
     """``lz4.block.decompress`` of ``src[:n]``, whose first 4 bytes hold ``size``."""
     if not _LZ4_DIRECT or n > C_INT_MAX or size > <uint32_t>C_INT_MAX:
@@ -1250,8 +1299,11 @@ cdef class Core:
         cdef uint32_t size
         cdef _Reader reader
         if version == CHUNKED_VERSION:
-            body = unchunked(flags, PyMemoryView_FromMemory(<char*>p + HEADER_SIZE,
-                                                            n - HEADER_SIZE, PyBUF_READ))
+            if _LZ4_DIRECT and c_lz4_decompress != NULL:
+                body = unchunk_native(flags, <const char*>p + HEADER_SIZE, n - HEADER_SIZE)
+            else:
+                body = unchunked(flags, PyMemoryView_FromMemory(<char*>p + HEADER_SIZE,
+                                                                n - HEADER_SIZE, PyBUF_READ))
             reader = _Reader(self, body, 0, len(<bytes>body))
         elif flags & FLAG_LZ4:
             if n - HEADER_SIZE < 4:
