@@ -42,7 +42,10 @@ def extensions():
         "snapstate.codec._native",
         ["ext/_codec.pyx"],
         define_macros=macros,
-        extra_compile_args=flags,
+        # It starts threads of its own to compress a large value's chunks (libpthread is
+        # apart from libc before glibc 2.34).
+        extra_compile_args=[*flags, "-pthread"],
+        extra_link_args=["-pthread"],
     )
     sqlite = Extension(
         "snapstate.backends._sqlite_native",
