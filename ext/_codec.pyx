@@ -130,6 +130,12 @@ cdef object safe_repr = _F.safe_repr
 cdef object xxh3_64 = _xxhash.xxh3_64_intdigest
 
 
+cdef void* module_handle(object module):
+    """The dlopen handle of an extension module already imported (dlopen only hands back the
+    handle of a library it has loaded), for its exported C functions; NULL if none."""
+    return dlopen(module.__file__.encode(), RTLD_NOW | RTLD_LOCAL)
+
+
 # XXH3-64 as xxhash's own extension exports it (the same build of the library), called holding
 # the GIL: xxhash's Python function lets go of it for a large buffer given as a memoryview, and
 # taking it back then waits for any other thread running Python (5 ms in the interpreter's
@@ -143,8 +149,7 @@ cdef bint bind_xxh3():
     global c_xxh3_64
     import xxhash._xxhash as _x
 
-    path = _x.__file__.encode()
-    cdef void* handle = dlopen(path, RTLD_NOW | RTLD_LOCAL)
+    cdef void* handle = module_handle(_x)
     if handle == NULL:
         return False
     # The build that picks the fastest instructions this CPU has, else the portable one: the
@@ -172,6 +177,19 @@ cdef uint32_t checksum(const char* p, Py_ssize_t n) except? 0:
     else:
         h = xxh3_64(PyMemoryView_FromMemory(<char*>p, n, PyBUF_READ))
     return <uint32_t>(h & 0xFFFFFFFF)
+
+# A stored value's sizes and checksum: 4 bytes, little-endian.
+cdef inline void put_u32(char* p, uint32_t v) noexcept nogil:
+    p[0] = <char>(v & 0xFF)
+    p[1] = <char>((v >> 8) & 0xFF)
+    p[2] = <char>((v >> 16) & 0xFF)
+    p[3] = <char>((v >> 24) & 0xFF)
+
+
+cdef inline uint32_t get_u32(const char* p) noexcept nogil:
+    cdef const unsigned char* q = <const unsigned char*>p
+    return <uint32_t>q[0] | (<uint32_t>q[1] << 8) | (<uint32_t>q[2] << 16) | (<uint32_t>q[3] << 24)
+
 
 cdef object info_for = _reg.info_for
 cdef object _INFO = _reg._INFO
@@ -213,9 +231,7 @@ cdef bint bind_lz4():
     global c_lz4_compress, c_lz4_reset, c_lz4_bound, c_lz4_decompress, lz4_state_size
     import lz4.block._block as _block
 
-    path = _block.__file__.encode()
-    # Already loaded by the import above: dlopen only hands back its handle.
-    cdef void* handle = dlopen(path, RTLD_NOW | RTLD_LOCAL)
+    cdef void* handle = module_handle(_block)
     if handle == NULL:
         return False
     cdef void* compress = dlsym(handle, "LZ4_compress_fast_continue")
@@ -254,10 +270,7 @@ cdef object lz4_pack(const char* src, Py_ssize_t n):
         PyMem_Free(state)
         raise
     cdef char* p = PyBytes_AS_STRING(out)
-    p[0] = <char>(n & 0xFF)
-    p[1] = <char>((n >> 8) & 0xFF)
-    p[2] = <char>((n >> 16) & 0xFF)
-    p[3] = <char>((n >> 24) & 0xFF)
+    put_u32(p, <uint32_t>n)
     c_lz4_reset(state)
     cdef int k = c_lz4_compress(state, src, p + 4, <int>n, bound, 1)
     PyMem_Free(state)
@@ -308,13 +321,6 @@ ctypedef struct ChunkJob:
     char* slots          # chunk i's block (its 4-byte size first) at slots + i * (4 + bound)
     int* lengths         # each block's length, its size included; 0: not compressed
     int next             # the next chunk to take
-
-
-cdef inline void put_u32(char* p, uint32_t v) noexcept nogil:
-    p[0] = <char>(v & 0xFF)
-    p[1] = <char>((v >> 8) & 0xFF)
-    p[2] = <char>((v >> 16) & 0xFF)
-    p[3] = <char>((v >> 24) & 0xFF)
 
 
 cdef void compress_chunks(ChunkJob* job) noexcept nogil:
@@ -413,11 +419,6 @@ cdef object pack_chunks_native(const char* src, Py_ssize_t size):
     result = <object>out
     Py_DECREF(result)
     return result
-
-
-cdef inline uint32_t get_u32(const char* p) noexcept nogil:
-    cdef const unsigned char* q = <const unsigned char*>p
-    return <uint32_t>q[0] | (<uint32_t>q[1] << 8) | (<uint32_t>q[2] << 16) | (<uint32_t>q[3] << 24)
 
 
 cdef object unchunk_native(int flags, const char* src, Py_ssize_t n):
@@ -1180,10 +1181,7 @@ cdef class _Encoder:
         p = self.buf
         p[0] = <char>FORMAT_VERSION
         p[1] = 0
-        p[2] = <char>(crc & 0xFF)
-        p[3] = <char>((crc >> 8) & 0xFF)
-        p[4] = <char>((crc >> 16) & 0xFF)
-        p[5] = <char>((crc >> 24) & 0xFF)
+        put_u32(p + 2, crc)
         _PyBytes_Resize(&self.out, self.n)
         result = <object>self.out
         Py_DECREF(result)
@@ -1288,8 +1286,7 @@ cdef class Core:
         cdef int flags = p[1]
         if flags & ~KNOWN_FLAGS:
             raise BadData(f"unknown flags 0x{flags:02x}")
-        cdef uint32_t stored = (<uint32_t>p[2] | (<uint32_t>p[3] << 8) | (<uint32_t>p[4] << 16)
-                                | (<uint32_t>p[5] << 24))
+        cdef uint32_t stored = get_u32(<const char*>p + 2)
         cdef uint32_t actual = checksum(<const char*>p + HEADER_SIZE, n - HEADER_SIZE)
         if actual != stored:
             raise BadData(
@@ -1308,8 +1305,7 @@ cdef class Core:
         elif flags & FLAG_LZ4:
             if n - HEADER_SIZE < 4:
                 raise BadData("truncated compressed payload")
-            size = (<uint32_t>p[6] | (<uint32_t>p[7] << 8) | (<uint32_t>p[8] << 16)
-                    | (<uint32_t>p[9] << 24))
+            size = get_u32(<const char*>p + 6)
             if size > MAX_RATIO * (n - HEADER_SIZE):
                 raise BadData(f"corrupt compressed payload (claims {size} bytes)")
             try:
