@@ -320,6 +320,11 @@ def _pool_busy(cfg: _Config, what: str, pool: Any) -> StoreUnavailableError:
     )
 
 
+def _closed_error(cfg: _Config) -> StoreUnavailableError:
+    """The error for a call on a backend that was closed."""
+    return StoreUnavailableError(f"the PostgreSQL backend for {cfg.where} is closed")
+
+
 def _pool_errors(pool: Any) -> int:
     """How many times ``pool`` failed to connect since it opened."""
     return int(pool.get_stats().get("connections_errors", 0))
@@ -352,9 +357,7 @@ class _Lease:
     def __enter__(self) -> psycopg.Connection[Any]:
         backend = self.backend
         if backend._closed:
-            raise StoreUnavailableError(
-                f"the PostgreSQL backend for {backend._cfg.where} is closed"
-            )
+            raise _closed_error(backend._cfg)
         self.pool = backend._own_pool()
         self.conn: psycopg.Connection[Any] = backend._checkout(self.pool, self.what)
         return self.conn
@@ -376,9 +379,7 @@ class _AsyncLease:
     async def __aenter__(self) -> psycopg.AsyncConnection[Any]:
         backend = self.backend
         if backend._closed:
-            raise StoreUnavailableError(
-                f"the PostgreSQL backend for {backend._cfg.where} is closed"
-            )
+            raise _closed_error(backend._cfg)
         self.pool = await backend._own_pool()
         self.conn: psycopg.AsyncConnection[Any] = await backend._checkout(self.pool, self.what)
         return self.conn
@@ -579,7 +580,7 @@ class PostgresBackend(Backend):
     def _given_connection(self, what: str) -> Iterator[psycopg.Connection[Any]]:
         """:meth:`_connection` on a connection or pool handed to snapstate."""
         if self._closed:
-            raise StoreUnavailableError(f"the PostgreSQL backend for {self._cfg.where} is closed")
+            raise _closed_error(self._cfg)
         if self._shared is not None:
             with self._shared_lock:
                 conn = self._shared
@@ -922,7 +923,7 @@ class AsyncPostgresBackend(AsyncBackend):
     async def _given_connection(self, what: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """:meth:`_connection` on a connection or pool handed to snapstate."""
         if self._closed:
-            raise StoreUnavailableError(f"the PostgreSQL backend for {self._cfg.where} is closed")
+            raise _closed_error(self._cfg)
         if self._shared is not None:
             if self._shared_lock is None:
                 self._shared_lock = asyncio.Lock()
