@@ -680,8 +680,11 @@ def store_value(
 def stored_row(payloads: dict[tuple[str, bytes], Any], row: WriteRow | BlobRow) -> tuple[Any, ...]:
     """The columns a write or blob row stores, in its fields' order, then ``payload``: its value
     split by :func:`store_value` (which adds a large one to ``payloads``)."""
-    *head, data = msgspec.structs.astuple(row)
-    return (*head, *store_value(payloads, row.thread_id, data))
+    columns = msgspec.structs.astuple(row)
+    stored, digest = store_value(payloads, row.thread_id, columns[-1])
+    if digest is None:  # most rows: the columns as they are
+        return (*columns, None)
+    return (*columns[:-1], stored, digest)
 
 
 def payload_value_sql(alias: str, prefix: str = "") -> str:

@@ -1097,20 +1097,31 @@ def _in_transaction(conn: sqlite3.Connection, what: str) -> bool:
         raise _translate(exc, what) from None
 
 
-@contextlib.contextmanager
-def _rolled_back_on_error(rollback: Callable[[], Any], what: str) -> Iterator[None]:
+class _rolled_back_on_error:
     """Run the block of a write transaction; on any error roll back (a failed rollback is left
-    to the error at hand) and raise it, a SQLite error as the store's."""
-    try:
-        yield
-    except BaseException as exc:
+    to the error at hand) and raise it, a SQLite error as the store's. (A class, not a
+    generator: it wraps every write, and costs about a quarter as much.)"""
+
+    __slots__ = ("_rollback", "_what")
+
+    def __init__(self, rollback: Callable[[], Any], what: str) -> None:
+        self._rollback = rollback
+        self._what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
+        if exc is None:
+            return
         with contextlib.suppress(sqlite3.Error):
-            rollback()
+            self._rollback()
         if isinstance(exc, sqlite3.Error):
-            raise _translate(exc, what) from None
-        raise
+            raise _translate(exc, self._what) from None
 
 
+_TOMBSTONES_IN = "SELECT thread_id, max_checkpoint_id FROM tombstones WHERE thread_id IN "
+_TOMBSTONE_OF = f"{_TOMBSTONES_IN}(?)"
 _HAS_BLOB = (
     "SELECT 1 FROM blobs WHERE thread_id = ? AND namespace = ? AND channel = ? AND version = ?"
 )
@@ -1120,14 +1131,12 @@ def _store(db: _Statements, batch: WriteBatch) -> None:
     """The statements of one write, inside the transaction its caller opened and commits."""
     threads = list(batch_threads(batch))
     tombstones: dict[str, str] = {}
-    for chunk in _chunks(threads, _CHUNK):
-        marks = ",".join("?" * len(chunk))
-        tombstones.update(
-            db.query(
-                f"SELECT thread_id, max_checkpoint_id FROM tombstones WHERE thread_id IN ({marks})",
-                chunk,
-            )
-        )
+    if len(threads) == 1:  # a lone caller's write: one statement, the same text every time
+        tombstones.update(db.query(_TOMBSTONE_OF, threads))
+    else:
+        for chunk in _chunks(threads, _CHUNK):
+            marks = ",".join("?" * len(chunk))
+            tombstones.update(db.query(f"{_TOMBSTONES_IN}({marks})", chunk))
     check_tombstones(batch, tombstones)
     bases = delta_bases(batch)
     if bases:
