@@ -91,6 +91,12 @@ def build_graph(
     return b
 
 
+def _config(thread: str, turns: int) -> dict[str, Any]:
+    """A run's config: its thread, and room for all of its steps (two a turn; some LangGraph
+    releases stop a run after 25 unless told otherwise)."""
+    return {"configurable": {"thread_id": thread}, "recursion_limit": 2 * turns + 10}
+
+
 # -- the child process ---------------------------------------------------------------------------
 
 
@@ -108,7 +114,7 @@ def _child(db: str, thread: str, turns: int, kill_at: int, marker: str) -> None:
         # durability="sync": each step's checkpoint commits before the next step starts, so the
         # kill always lands right after the last finished step. (LangGraph's default, "async",
         # saves in the background and may lose the steps still in flight when a process dies.)
-        graph.invoke({"messages": []}, {"configurable": {"thread_id": thread}}, durability="sync")
+        graph.invoke({"messages": []}, _config(thread, turns), durability="sync")
 
 
 # -- the steps of the demo -----------------------------------------------------------------------
@@ -146,13 +152,16 @@ def _run_and_kill(db: str, thread: str, turns: int, kill_at: int, work: Path) ->
     _say(f"    parent | SIGKILL sent to pid {proc.pid} during turn {kill_at}'s assistant step")
 
 
-def _resume(db: str, thread: str, turns: int) -> None:
+def _resume(db: str, thread: str, turns: int, kill_at: int) -> None:
     from snapstate.langgraph import SqliteSaver
 
+    ran: list[tuple[str, int]] = []
+
     def on_node(node: str, turn: int) -> None:
+        ran.append((node, turn))
         print(f"    parent | turn {turn:2d} | {node:9s} runs", flush=True)
 
-    cfg: dict[str, Any] = {"configurable": {"thread_id": thread}}
+    cfg = _config(thread, turns)
     with SqliteSaver.from_conn_string(db) as saver:
         graph = build_graph(turns, on_node=on_node).compile(checkpointer=saver)
         state = graph.get_state(cfg)
@@ -164,6 +173,7 @@ def _resume(db: str, thread: str, turns: int) -> None:
         graph.invoke(None, cfg)
         final = graph.get_state(cfg)
         _say(f"    parent | finished: {len(final.values['messages'])} messages")
+        _check_resume(ran, final.values["messages"], turns, kill_at)
         _say()
         _say("3. The thread's history (get_state_history), newest first")
         _say()
@@ -175,6 +185,22 @@ def _resume(db: str, thread: str, turns: int) -> None:
                 f"    {snap.metadata['step']:>4}  {snap.metadata['source']:6}  {nxt:9}  "
                 f"{len(snap.values.get('messages', [])):>4}  {cid}"
             )
+
+
+def _check_resume(
+    ran: list[tuple[str, int]], messages: list[Any], turns: int, kill_at: int
+) -> None:
+    """Fail the demo unless the resumed run started at the step the kill interrupted and ended
+    with the messages of a run that was never killed."""
+    if ran[:1] != [("assistant", kill_at)]:
+        raise SystemExit(
+            f"the resumed run started with {ran[:1]}, not turn {kill_at}'s assistant step"
+        )
+    _say("    parent | steps that had finished before the kill did not run again")
+    run = build_graph(turns).compile().invoke({"messages": []}, _config("uninterrupted", turns))
+    if messages != run["messages"]:
+        raise SystemExit("the resumed thread's messages differ from a run that was never killed")
+    _say("    parent | the messages are those of a run that was never killed")
 
 
 def _overhead(work: Path, turns: int, rounds: int) -> None:
@@ -243,6 +269,21 @@ def _overhead(work: Path, turns: int, rounds: int) -> None:
     )
 
 
+#: The file that marks a directory as the demo's own (the next run may empty it).
+_MARK = ".snapstate-demo"
+
+
+def _made_by_demo(work: Path) -> bool:
+    """Whether ``work`` is empty, or holds only what a run of this demo leaves: its mark, or
+    (from a run before the mark) the conversation's SQLite files and the kill marker."""
+    if not work.is_dir():
+        return False
+    names = [p.name for p in work.iterdir()]
+    return _MARK in names or all(
+        n.startswith("chat.db") or n == "reached-kill-point" for n in names
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child"]:
@@ -263,8 +304,14 @@ def main(argv: list[str] | None = None) -> None:
 
     work = Path(args.dir or "demo-data").resolve()
     if work.exists():
+        if not _made_by_demo(work):
+            parser.error(
+                f"--dir {work} holds files this demo did not make; it starts by emptying its "
+                "directory, so give it a new or empty one"
+            )
         shutil.rmtree(work)
     work.mkdir(parents=True)
+    (work / _MARK).touch()
     db = str(work / "chat.db")
     thread = "demo-thread"
 
@@ -276,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
     _say()
     _say("2. This process opens the same file and resumes the thread")
     _say()
-    _resume(db, thread, args.turns)
+    _resume(db, thread, args.turns, args.kill_at)
     _say()
     _say("4. Checkpoint overhead per step on the same graph")
     _say()
