@@ -273,15 +273,14 @@ def _overhead(work: Path, turns: int, rounds: int) -> None:
 _MARK = ".snapstate-demo"
 
 
-def _made_by_demo(work: Path) -> bool:
-    """Whether ``work`` is empty, or holds only what a run of this demo leaves: its mark, or
-    (from a run before the mark) the conversation's SQLite files and the kill marker."""
-    if not work.is_dir():
-        return False
+def _made_by_demo(work: Path, default: bool) -> bool:
+    """Whether the directory ``work`` is empty or carries the demo's mark; for the default
+    directory, also when it holds only what a run from before the mark left there (the
+    conversation's SQLite files and the kill marker)."""
     names = [p.name for p in work.iterdir()]
-    return _MARK in names or all(
-        n.startswith("chat.db") or n == "reached-kill-point" for n in names
-    )
+    if not names or _MARK in names:
+        return True
+    return default and all(n.startswith("chat.db") or n == "reached-kill-point" for n in names)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -304,7 +303,9 @@ def main(argv: list[str] | None = None) -> None:
 
     work = Path(args.dir or "demo-data").resolve()
     if work.exists():
-        if not _made_by_demo(work):
+        if not work.is_dir():
+            parser.error(f"--dir {work} is a file, not a directory")
+        if not _made_by_demo(work, default=args.dir is None):
             parser.error(
                 f"--dir {work} holds files this demo did not make; it starts by emptying its "
                 "directory, so give it a new or empty one"

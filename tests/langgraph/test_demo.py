@@ -17,28 +17,30 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def demo(*args: str) -> subprocess.CompletedProcess[str]:
+#: A benchmark part as short as it goes: the tests check its table, not its numbers.
+QUICK_BENCH = ("--bench-turns", "2", "--bench-rounds", "1")
+
+
+def demo(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "snapstate.demo", *args],
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=cwd,
     )
 
 
 def small(work: Path, turns: int = 3, kill_at: int = 2) -> subprocess.CompletedProcess[str]:
-    return demo(
-        "--dir",
-        str(work),
-        "--turns",
-        str(turns),
-        "--kill-at",
-        str(kill_at),
-        "--bench-turns",
-        "2",
-        "--bench-rounds",
-        "1",
-    )
+    return demo("--dir", str(work), "--turns", str(turns), "--kill-at", str(kill_at), *QUICK_BENCH)
+
+
+def assert_refused(work: Path, why: str) -> None:
+    """The demo, pointed at ``work``, stops with a usage error that names it and says ``why``."""
+    refused = small(work)
+    assert refused.returncode == 2, refused.stdout
+    assert why in refused.stderr
+    assert str(work) in refused.stderr
 
 
 def test_the_demo_kills_resumes_and_compares(tmp_path: Path) -> None:
@@ -80,10 +82,7 @@ def test_a_directory_the_demo_did_not_make_is_left_alone(tmp_path: Path) -> None
     work = tmp_path / "mine"
     work.mkdir()
     (work / "notes.txt").write_text("keep me")
-    refused = small(work)
-    assert refused.returncode == 2
-    assert "holds files this demo did not make" in refused.stderr
-    assert str(work) in refused.stderr
+    assert_refused(work, "holds files this demo did not make")
     assert (work / "notes.txt").read_text() == "keep me"
     assert sorted(p.name for p in work.iterdir()) == ["notes.txt"]
 
@@ -93,4 +92,30 @@ def test_an_empty_directory_is_used(tmp_path: Path) -> None:
     work.mkdir()
     done = small(work, turns=2, kill_at=2)
     assert done.returncode == 0, done.stderr
+    assert "finished: 4 messages" in done.stdout
+
+
+def test_a_file_is_refused(tmp_path: Path) -> None:
+    work = tmp_path / "a-file"
+    work.write_text("keep me")
+    assert_refused(work, "is a file, not a directory")
+    assert work.read_text() == "keep me"
+
+
+def test_an_unmarked_chat_db_is_kept_unless_in_the_default_directory(tmp_path: Path) -> None:
+    # Someone's own directory holding a chat.db is not the demo's to empty; ./demo-data left by
+    # a run from before the mark (the same names, no mark) is.
+    mine = tmp_path / "app"
+    mine.mkdir()
+    (mine / "chat.db").write_text("their data")
+    assert_refused(mine, "holds files this demo did not make")
+    assert (mine / "chat.db").read_text() == "their data"
+
+    old = tmp_path / "demo-data"
+    old.mkdir()
+    (old / "chat.db").write_text("an older demo's")
+    (old / "reached-kill-point").touch()
+    done = demo("--turns", "2", "--kill-at", "1", *QUICK_BENCH, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (old / ".snapstate-demo").exists()
     assert "finished: 4 messages" in done.stdout
