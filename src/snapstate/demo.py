@@ -92,8 +92,8 @@ def build_graph(
 
 
 def _config(thread: str, turns: int) -> dict[str, Any]:
-    """A run's config: its thread, and room for all of its steps (two a turn; some LangGraph
-    releases stop a run after 25 unless told otherwise)."""
+    """A run's config: its thread, and room for all of its steps (two a turn), whatever default
+    limit the installed LangGraph sets."""
     return {"configurable": {"thread_id": thread}, "recursion_limit": 2 * turns + 10}
 
 
