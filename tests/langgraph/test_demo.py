@@ -78,13 +78,15 @@ def test_a_second_run_empties_the_demos_own_directory(tmp_path: Path) -> None:
     assert "finished: 4 messages" in again.stdout
 
 
-def test_a_directory_the_demo_did_not_make_is_left_alone(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["notes.txt", "chat.db"])
+def test_a_directory_the_demo_did_not_make_is_left_alone(tmp_path: Path, name: str) -> None:
+    # chat.db too: someone's own directory holding one is not the demo's to empty.
     work = tmp_path / "mine"
     work.mkdir()
-    (work / "notes.txt").write_text("keep me")
+    (work / name).write_text("keep me")
     assert_refused(work, "holds files this demo did not make")
-    assert (work / "notes.txt").read_text() == "keep me"
-    assert sorted(p.name for p in work.iterdir()) == ["notes.txt"]
+    assert (work / name).read_text() == "keep me"
+    assert sorted(p.name for p in work.iterdir()) == [name]
 
 
 def test_an_empty_directory_is_used(tmp_path: Path) -> None:
@@ -102,15 +104,8 @@ def test_a_file_is_refused(tmp_path: Path) -> None:
     assert work.read_text() == "keep me"
 
 
-def test_an_unmarked_chat_db_is_kept_unless_in_the_default_directory(tmp_path: Path) -> None:
-    # Someone's own directory holding a chat.db is not the demo's to empty; ./demo-data left by
-    # a run from before the mark (the same names, no mark) is.
-    mine = tmp_path / "app"
-    mine.mkdir()
-    (mine / "chat.db").write_text("their data")
-    assert_refused(mine, "holds files this demo did not make")
-    assert (mine / "chat.db").read_text() == "their data"
-
+def test_the_default_directory_left_by_an_older_run_is_emptied(tmp_path: Path) -> None:
+    # ./demo-data from a run before the mark: the same names, no mark.
     old = tmp_path / "demo-data"
     old.mkdir()
     (old / "chat.db").write_text("an older demo's")
