@@ -60,19 +60,21 @@ def test_a_new_file_keeps_the_page_size_its_connection_chose(
     tmp_path: Path, page_size: int
 ) -> None:
     """docs/backends.md: a page size set on a given connection before the first write is the
-    file's; small values, values spilling into overflow pages and a stored-once payload all
-    read back, and a second process opening the file by path sees the same."""
+    file's; small values, values spilling into overflow pages (20,000 characters that do not
+    compress) and a stored-once payload all read back, and a second store opening the file by
+    its path sees the same."""
     path = tmp_path / "pages.db"
     conn = sqlite3.connect(path, check_same_thread=False)
     conn.execute(f"PRAGMA page_size={page_size}")
     small = {"messages": ["hi"] * 3}
-    spilling = {"messages": [os.urandom(3000).hex()]}
+    spilling = {"messages": [os.urandom(10_000).hex()]}
+    pending = os.urandom(5000).hex()
     payload = {"blob": os.urandom(300_000)}
     with Checkpointer(SqliteBackend(conn)) as saver:
         for i, values in enumerate((small, spilling, payload)):
             saver.put(cp(i, values), thread_id="t", namespace=str(i))
         saver.put_writes(
-            [("messages", "w" * 5000)],
+            [("messages", pending)],
             thread_id="t",
             namespace="0",
             checkpoint_id="00000000",
@@ -87,7 +89,7 @@ def test_a_new_file_keeps_the_page_size_its_connection_chose(
         snap = again.get("t", "1")
         assert snap is not None and snap.checkpoint.channel_values == spilling
         first = again.get("t", "0")
-        assert first is not None and [w.value for w in first.pending_writes] == ["w" * 5000]
+        assert first is not None and [w.value for w in first.pending_writes] == [pending]
     check = sqlite3.connect(path)
     assert check.execute("PRAGMA page_size").fetchone()[0] == page_size
     assert check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
