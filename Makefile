@@ -52,4 +52,4 @@ build-ext: venv
 	$(PY) ext/build_inplace.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info src/snapstate/codec/_native*.so ext/*.c
+	rm -rf $(VENV) build src/*.egg-info src/snapstate/codec/_native*.so src/snapstate/backends/_*_native*.so ext/*.c

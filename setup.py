@@ -1,5 +1,6 @@
-"""Build the optional compiled parts: the Cython twin of the codec, and the SQLite connection
-the SQLite backend writes small batches through. All metadata lives in pyproject.toml.
+"""Build the optional compiled parts: the Cython twin of the codec, the SQLite connection the
+SQLite backend writes small batches through, and the PostgreSQL backend's array builder. All
+metadata lives in pyproject.toml.
 
 Development builds in place: ``python setup.py build_ext --inplace``, or ``python
 ext/build_inplace.py`` where the virtual environment's setuptools is too old to read
@@ -7,9 +8,9 @@ pyproject.toml (it builds the same extensions without reading project metadata).
 
 ``SNAPSTATE_DEBUG=1`` builds with line tracing (for coverage and profiling) and writes Cython's
 HTML annotation next to the sources. ``SNAPSTATE_NO_EXT=1`` skips the extensions (the pure-Python
-codec and Python's ``sqlite3`` are then used). Neither needs more than Cython and a C compiler:
-the SQLite connection finds SQLite's functions at run time, in the library Python's ``sqlite3``
-module runs on.
+codec, Python's ``sqlite3`` and the Python array builder are then used). Neither needs more than
+Cython and a C compiler: the SQLite connection finds SQLite's functions at run time, in the
+library Python's ``sqlite3`` module runs on.
 """
 
 import os
@@ -53,7 +54,13 @@ def extensions():
         define_macros=macros,
         extra_compile_args=flags,
     )
-    return cythonize([codec, sqlite], compiler_directives=DIRECTIVES, annotate=DEBUG)
+    pg = Extension(
+        "snapstate.backends._pg_native",
+        ["ext/_pg.pyx"],
+        define_macros=macros,
+        extra_compile_args=flags,
+    )
+    return cythonize([codec, sqlite, pg], compiler_directives=DIRECTIVES, annotate=DEBUG)
 
 
 if __name__ == "__main__":

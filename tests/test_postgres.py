@@ -1319,6 +1319,66 @@ def test_binary_arrays_leave_what_psycopg_reports_to_it() -> None:
         assert direct.binary_array(values, element) is None, (element, values)
 
 
+def _random_elements(rng: random.Random, element: str) -> list[Any]:
+    """A list of values for ``element``, now and then one the builders refuse."""
+    chars = ["a", "Z", "0", " ", '"', "\\", "{", "é", "€", "😀", "\x00", "\udc80"]
+    out: list[Any] = []
+    for _ in range(rng.randrange(0, 12)):
+        pick = rng.random()
+        if pick < 0.1:
+            out.append(None)
+        elif element == "text":
+            # A NUL or a lone surrogate in about one string in ten.
+            weights = [10] * 10 + [0.1, 0.1]
+            out.append("".join(rng.choices(chars, weights, k=rng.randrange(0, 40))))
+        elif element == "bytea":
+            out.append(rng.randbytes(rng.randrange(0, 300)) if pick < 0.98 else "text")
+        elif element == "float8":
+            special = [float("nan"), float("inf"), -0.0, 5e-324]
+            out.append(rng.choice(special) if pick < 0.2 else rng.uniform(-1e9, 1e9))
+        else:
+            bound = 2**15 if element == "int2" else 2**31
+            edges = [bound - 1, -bound, bound, -bound - 1, True, 1.5]
+            out.append(rng.choice(edges) if pick < 0.15 else rng.randrange(-bound, bound))
+    return out
+
+
+def test_the_compiled_array_builder_matches_the_python_one() -> None:
+    """The arrays a large batch binds come from ``ext/_pg.pyx`` when it is built: the same
+    bytes as the Python loop, and None for the same values."""
+    from snapstate.codec._api import IMPL, IMPLEMENTATIONS
+
+    # One switch chooses every compiled part.
+    assert direct.BINARY_ARRAY_IMPL == IMPL
+    if "native" not in IMPLEMENTATIONS:
+        pytest.skip("the compiled extensions are not built (SNAPSTATE_NO_EXT)")
+    from snapstate.backends import _pg_native
+
+    class Text(str):
+        pass
+
+    rng = random.Random(20261201)
+    cases: list[tuple[str, Any]] = [
+        ("text", ("a", None, "é")),  # any sequence
+        ("text", [Text("subclass")]),
+        ("int4", [2**80]),
+        ("int2", [-(2**63)]),
+        ("text", ["ascii\x00nul", "ascii"]),
+        ("bytea", [bytearray(b"b")]),
+    ]
+    for element in ("text", "bytea", "int2", "int4", "float8"):
+        cases += [(element, _random_elements(rng, element)) for _ in range(300)]
+    refused = 0
+    for element, values in cases:
+        native = _pg_native.binary_array(values, element)
+        assert native == direct.binary_array_py(values, element), (element, values)
+        refused += native is None
+    assert 0 < refused < len(cases) // 2  # both outcomes were compared
+    for builder in (_pg_native.binary_array, direct.binary_array_py):
+        with pytest.raises(KeyError):
+            builder(["x"], "uuid")
+
+
 def _large_batch(tid: str) -> WriteBatch:
     """More rows than SMALL_BATCH_ROWS, of every kind and column: two threads, namespaces,
     NULLs, negative indices, replaced writes, deltas on stored bases, a large value."""
