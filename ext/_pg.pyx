@@ -68,7 +68,8 @@ def binary_array(values, str element):
         kind = INT4
     else:
         kind = FLOAT8
-    cdef list items = values if type(values) is list else list(values)
+    # A copy of our own: the second pass must see the elements the first one checked.
+    cdef list items = list(values)
     cdef Py_ssize_t n = PyList_GET_SIZE(items)
     cdef Py_ssize_t i, size = 20
     cdef list data = None  # the elements' bytes (text, bytea), or an ASCII str itself
