@@ -246,7 +246,8 @@ def binary_array_py(values: Sequence[Any], element: str) -> bytes | None:
     holding NUL or a lone surrogate, an integer out of range.
 
     :func:`binary_array` is this, or its compiled twin (``snapstate.backends._pg_native``,
-    the same bytes and the same refusals, about ten times faster) when that is built."""
+    the same bytes and the same refusals, in a fraction of the time: docs/postgres.md) when that
+    is built."""
     parts: list[bytes] = []
     add = parts.append
     nulls = 0
