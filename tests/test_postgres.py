@@ -1328,7 +1328,7 @@ def _random_elements(rng: random.Random, element: str) -> list[Any]:
         if pick < 0.1:
             out.append(None)
         elif element == "text":
-            # A NUL or a lone surrogate in about one string in ten.
+            # A NUL or a lone surrogate in about one string in 25.
             weights = [10] * 10 + [0.1, 0.1]
             out.append("".join(rng.choices(chars, weights, k=rng.randrange(0, 40))))
         elif element == "bytea":
