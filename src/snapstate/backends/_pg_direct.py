@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import struct
 import weakref
 from collections.abc import Callable, Sequence
@@ -50,6 +49,8 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
+
+from ..codec._api import requested_impl
 
 try:
     from psycopg import generators as _generators
@@ -297,7 +298,7 @@ def _pick_binary_array() -> tuple[Callable[[Sequence[Any], str], bytes | None], 
     """The array builder and its implementation's name, chosen once at import as the codec
     chooses (``SNAPSTATE_IMPL=python`` takes the Python one, ``native`` requires the compiled
     one, unset takes the compiled one when it is built)."""
-    wanted = os.environ.get("SNAPSTATE_IMPL", "").strip().lower()
+    wanted = requested_impl()
     if wanted == "python":
         return binary_array_py, "python"
     try:

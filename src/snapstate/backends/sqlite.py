@@ -29,6 +29,7 @@ from typing import Any, Literal, Protocol
 import msgspec
 
 from .. import _forksafe
+from ..codec._api import requested_impl
 from ..codec._format import raw_size
 from ..errors import (
     ConfigurationError,
@@ -122,7 +123,7 @@ def _pick_native() -> ModuleType | None:
     ``SNAPSTATE_IMPL=python`` turns it off; ``SNAPSTATE_IMPL=native`` requires it, as it
     requires the compiled codec.
     """
-    wanted = os.environ.get("SNAPSTATE_IMPL", "").strip().lower()
+    wanted = requested_impl()
     if wanted == "python":
         return None
     module: ModuleType | None = None

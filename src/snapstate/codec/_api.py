@@ -32,9 +32,17 @@ def _load_native() -> tuple[ModuleType | None, str]:
     return mod, ""
 
 
+def requested_impl() -> str:
+    """What ``SNAPSTATE_IMPL`` asks for now, as written (trimmed, lower case): ``"python"``,
+    ``"native"``, ``""`` for the best available, or anything else, which the codec refuses at
+    import. Every compiled part follows it: the codec, the SQLite backend's connection and the
+    PostgreSQL backend's array builder."""
+    return os.environ.get("SNAPSTATE_IMPL", "").strip().lower()
+
+
 def _pick() -> tuple[str, dict[str, ModuleType]]:
     """Choose the implementation once, at import (``SNAPSTATE_IMPL`` forces one)."""
-    wanted = os.environ.get("SNAPSTATE_IMPL", "").strip().lower()
+    wanted = requested_impl()
     if wanted not in ("", "python", "native"):
         raise ImportError(
             f"SNAPSTATE_IMPL={wanted!r} is not an implementation of snapstate.codec: "
