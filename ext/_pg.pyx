@@ -27,15 +27,21 @@ cdef extern from "Python.h":
 
 __all__ = ["binary_array"]
 
-#: The element types, as in ``_pg_direct._ARRAY_OIDS``.
-cdef dict _OIDS = {"text": 25, "bytea": 17, "int2": 21, "int4": 23, "float8": 701}
-
 cdef enum Kind:
     TEXT
     BYTEA
     INT2
     INT4
     FLOAT8
+
+#: Each element type's OID (as in ``_pg_direct._ARRAY_OIDS``) and how its values are written.
+cdef dict _ELEMENTS = {
+    "text": (25, TEXT),
+    "bytea": (17, BYTEA),
+    "int2": (21, INT2),
+    "int4": (23, INT4),
+    "float8": (701, FLOAT8),
+}
 
 
 cdef inline void _put32(char* p, uint32_t v) noexcept:
@@ -56,18 +62,9 @@ def binary_array(values, str element):
     leaves to psycopg: not of the element's exact Python type (None is NULL), a string holding
     NUL or a lone surrogate, an integer out of the element's range. An unknown ``element``
     raises KeyError."""
-    cdef uint32_t oid = _OIDS[element]  # KeyError, as the Python builder raises
-    cdef Kind kind
-    if element == "text":
-        kind = TEXT
-    elif element == "bytea":
-        kind = BYTEA
-    elif element == "int2":
-        kind = INT2
-    elif element == "int4":
-        kind = INT4
-    else:
-        kind = FLOAT8
+    oid_and_kind = _ELEMENTS[element]  # KeyError, as the Python builder raises
+    cdef uint32_t oid = oid_and_kind[0]
+    cdef Kind kind = oid_and_kind[1]
     # A copy of our own: the second pass must see the elements the first one checked.
     cdef list items = list(values)
     cdef Py_ssize_t n = PyList_GET_SIZE(items)
