@@ -513,11 +513,20 @@ class Comparison:
         anchors: Sequence[tuple[str, str]] = CEILINGS,
     ) -> dict[str, float]:
         """LangGraph's share and overhead over ours for each of ``pairs`` that ran, and the
-        ceilings (:func:`ceilings`) of ``anchors``."""
+        ceilings (:func:`ceilings`) of ``anchors``.
+
+        A share ratio whose divisor, our share, came out under :data:`MIN_FLOOR_SHARE_MS` (a
+        difference of medians, which noise can put below zero) is NaN: that run measured no
+        share for our saver, and the quotient would be a negative or an arbitrarily large
+        number.
+        """
         out: dict[str, float] = {}
         for label, ours, theirs in pairs:
             if ours in self.seconds and theirs in self.seconds:
-                out[f"{label}_share_ratio"] = self.share_ms(theirs) / self.share_ms(ours)
+                share = self.share_ms(ours)
+                out[f"{label}_share_ratio"] = (
+                    self.share_ms(theirs) / share if share >= MIN_FLOOR_SHARE_MS else math.nan
+                )
                 out[f"{label}_overhead_ratio"] = self.overhead_ms(theirs) / self.overhead_ms(ours)
         out.update(ceilings(self, anchors))
         return out
@@ -547,7 +556,11 @@ class Comparison:
         lines.append("")
         for key, value in self.ratios().items():
             whose = next((w for _, suffix, w in FLOORS if key.endswith(suffix)), "snapstate's")
-            lines.append(f"{key}: {value:.1f}x (LangGraph's / {whose})")
+            if math.isnan(value):
+                under = f"{MIN_FLOOR_SHARE_MS} ms a step"
+                lines.append(f"{key}: none ({whose} share was under {under})")
+            else:
+                lines.append(f"{key}: {value:.1f}x (LangGraph's / {whose})")
         return "\n".join(lines)
 
 

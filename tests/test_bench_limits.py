@@ -74,6 +74,29 @@ def test_no_ceiling_when_the_blocking_floor_measured_nothing() -> None:
     assert c.ratios()["sqlite" + bl.CEILING] == pytest.approx(1000 / (2 * bl.MIN_FLOOR_SHARE_MS))
 
 
+def test_no_share_ratio_when_our_share_measured_nothing() -> None:
+    # Noise can put our saver's run under the floor's: its share is then negative, and LangGraph's
+    # share divided by it would read as a negative ratio.
+    c = bl.Comparison(
+        1,
+        "async",
+        {"none": 1.0, "floor": 1.2, "snapstate-memory": 1.19, "langgraph-memory": 1.4},
+    )
+    assert c.share_ms("snapstate-memory") < 0
+    ratios = c.ratios()
+    assert math.isnan(ratios["memory_share_ratio"])
+    # The overhead (over no checkpointer) is still measured.
+    assert ratios["memory_overhead_ratio"] == pytest.approx(0.4 / 0.19)
+    assert "memory_share_ratio: none (snapstate's share was under" in c.table()
+    # A share of a few microseconds a step is noise too, not a ratio of thousands.
+    c.seconds["snapstate-memory"] = 1.2 + 0.5 * bl.MIN_FLOOR_SHARE_MS * 2 / 1e3
+    assert 0 < c.share_ms("snapstate-memory") < bl.MIN_FLOOR_SHARE_MS
+    assert math.isnan(c.ratios()["memory_share_ratio"])
+    c.seconds["snapstate-memory"] = 1.2 + 2 * bl.MIN_FLOOR_SHARE_MS * 2 / 1e3
+    assert c.ratios()["memory_share_ratio"] == pytest.approx(100 / (2 * bl.MIN_FLOOR_SHARE_MS))
+    assert "memory_share_ratio: 5000.0x (LangGraph's / snapstate's)" in c.table()
+
+
 def test_no_ceiling_without_the_blocking_floor() -> None:
     c = bl.Comparison(1, "async", {"none": 1.0, "floor": 1.2, "langgraph-sqlite": 3.2})
     assert not any(k.endswith(bl.CEILING) for k in c.ratios())
