@@ -72,6 +72,7 @@ __all__ = [
     "CEILING",
     "COMMIT_CEILING",
     "ceilings",
+    "share_over",
     "drain",
     "timed_runs",
     "delta_thread",
@@ -515,18 +516,13 @@ class Comparison:
         """LangGraph's share and overhead over ours for each of ``pairs`` that ran, and the
         ceilings (:func:`ceilings`) of ``anchors``.
 
-        A share ratio whose divisor, our share, came out under :data:`MIN_FLOOR_SHARE_MS` (a
-        difference of medians, which noise can put below zero) is NaN: that run measured no
-        share for our saver, and the quotient would be a negative or an arbitrarily large
-        number.
+        A share ratio whose divisor, our share, came out under :data:`MIN_FLOOR_SHARE_MS` is
+        NaN (:func:`share_over`): that run measured no share for our saver.
         """
         out: dict[str, float] = {}
         for label, ours, theirs in pairs:
             if ours in self.seconds and theirs in self.seconds:
-                share = self.share_ms(ours)
-                out[f"{label}_share_ratio"] = (
-                    self.share_ms(theirs) / share if share >= MIN_FLOOR_SHARE_MS else math.nan
-                )
+                out[f"{label}_share_ratio"] = share_over(self.share_ms(theirs), self.share_ms(ours))
                 out[f"{label}_overhead_ratio"] = self.overhead_ms(theirs) / self.overhead_ms(ours)
         out.update(ceilings(self, anchors))
         return out
@@ -569,10 +565,19 @@ CEILING = "_share_ceiling"
 #: Suffix of the names of the ceilings the committing floor gives.
 COMMIT_CEILING = "_commit_ceiling"
 
-#: The smallest floor share (ms per step) a ceiling divides by. Shares are differences of
-#: medians of runs that each move by tens of microseconds a step on a shared machine; a floor
-#: share under this (0.000 ms was seen) measured nothing, and dividing by it gives nonsense.
+#: The smallest share (ms per step) a ratio divides by: a floor's for a ceiling, ours for a share
+#: ratio. Shares are differences of medians of runs that each move by tens of microseconds a step
+#: on a shared machine; a share under this (0.000 ms was seen for a floor, -0.023 ms for ours)
+#: measured nothing, and dividing by it gives nonsense.
 MIN_FLOOR_SHARE_MS = 0.01
+
+
+def share_over(share: float, divisor: float) -> float:
+    """``share`` over ``divisor`` (both ms a step); NaN when ``divisor`` is under
+    :data:`MIN_FLOOR_SHARE_MS`, a share that measured nothing (the quotient would be negative or
+    arbitrarily large)."""
+    return share / divisor if divisor >= MIN_FLOOR_SHARE_MS else math.nan
+
 
 #: Each limit that bounds a saver's share from below, the suffix of the ceilings it gives, and
 #: how the ratio tables name it.
@@ -601,10 +606,7 @@ def ceilings(comparison: Comparison, anchors: Sequence[tuple[str, str]]) -> dict
         floor = comparison.share_ms(floor_name)
         for label, theirs in anchors:
             if theirs in comparison.seconds:
-                ceiling = (
-                    comparison.share_ms(theirs) / floor if floor >= MIN_FLOOR_SHARE_MS else math.nan
-                )
-                out[f"{label}{suffix}"] = ceiling
+                out[f"{label}{suffix}"] = share_over(comparison.share_ms(theirs), floor)
     return out
 
 
