@@ -965,15 +965,83 @@ def test_direct_path_leaves_other_arrays_to_the_cursor(items: list[Any]) -> None
     assert direct.encode(s, [items]) is None
 
 
+async def _one_session(pg_dsn: str, pg_schema: str, kind: str) -> tuple[Any, Awaitable]:
+    """A backend (sync or async) on one connection, so on one server session, set up."""
+    cls = PostgresBackend if kind == "sync" else AsyncPostgresBackend
+    backend = cls(pg_dsn, schema=pg_schema, max_connections=1)
+    pg = Awaitable(backend)
+    await pg.setup()
+    return backend, pg
+
+
+@pytest.mark.parametrize(
+    "items",
+    [[b""], [b"\x00\xff"], [b"a", None, b"bc" * 5000]],
+    ids=["empty-bytes", "binary", "null-and-long"],
+)
+def test_direct_bytea_arrays_read_back_as_sent(pg_dsn: str, items: list[Any]) -> None:
+    # A list of bytes under %b goes as a binary bytea[], as psycopg's binary dumper sends it:
+    # the payloads' digests of a write that stores a large value.
+    s = direct.statement("SELECT %b::bytea[]")
+    assert s is not None
+    encoded = direct.encode(s, [items])
+    assert encoded == [direct.binary_array(items, "bytea")]
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        result = direct.run(conn, s, encoded, prepare=False)
+        assert direct.rows(conn, result) == [(items,)]
+        cur = conn.cursor(binary=True, row_factory=tuple_row)
+        assert cur.execute("SELECT %b::bytea[]", [items]).fetchall() == [(items,)]
+
+
+@pytest.mark.parametrize("items", [[], [None], [b"x", "s"], [b"x", bytearray(b"y")], [b"x", 1]])
+def test_direct_path_leaves_other_binary_lists_to_the_cursor(items: list[Any]) -> None:
+    # No bytes to say the array's type, or an element of another type: psycopg decides.
+    s = direct.statement("SELECT %b::bytea[]")
+    assert s is not None
+    assert direct.encode(s, [items]) is None
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_writes_of_large_values_are_prepared(pg_dsn: str, pg_schema: str, kind: str) -> None:
+    # A write whose value goes to payloads names the payloads' digests in a bytea[]: the
+    # statement goes through the direct path and is prepared on the session like any other.
+    backend, pg = await _one_session(pg_dsn, pg_schema, kind)
+    sent: list[str] = []
+    real = direct.run if kind == "sync" else direct.run_async
+
+    def spy(conn: Any, stmt: Any, params: Any, **kw: Any) -> Any:
+        sent.append(stmt.sql.decode())
+        return real(conn, stmt, params, **kw)  # the coroutine, for run_async
+
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(direct, "run" if kind == "sync" else "run_async", spy)
+            rng = random.Random(3)
+            values = [rng.randbytes(PAYLOAD_MIN_BYTES + i) for i in range(3)]
+            for i, value in enumerate(values):
+                await pg.write(WriteBatch(writes=[write("t", str(i), 0, value)]))
+        payload_writes = [q for q in sent if ".payloads" in q]
+        assert len(payload_writes) == 3
+        names = {
+            r[0]: r[1]
+            for r in await _on_session(
+                backend, "SELECT name, statement FROM pg_prepared_statements"
+            )
+        }
+        assert any(".payloads" in text for text in names.values()), names
+        for i, value in enumerate(values):
+            stored = await pg.get_writes("t", "", [str(i)])
+            assert [w.data for w in stored] == [value]
+    finally:
+        await pg.close()
+
+
 @pytest.mark.parametrize("kind", ["sync", "async"])
 async def test_reads_are_prepared_by_snapstate_only(pg_dsn: str, pg_schema: str, kind: str) -> None:
     # psycopg numbers its prepared statements per connection (_pg3_0, _pg3_1, ...): behind a
     # pooler a client could run another client's statement under its name. Reads are prepared
     # as writes are, under names made of their text, and psycopg prepares nothing.
-    cls = PostgresBackend if kind == "sync" else AsyncPostgresBackend
-    backend = cls(pg_dsn, schema=pg_schema, max_connections=1)
-    pg = Awaitable(backend)
-    await pg.setup()
+    backend, pg = await _one_session(pg_dsn, pg_schema, kind)
     try:
         await pg.write(
             WriteBatch(
@@ -1511,10 +1579,7 @@ async def test_a_session_prepares_only_repeated_statements_and_a_bounded_number(
     pg_dsn: str, pg_schema: str, kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(direct, "MAX_PREPARED", 2)
-    cls = PostgresBackend if kind == "sync" else AsyncPostgresBackend
-    backend = cls(pg_dsn, schema=pg_schema, max_connections=1)
-    pg = Awaitable(backend)
-    await pg.setup()
+    backend, pg = await _one_session(pg_dsn, pg_schema, kind)
     try:
         # Four shapes (1 to 4 writes per batch); each used once is sent unnamed.
         for n in range(1, 5):

@@ -13,9 +13,10 @@ goes through the cursor instead (:func:`encode` returns None), so errors stay ps
 
 * parameters are ``str``, ``int``, finite ``float`` or None, or a ``list`` of ``str`` and None
   (sent as text, typed by the statement's casts or its target columns, as psycopg sends
-  strings), and ``bytes`` where the statement says ``%b`` (binary); a string holding NUL, or
-  anything else, falls back (psycopg then raises its own clear error, which the backend
-  translates);
+  strings), and ``bytes`` where the statement says ``%b`` (binary), or there a ``list`` of
+  ``bytes`` and None (a binary ``bytea[]``, as psycopg's binary dumper sends it); a string
+  holding NUL, or anything else, falls back (psycopg then raises its own clear error, which the
+  backend translates);
 * the connection is open, idle or in a transaction snapstate opened, not in pipeline mode, and
   its client encoding is UTF-8 (text goes as UTF-8; under another encoding the cursor encodes
   it as that one).
@@ -188,9 +189,15 @@ def encode(stmt: Statement, params: Sequence[Any]) -> list[bytes | None] | None:
         if value is None:
             out.append(None)
         elif fmt == _BINARY:
-            if kind is not bytes:
+            if kind is bytes:
+                out.append(value)
+            elif kind is list:  # bytes in a list: bytea[], as psycopg's binary dumper sends it
+                array = _bytea_array(value)
+                if array is None:
+                    return None
+                out.append(array)
+            else:
                 return None
-            out.append(value)
         elif kind is str:
             if "\x00" in value:
                 return None
@@ -210,6 +217,14 @@ def encode(stmt: Statement, params: Sequence[Any]) -> list[bytes | None] | None:
         else:
             return None
     return out
+
+
+def _bytea_array(values: Sequence[Any]) -> bytes | None:
+    """A list of ``bytes`` (None for NULL) as a binary ``bytea[]``, or None when it holds no
+    bytes (psycopg then picks the array's type) or anything else."""
+    if not any(type(v) is bytes for v in values):
+        return None
+    return binary_array(values, "bytea")
 
 
 def _text_array(values: Sequence[Any]) -> bytes | None:
