@@ -67,28 +67,38 @@ def _commit_in_progress(cp: Checkpointer) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _encoding_in_progress(cp: Checkpointer) -> Iterator[None]:
-    # A parent's thread is encoding the child's large value: another caller would wait for
-    # its bytes, which never come in the child.
-    encoder = cp._plan.encoder
-    with encoder._lock:
-        encoder._encoding[id(CHILDS)] = (CHILDS, Future())
+def _computing(once: Any, obj: Any) -> Iterator[None]:
+    # A parent's thread is computing ``obj``'s result: another caller would wait for it, which
+    # never comes in the child.
+    with once._lock:
+        once._running[id(obj)] = (obj, Future())
     try:
         yield
     finally:
-        with encoder._lock:
-            _, future = encoder._encoding.pop(id(CHILDS))
+        with once._lock:
+            _, future = once._running.pop(id(obj))
         future.set_result(None)
+
+
+@contextlib.contextmanager
+def _digest_in_progress(cp: Checkpointer) -> Iterator[None]:
+    # The bytes the child will store for its large value, encoded in the parent and kept for
+    # reuse, are being digested by a parent's thread.
+    encoded = cp._plan.encoder.encode(CHILDS)
+    with _computing(backend_base._digests, encoded):
+        yield
 
 
 #: case -> what the parent holds (a context manager) while it forks.
 CASES: dict[str, Callable[[Checkpointer], contextlib.AbstractContextManager[None]]] = {
     "sync writer's lock": _lock(lambda cp: cp._writer._cv),
     "a commit in progress": _commit_in_progress,
-    "encoder's lock": _lock(lambda cp: cp._plan.encoder._lock),
-    "an encoding in progress": _encoding_in_progress,
+    "encoder's lock": _lock(lambda cp: cp._plan.encoder._encoded._lock),
+    # The child's large value, being encoded in the parent (so the child cannot reuse its bytes).
+    "an encoding in progress": lambda cp: _computing(cp._plan.encoder._encoded, CHILDS),
     "delta policy's lock": _lock(lambda cp: cp._plan.delta._lock),
-    "payload digests' lock": _lock(lambda cp: backend_base._digest_lock),
+    "payload digests' lock": _lock(lambda cp: backend_base._digests._lock),
+    "a digest in progress": _digest_in_progress,
     "type registry's lock": _lock(lambda cp: _registry._lock),
     "memory backend's lock": _lock(lambda cp: cp.backend._lock),
 }

@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import itertools
 import os
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import (
@@ -27,13 +26,13 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from concurrent.futures import Future
 from typing import Any, Literal
 
 import msgspec
 
-from . import _delta, _forksafe
+from . import _delta
 from ._model import Checkpoint, PendingWrite, Snapshot, Version
+from ._once import OncePerObject
 from .backends._async import AsyncBackend, as_async_backend
 from .backends._base import (
     BLOB_DELTA,
@@ -144,57 +143,19 @@ class _ReusingEncoder:
     """Encodes through a codec, reusing the bytes of recently encoded large immutable values.
 
     Only ``bytes`` and ``str`` qualify: they cannot change after being encoded, so the same
-    object always encodes to the same bytes. Entries hold the object itself, so its id cannot
-    be reused by another object while cached.
+    object always encodes to the same bytes. LangGraph may call put_writes and the next put at
+    the same time from two threads (durability="sync"): the second waits for the first's bytes
+    instead of encoding the value again (see snapstate._once).
     """
 
     def __init__(self, codec: Codec) -> None:
         self.codec = codec
-        self._recent: OrderedDict[int, tuple[Any, bytes]] = OrderedDict()
-        self._start_in_child()
-        _forksafe.track(self)
-
-    def _start_in_child(self) -> None:
-        """A fresh lock and nothing being encoded: at the start, and in a forked child, where
-        the parent's encodings in progress would never finish (see snapstate._forksafe)."""
-        self._lock = threading.Lock()
-        # Values being encoded right now, and where their bytes will be. LangGraph may call
-        # put_writes and the next put at the same time from two threads (durability="sync"):
-        # the second waits for the first's bytes instead of encoding the value again.
-        self._encoding: dict[int, tuple[Any, Future[bytes | None]]] = {}
+        self._encoded: OncePerObject[bytes] = OncePerObject(REUSE_ENTRIES)
 
     def encode(self, value: Any, *, where: str = "") -> bytes:
         if type(value) not in (bytes, str) or len(value) < REUSE_MIN_BYTES:
             return self.codec.encode(value, where=where)
-        key = id(value)
-        with self._lock:
-            hit = self._recent.get(key)
-            if hit is not None and hit[0] is value:
-                self._recent.move_to_end(key)
-                return hit[1]
-            running = self._encoding.get(key)
-            if running is None or running[0] is not value:
-                future: Future[bytes | None] = Future()
-                self._encoding[key] = (value, future)
-                running = None
-        if running is not None:
-            shared = running[1].result()
-            # None: the other caller failed; encoding here raises with this caller's context.
-            return shared if shared is not None else self.codec.encode(value, where=where)
-        try:
-            data = self.codec.encode(value, where=where)
-        except BaseException:
-            with self._lock:
-                del self._encoding[key]
-            future.set_result(None)
-            raise
-        with self._lock:
-            del self._encoding[key]
-            self._recent[key] = (value, data)
-            while len(self._recent) > REUSE_ENTRIES:
-                self._recent.popitem(last=False)
-        future.set_result(data)
-        return data
+        return self._encoded.get(value, lambda: self.codec.encode(value, where=where))
 
 
 class _Planner:

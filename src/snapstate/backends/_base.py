@@ -24,14 +24,12 @@ from __future__ import annotations
 import abc
 import hashlib
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import msgspec
 
-from .. import _forksafe
+from .._once import OncePerObject
 from ..codec._format import raw_size
 from ..errors import DecodeError, DeltaBaseMissingError, InvalidArgumentError, ThreadDeletedError
 
@@ -635,33 +633,18 @@ def version_key(version: Any) -> str:
 #: the extra row and index entry.
 PAYLOAD_MIN_BYTES = 64 * 1024
 
+#: Payload digests kept for reuse (see :func:`payload_digest`).
 _DIGESTS = 4
-_digest_lock = threading.Lock()
-_recent_digests: OrderedDict[int, tuple[Any, bytes]] = OrderedDict()
-
-
-@_forksafe.on_fork
-def _digests_in_child() -> None:
-    global _digest_lock
-    _digest_lock = threading.Lock()
+_digests: OncePerObject[bytes] = OncePerObject(_DIGESTS)
 
 
 def payload_digest(data: Any) -> bytes:
     """SHA-256 of a payload. The engine hands the same bytes object to a node's pending write
-    and to the next checkpoint's blob, so the digests of the last few are kept (with the
-    objects themselves, so that an id cannot be reused while cached)."""
-    key = id(data)
-    with _digest_lock:
-        hit = _recent_digests.get(key)
-        if hit is not None and hit[0] is data:
-            return hit[1]
-    digest = hashlib.sha256(data).digest()
-    if isinstance(data, bytes):
-        with _digest_lock:
-            _recent_digests[key] = (data, digest)
-            while len(_recent_digests) > _DIGESTS:
-                _recent_digests.popitem(last=False)
-    return digest
+    and to the next checkpoint's blob, often from two threads at once: the digest of a
+    ``bytes`` object is computed once for both and kept for the last few (snapstate._once)."""
+    if not isinstance(data, bytes):
+        return hashlib.sha256(data).digest()
+    return _digests.get(data, lambda: hashlib.sha256(data).digest())
 
 
 def store_value(
