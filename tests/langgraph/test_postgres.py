@@ -71,3 +71,51 @@ async def test_async_from_conn_string(pg_dsn: str, pg_schema: str) -> None:
         stored = await saver.aput(cfg, cp, {}, {"x": 1})
         got = await saver.aget_tuple(stored)
         assert got.checkpoint["id"] == cp["id"]
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_connection_alone_stores_in_the_public_schema(pg_dsn: str, kind: str) -> None:
+    # LangGraph's own call, PostgresSaver(conn) with nothing else, on a database of its own
+    # (so that the test database's public schema stays empty).
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    from snapstate.langgraph import AsyncPostgresSaver, PostgresSaver
+
+    name = f"snapstate_ctor_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        dsn = make_conninfo(pg_dsn, dbname=name)
+        if kind == "sync":
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                saver = PostgresSaver(conn)
+                saver.setup()
+                got = roundtrip(saver)
+                saver.close()
+        else:
+            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as aconn:
+                asaver = AsyncPostgresSaver(aconn)
+                await asaver.setup()
+                thread = str(uuid.uuid4())
+                cp = generate_checkpoint(
+                    channel_values={"x": [1, "two"]}, channel_versions={"x": 1}
+                )
+                cfg = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+                stored = await asaver.aput(cfg, cp, {}, {"x": 1})
+                await asaver.aput_writes(stored, [("x", 3)], "task")
+                got = await asaver.aget_tuple({"configurable": {"thread_id": thread}})
+                await asaver.aclose()
+        assert got.checkpoint["channel_values"] == {"x": [1, "two"]}
+        assert got.pending_writes == [("task", "x", 3)]
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            tables = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+                )
+            }
+        assert {"checkpoints", "blobs", "writes"} <= tables
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')

@@ -7,8 +7,12 @@ Each test runs once per saver kind and once per API: ``async`` calls ``aput``, `
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import inspect
+import sqlite3
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -77,7 +81,9 @@ def test_next_version_is_langgraphs_scheme() -> None:
     saver = InMemorySaver()
     v1 = saver.get_next_version(None, None)
     counter, _, suffix = v1.partition(".")
-    assert counter == f"{1:032}" and 0 <= float("0." + suffix.partition(".")[2] or "0") < 1
+    # LangGraph's: the counter in 32 digits, then random.random() zero-padded to 16 places.
+    assert counter == f"{1:032}"
+    assert 0 <= float(suffix) < 1 and f"{float(suffix):016}" == suffix
     versions = [v1]
     for _ in range(11):  # across 9 -> 10: zero padding keeps string order numeric
         versions.append(saver.get_next_version(versions[-1], None))
@@ -355,15 +361,28 @@ async def test_prune(kind: str, api: str, make_saver: MakeSaver) -> None:
     )
     for t in (t2, t3):
         await put(saver, t, {"x": 1})
+    t4 = tid()  # never pruned: every strategy leaves it whole
+    c = await put(saver, t4, {"x": 1})
+    d = await put(saver, t4, {"x": 2}, parent=c, versions={"x": 2})
+
+    async def untouched() -> None:
+        assert [x.checkpoint["id"] for x in await listed(saver, config(t4))] == [d, c]
+
     await saver.aprune([t1], strategy="keep_latest")
     got = await listed(saver, {"configurable": {"thread_id": t1}})
     assert [x.checkpoint["id"] for x in got] == [b]
     # The value stored with the deleted checkpoint is still reached by the kept one.
     assert got[0].checkpoint["channel_values"] == {"x": 2, "keep": "me"}
+    await untouched()
     await saver.aprune([t2], strategy="delete")
-    await saver.aprune([t3], strategy="delete_all")
     assert await saver.aget_tuple(config(t2)) is None
+    assert [x.checkpoint["id"] for x in await listed(saver, config(t1))] == [b]
+    assert await saver.aget_tuple(config(t3)) is not None
+    await untouched()
+    await saver.aprune([t3], strategy="delete_all")
     assert await saver.aget_tuple(config(t3)) is None
+    assert [x.checkpoint["id"] for x in await listed(saver, config(t1))] == [b]
+    await untouched()
     with pytest.raises(InvalidArgumentError, match="not a str"):
         await saver.aprune(t1)
     with pytest.raises(InvalidArgumentError, match="strategy"):
@@ -411,6 +430,46 @@ async def test_keep_latest_refuses_to_cut_a_delta_channel_history(
     assert len(await listed(saver, {"configurable": {"thread_id": other}})) == 2
     await saver.aprune([t], strategy="delete")
     assert await saver.aget_tuple(config(t)) is None
+    assert len(await listed(saver, {"configurable": {"thread_id": other}})) == 2
+
+
+# -- setup -------------------------------------------------------------------------------------
+
+
+def _tables(kind: str, store: Path, request: pytest.FixtureRequest) -> set[str]:
+    """The tables the saver's store holds, read through a connection of the test's own."""
+    if kind.startswith("postgres"):
+        import psycopg
+
+        dsn, schema = request.getfixturevalue("pg_dsn"), request.getfixturevalue("pg_schema")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                [schema],
+            ).fetchall()
+    else:
+        if not store.exists():
+            return set()
+        with contextlib.closing(sqlite3.connect(store)) as conn:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    return {r[0] for r in rows}
+
+
+@kinds("sqlite", "sqlite-async", "sqlite-aiosqlite", "postgres", "postgres-async")
+async def test_setup_creates_the_store(
+    kind: str, make_saver: MakeSaver, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # LangGraph's users call setup() once before the first run; a second call changes nothing.
+    saver = await make_saver(kind)
+    store = tmp_path / "store.db"
+    wanted = {"checkpoints", "blobs", "writes", "payloads"}
+    assert not wanted & _tables(kind, store, request)  # making the saver created nothing
+    for _ in range(2):
+        result = saver.setup()
+        if inspect.isawaitable(result):
+            await result
+        assert wanted <= _tables(kind, store, request)
+    assert await saver.aget_tuple(config(tid())) is None
 
 
 # -- copies and codecs ---------------------------------------------------------------------------
@@ -434,18 +493,23 @@ async def test_with_allowlist_shares_storage(kind: str, make_saver: MakeSaver) -
 
 
 @kinds("sqlite-async", "sqlite-aiosqlite", "postgres-async")
+@pytest.mark.parametrize("used", [True, False], ids=["used", "new"])
 async def test_sync_call_from_the_loop_thread_raises_at_once(
-    kind: str, make_saver: MakeSaver
+    kind: str, used: bool, make_saver: MakeSaver
 ) -> None:
     saver = await make_saver(kind)
-    await put(saver, tid(), {"x": 1})
+    if used:  # bound to this loop already; a new saver binds at its first call
+        await put(saver, tid(), {"x": 1})
     for call in (
         lambda: saver.get_tuple(config("t")),
         lambda: list(saver.list(None)),
         lambda: saver.put(config("t"), generate_checkpoint(), {}, {}),
         lambda: saver.put_writes(config("t", checkpoint_id="c"), [("x", 1)], "task"),
         lambda: saver.delete_thread("t"),
+        lambda: saver.delete_for_runs(["run"]),
+        lambda: saver.copy_thread("t", "u"),
         lambda: saver.prune(["t"]),
+        lambda: saver.get_delta_channel_history(config=config("t"), channels=["x"]),
     ):
         with pytest.raises(asyncio.InvalidStateError, match=r"await saver\.a") as info:
             call()
@@ -565,3 +629,36 @@ def test_serde_never_runs_code_named_by_foreign_bytes() -> None:
     assert JsonPlusSerializer(allowed_msgpack_modules=True).loads_typed(foreign) == Payload(1)
     # ... the saver's serde does not.
     assert not isinstance(InMemorySaver().serde.loads_typed(foreign), Payload)
+
+
+# -- factories -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("api", ["sync", "async"])
+async def test_sqlite_from_conn_string_opens_and_closes_a_saver(tmp_path: Path, api: str) -> None:
+    # LangGraph's factories: a context manager (async for AsyncSqliteSaver) on a file path.
+    from snapstate import SnapstateError
+    from snapstate.langgraph import AsyncSqliteSaver
+
+    path = str(tmp_path / "factory.db")
+    t = tid()
+    if api == "sync":
+        with SqliteSaver.from_conn_string(path) as saver:
+            assert isinstance(saver, SqliteSaver)
+            saver.setup()
+            cid = await put(saver, t, {"x": 1})
+        with pytest.raises(SnapstateError, match="closed"):
+            saver.get_tuple(config(t))
+        with SqliteSaver.from_conn_string(path) as again:
+            got = again.get_tuple(config(t))
+    else:
+        async with AsyncSqliteSaver.from_conn_string(path) as asaver:
+            assert isinstance(asaver, AsyncSqliteSaver)
+            await asaver.setup()
+            cid = await put(asaver, t, {"x": 1})
+        with pytest.raises(SnapstateError, match="closed"):
+            await asaver.aget_tuple(config(t))
+        async with AsyncSqliteSaver.from_conn_string(path) as aagain:
+            got = await aagain.aget_tuple(config(t))
+    assert got is not None and got.checkpoint["id"] == cid
+    assert got.checkpoint["channel_values"] == {"x": 1}

@@ -19,6 +19,7 @@ from langgraph.checkpoint.conformance.test_utils import generate_checkpoint
 from langgraph.graph import START, StateGraph
 
 from snapstate import EncodeError
+from snapstate.errors import UnregisteredTypeError
 
 from .conftest import MakeSaver, kinds
 
@@ -100,3 +101,29 @@ def test_without_the_variable_the_codec_is_the_default(
     cp = generate_checkpoint(channel_values={"o": Opaque()}, channel_versions={"o": 1})
     cfg = memory.put({"configurable": {"thread_id": "t", "checkpoint_ns": ""}}, cp, {}, {"o": 1})
     assert memory.get_tuple(cfg).checkpoint["channel_values"]["o"].x == 1
+
+
+@kinds("sqlite", "sqlite-async", "postgres")
+async def test_a_strict_saver_loads_stored_types_only_when_allowed(
+    kind: str, make_saver: MakeSaver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Strict mode is about loading: bytes stored by a saver without it (before the variable was
+    # set) that name a type outside the allowlist are refused, and load through a copy that
+    # allows the type, as compile() makes for the graph's schemas.
+    monkeypatch.delenv("LANGGRAPH_STRICT_MSGPACK", raising=False)
+    plain = await make_saver(kind)
+    assert not plain.codec.strict
+    cp = generate_checkpoint(
+        channel_values={"notes": [Note("kept", 0.5)]}, channel_versions={"notes": 1}
+    )
+    cfg = {"configurable": {"thread_id": str(uuid.uuid4()), "checkpoint_ns": ""}}
+    stored = await plain.aput(cfg, cp, {}, {"notes": 1})
+    monkeypatch.setenv("LANGGRAPH_STRICT_MSGPACK", "true")
+    monkeypatch.setattr(langgraph_serde, "STRICT_MSGPACK_ENABLED", True)
+    strict = await make_saver(kind)
+    assert strict.codec.strict
+    with pytest.raises(UnregisteredTypeError, match="Note"):
+        await strict.aget_tuple(stored)
+    allowed = strict.with_allowlist([(Note.__module__, "Note")])
+    got = await allowed.aget_tuple(stored)
+    assert got is not None and got.checkpoint["channel_values"] == {"notes": [Note("kept", 0.5)]}
