@@ -28,6 +28,7 @@ from snapstate import Checkpoint, Checkpointer
 from snapstate.backends.postgres import PostgresBackend
 from snapstate.errors import StoreUnavailableError
 from tests.freezable import freezable
+from tests.pg_hold import HeldMidBatch, wait_for_mid_batch_waiter
 
 
 def values(i: int) -> dict[str, Any]:
@@ -45,37 +46,6 @@ def step(i: int) -> Checkpoint:
         channel_values=values(i),
         channel_versions={"msgs": i + 1, "blob": i + 1, "n": i + 1},
     )
-
-
-def _wait_for_lock_waiter(dsn: str, schema: str, exclude: set[int]) -> int:
-    """The pid of a session of ours blocked on a thread lock inside a write statement."""
-    deadline = time.monotonic() + 30
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            rows = conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND wait_event = 'advisory' AND query LIKE %s",
-                [f'%"{schema}".check_tombstones%'],
-            ).fetchall()
-            pids = [r[0] for r in rows if r[0] not in exclude]
-            if pids:
-                return int(pids[0])
-            time.sleep(0.01)
-    raise AssertionError("no write statement ever waited on the thread lock")
-
-
-class _HeldThread:
-    """Holds a thread's write lock in a session of its own, so a write to it blocks mid-batch
-    (its rows inserted, its statement not finished)."""
-
-    def __init__(self, dsn: str, schema: str, thread_id: str) -> None:
-        self.conn = psycopg.connect(dsn, autocommit=True)
-        self.key = f"{schema}:{thread_id}"
-        self.conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", [self.key])
-
-    def release(self) -> None:
-        self.conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [self.key])
-        self.conn.close()
 
 
 def _put_in_thread(cp: Checkpointer, thread_id: str, i: int) -> dict[str, Any]:
@@ -107,14 +77,14 @@ def test_connection_killed_mid_batch_is_retried_safely(pg_dsn: str, pg_schema: s
     cp = Checkpointer(PostgresBackend(pg_dsn, schema=pg_schema))
     for i in range(10):
         cp.put(step(i), thread_id="acked")
-    held = _HeldThread(pg_dsn, pg_schema, "victim")
+    held = HeldMidBatch(pg_dsn, pg_schema, "victim")
     try:
         put = _put_in_thread(cp, "victim", 0)
-        first = _wait_for_lock_waiter(pg_dsn, pg_schema, set())
+        first = wait_for_mid_batch_waiter(pg_dsn, pg_schema, set())
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
             assert conn.execute("SELECT pg_terminate_backend(%s)", [first]).fetchone() == (True,)
         # The put runs again on a fresh connection and waits for the lock again.
-        _wait_for_lock_waiter(pg_dsn, pg_schema, {first})
+        wait_for_mid_batch_waiter(pg_dsn, pg_schema, {first})
     finally:
         held.release()
     put["thread"].join(30)
@@ -134,10 +104,10 @@ def test_connection_killed_mid_batch_without_retry_raises_and_writes_nothing(
     cp = Checkpointer(PostgresBackend(pg_dsn, schema=pg_schema, retry=False))
     for i in range(10):
         cp.put(step(i), thread_id="acked")
-    held = _HeldThread(pg_dsn, pg_schema, "victim")
+    held = HeldMidBatch(pg_dsn, pg_schema, "victim")
     try:
         put = _put_in_thread(cp, "victim", 0)
-        pid = _wait_for_lock_waiter(pg_dsn, pg_schema, set())
+        pid = wait_for_mid_batch_waiter(pg_dsn, pg_schema, set())
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
             # Rows of the batch are inserted but not committed when the session ends.
             conn.execute("SELECT pg_terminate_backend(%s)", [pid])
@@ -183,7 +153,7 @@ def test_idle_pooled_connections_killed_between_calls(pg_dsn: str, pg_schema: st
 
 _CHILD = textwrap.dedent(
     """
-    import sys
+    import sys, time
     sys.path.insert(0, {tests!r})
     from test_faults import step
     from snapstate import Checkpointer
@@ -196,19 +166,24 @@ _CHILD = textwrap.dedent(
     while True:
         cp.put(step(i), thread_id="t", metadata={{"step": i}})
         cp.put_writes([("out", i)], thread_id="t", checkpoint_id=f"{{i:08d}}", task_id="k")
-        if {durability!r} == "sync":
-            print("acked", i, flush=True)
-        elif i % 10 == 9:
-            cp.flush()
-            print("acked", i, flush=True)
+        print("put", i, flush=True)  # in sync mode: stored; in batched mode: queued
+        if {durability!r} == "batched":
+            time.sleep(0.01)  # a stream of steps, several in each window
         i += 1
     """
 )
 
+#: The batched writer's window in the killed writer, and how long its commit may take on a
+#: loaded machine: a step put longer than both before the kill must be stored.
+_MAX_DELAY = 0.02
+_COMMIT_SLACK = 1.0
+
 
 def _kill_while_writing(url: str, durability: str, kwargs: dict[str, Any]) -> int:
-    """Run a writer, SIGKILL it mid-stream; return the last step it acknowledged."""
-    writer = {"max_delay": 0.02} if durability == "batched" else {}
+    """Run a writer and SIGKILL it mid-stream. Return the last step it must have stored: in
+    ``sync`` mode the last one whose put returned; in ``batched`` mode the last one put more
+    than a window (and a commit's time) before the kill, without any flush."""
+    writer = {"max_delay": _MAX_DELAY} if durability == "batched" else {}
     script = _CHILD.format(
         tests=str(Path(__file__).parent),
         url=url,
@@ -223,15 +198,19 @@ def _kill_while_writing(url: str, durability: str, kwargs: dict[str, Any]) -> in
         text=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
-    last = -1
+    # When this process read each step's line: never before the child had put that step.
+    seen: list[float] = []
+    window = _MAX_DELAY + _COMMIT_SLACK
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
-            last = int(line.split()[1])
-            if last >= 60:
+            seen.append(time.monotonic())
+            assert int(line.split()[1]) == len(seen) - 1, line
+            if len(seen) > 60 and (durability == "sync" or seen[-1] - seen[0] > 2 * window):
                 break
         else:
             raise AssertionError(f"writer died on its own: {proc.stderr.read()}")  # type: ignore[union-attr]
+        killed_at = time.monotonic()
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.kill()
@@ -239,10 +218,14 @@ def _kill_while_writing(url: str, durability: str, kwargs: dict[str, Any]) -> in
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
-    return last
+    if durability == "sync":
+        return len(seen) - 1
+    due = [i for i, at in enumerate(seen) if at < killed_at - window]
+    assert due, "no step was put a whole window before the kill"
+    return due[-1]
 
 
-def _check_after_kill(cp: Checkpointer, acked: int, durability: str) -> None:
+def _check_after_kill(cp: Checkpointer, acked: int) -> None:
     stored = sorted(int(s.checkpoint.id) for s in cp.list("t"))
     # Every stored checkpoint is whole: its row, every blob it names and its values.
     for i in stored:
@@ -251,11 +234,10 @@ def _check_after_kill(cp: Checkpointer, acked: int, durability: str) -> None:
         assert snap.checkpoint.channel_values == values(i), f"checkpoint {i} is not whole"
     # Nothing acknowledged is lost, and what is stored is a prefix of what was put.
     assert stored == list(range(len(stored)))
-    assert len(stored) - 1 >= acked
-    if durability == "sync":
-        for i in range(acked + 1):
-            snap = cp.get("t", checkpoint_id=f"{i:08d}")
-            assert snap is not None and [w.value for w in snap.pending_writes] == [i]
+    assert len(stored) - 1 >= acked, f"stored up to step {len(stored) - 1}, must have {acked}"
+    for i in range(acked + 1):
+        snap = cp.get("t", checkpoint_id=f"{i:08d}")
+        assert snap is not None and [w.value for w in snap.pending_writes] == [i]
 
 
 @pytest.mark.slow
@@ -266,7 +248,7 @@ def test_sigkill_postgres_writer(pg_dsn: str, pg_schema: str, durability: str) -
     PostgresBackend(pg_dsn, schema=pg_schema).setup()
     acked = _kill_while_writing(pg_dsn, durability, {"schema": pg_schema})
     with Checkpointer(PostgresBackend(pg_dsn, schema=pg_schema)) as cp:
-        _check_after_kill(cp, acked, durability)
+        _check_after_kill(cp, acked)
 
 
 @pytest.mark.slow
@@ -276,7 +258,7 @@ def test_sigkill_sqlite_writer(tmp_path: Path, durability: str) -> None:
     db = str(tmp_path / "killed.db")
     acked = _kill_while_writing(db, durability, {})
     with Checkpointer(db) as cp:
-        _check_after_kill(cp, acked, durability)
+        _check_after_kill(cp, acked)
 
 
 @pytest.mark.postgres
@@ -409,10 +391,10 @@ def test_long_call_on_a_working_server_is_not_cut_short(
     monkeypatch.setattr(_pg_watchdog, "probe", counted)
     cp = Checkpointer(PostgresBackend(pg_dsn, schema=pg_schema, server_timeout=0.3))
     cp.put(step(0), thread_id="other")  # tables exist before the lock is taken
-    held = _HeldThread(pg_dsn, pg_schema, "slow")
+    held = HeldMidBatch(pg_dsn, pg_schema, "slow")
     try:
         put = _put_in_thread(cp, "slow", 0)
-        _wait_for_lock_waiter(pg_dsn, pg_schema, set())
+        wait_for_mid_batch_waiter(pg_dsn, pg_schema, set())
         deadline = time.monotonic() + 20
         while len(probes) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)

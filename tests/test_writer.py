@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -540,6 +541,21 @@ def test_batched_put_returns_before_its_commit(backend: GatedBackend) -> None:
 
 
 @pytest.mark.timeout(60)
+def test_batched_commits_on_its_own_within_max_delay(backend: GatedBackend) -> None:
+    # No flush, no read, no full batch: only the delay bound makes these items due.
+    cp = Checkpointer(backend, durability="batched", max_delay=0.05)
+    cp.setup()
+    for i in range(3):
+        cp.put(ck(i), thread_id="t")
+    assert backend.entered.acquire(timeout=30), "queued items were never committed by time"
+    deadline = time.monotonic() + 30
+    while len(backend.stored("t")) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert backend.stored("t") == ["00000002", "00000001", "00000000"]
+    cp.close()
+
+
+@pytest.mark.timeout(60)
 def test_batched_read_sees_queued_items_without_waiting_for_the_timer(
     backend: GatedBackend,
 ) -> None:
@@ -743,6 +759,21 @@ async def test_async_batched_read_your_writes_and_flush(
     await cp.put(ck(9), thread_id="u")
     await cp.flush()
     assert backend.stored("u") == ["00000009", "00000000"]
+    await cp.aclose()
+
+
+@pytest.mark.timeout(60)
+async def test_async_batched_commits_on_its_own_within_max_delay(
+    backend: GatedBackend, async_backend: ThreadedAsyncBackend
+) -> None:
+    cp = AsyncCheckpointer(async_backend, durability="batched", max_delay=0.05)
+    await cp.setup()
+    for i in range(3):
+        await cp.put(ck(i), thread_id="t")
+    deadline = time.monotonic() + 30
+    while len(backend.stored("t")) < 3 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)  # no flush, no read: only the delay bound commits them
+    assert backend.stored("t") == ["00000002", "00000001", "00000000"]
     await cp.aclose()
 
 

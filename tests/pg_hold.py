@@ -1,0 +1,62 @@
+"""A write held in the middle of its batch, in the server: for tests of what happens to a
+write that is under way (its connection killed, other calls made meanwhile)."""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+
+
+def wait_for_mid_batch_waiter(dsn: str, schema: str, exclude: set[int]) -> int:
+    """The pid of a session of ours held mid-batch: its write statement has inserted rows (it
+    has a transaction id) and waits on the lock :class:`HeldMidBatch` holds."""
+    deadline = time.monotonic() + 30
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND wait_event = 'advisory' AND backend_xid IS NOT NULL AND query LIKE %s",
+                [f'%"{schema}".check_%'],
+            ).fetchall()
+            pids = [r[0] for r in rows if r[0] not in exclude]
+            if pids:
+                return int(pids[0])
+            time.sleep(0.01)
+    raise AssertionError("no write statement of the victim thread was ever held mid-batch")
+
+
+#: An advisory lock key of the tests' own (the library's keys are hashes of schema and thread).
+_MID_BATCH_KEY = 7_011_978_245
+
+
+class HeldMidBatch:
+    """Holds every write to one thread in the middle of its batch: a trigger of the test's
+    schema, fired at the end of the write statement (after the rows of its checkpoints, blobs
+    and writes are inserted, before the commit), waits for a lock this object holds."""
+
+    def __init__(self, dsn: str, schema: str, thread_id: str) -> None:
+        self.conn = psycopg.connect(dsn, autocommit=True)
+        self.conn.execute("SELECT pg_advisory_lock(%s)", [_MID_BATCH_KEY])
+        self.conn.execute(
+            f"""CREATE FUNCTION "{schema}".hold_mid_batch() RETURNS trigger
+            LANGUAGE plpgsql AS $fn$
+            BEGIN
+                IF NEW.thread_id = {_quote(thread_id)} THEN
+                    PERFORM pg_advisory_xact_lock({_MID_BATCH_KEY});
+                END IF;
+                RETURN NULL;
+            END $fn$"""
+        )
+        self.conn.execute(
+            f'CREATE TRIGGER hold_mid_batch AFTER INSERT ON "{schema}".checkpoints '
+            f'FOR EACH ROW EXECUTE FUNCTION "{schema}".hold_mid_batch()'
+        )
+
+    def release(self) -> None:
+        self.conn.execute("SELECT pg_advisory_unlock(%s)", [_MID_BATCH_KEY])
+        self.conn.close()
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
