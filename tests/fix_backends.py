@@ -7,20 +7,34 @@ where the server is part of the environment.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from snapstate import codec
-from snapstate.backends import Backend, MemoryBackend
+from snapstate.backends import (
+    AsyncBackend,
+    Backend,
+    BlobRef,
+    BlobRow,
+    CheckpointRow,
+    ListQuery,
+    MemoryBackend,
+    WriteBatch,
+    WriteRow,
+)
 from snapstate.backends.sqlite import SqliteBackend
 
-BACKENDS = ["memory", "sqlite", "postgres"]
+#: ``postgres-async`` is :class:`AsyncPostgresBackend`, the natively asyncio twin, driven through
+#: :class:`AsyncOnALoop` so that every contract test runs against its own SQL path too.
+BACKENDS = ["memory", "sqlite", "postgres", "postgres-async"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -115,10 +129,14 @@ def backend_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
     else:
         dsn = request.getfixturevalue("pg_dsn")
         schema = request.getfixturevalue("pg_schema")
-        from snapstate.backends.postgres import PostgresBackend
+        from snapstate.backends.postgres import AsyncPostgresBackend, PostgresBackend
 
         def factory() -> Backend:
-            b = PostgresBackend(dsn, schema=schema)
+            b: Backend
+            if kind == "postgres":
+                b = PostgresBackend(dsn, schema=schema)
+            else:
+                b = AsyncOnALoop(lambda: AsyncPostgresBackend(dsn, schema=schema))
             made.append(b)
             return b
 
@@ -146,3 +164,100 @@ def make_checkpoint(i: int, values: dict[str, Any], **kw: Any) -> Any:
         channel_versions=kw.pop("versions", {k: i + 1 for k in values}),
         **kw,
     )
+
+
+class AsyncOnALoop(Backend):
+    """The synchronous backend contract over an asyncio backend: every call is awaited on an
+    event loop of this object's own, running in a thread of its own, while the caller waits.
+    The asyncio backend's code is what runs: only the waiting is adapted."""
+
+    def __init__(self, make: Callable[[], AsyncBackend]) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="async-backend-loop", daemon=True
+        )
+        self._thread.start()
+
+        async def build() -> AsyncBackend:
+            return make()
+
+        self.inner = self._await(build())
+        self.name = self.inner.name
+        self.write_concurrency = getattr(self.inner, "write_concurrency", 1)
+        self._closed = False
+
+    def _await(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        if threading.get_ident() == self._thread.ident:
+            raise AssertionError("a call from the backend's own loop would wait for itself")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def setup(self) -> None:
+        self._await(self.inner.setup())
+
+    def write(self, batch: WriteBatch) -> None:
+        self._await(self.inner.write(batch))
+
+    def get_checkpoint(
+        self, thread_id: str, namespace: str, checkpoint_id: str | None
+    ) -> CheckpointRow | None:
+        return self._await(  # type: ignore[no-any-return]
+            self.inner.get_checkpoint(thread_id, namespace, checkpoint_id)
+        )
+
+    def list_checkpoints(self, query: ListQuery) -> Iterator[CheckpointRow]:
+        return iter(self._await(self.inner.list_checkpoints(query)))
+
+    def get_blobs(
+        self, thread_id: str, namespace: str, keys: Collection[tuple[str, str]]
+    ) -> list[BlobRow]:
+        return self._await(self.inner.get_blobs(thread_id, namespace, keys))  # type: ignore[no-any-return]
+
+    def get_writes(
+        self, thread_id: str, namespace: str, checkpoint_ids: Collection[str]
+    ) -> list[WriteRow]:
+        return self._await(self.inner.get_writes(thread_id, namespace, checkpoint_ids))  # type: ignore[no-any-return]
+
+    def load(
+        self, thread_id: str, namespace: str, checkpoint_id: str | None
+    ) -> tuple[CheckpointRow, list[BlobRow], list[WriteRow]] | None:
+        return self._await(self.inner.load(thread_id, namespace, checkpoint_id))  # type: ignore[no-any-return]
+
+    def delete_threads(self, thread_ids: Sequence[str]) -> None:
+        self._await(self.inner.delete_threads(thread_ids))
+
+    def blob_index(self, thread_id: str) -> list[BlobRef]:
+        return self._await(self.inner.blob_index(thread_id))  # type: ignore[no-any-return]
+
+    def delete_rows(
+        self,
+        thread_id: str,
+        checkpoints: Collection[tuple[str, str]],
+        blobs: Collection[tuple[str, str, str]],
+    ) -> int:
+        return self._await(self.inner.delete_rows(thread_id, checkpoints, blobs))  # type: ignore[no-any-return]
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        self._await(self.inner.copy_thread(source_thread_id, target_thread_id))
+
+    def purge_tombstones(self, deleted_before: float) -> int:
+        return self._await(self.inner.purge_tombstones(deleted_before))  # type: ignore[no-any-return]
+
+    def migration_status(self) -> Any:
+        return self._await(self.inner.migration_status())
+
+    def threads(self, *, idle_before: float | None = None) -> Any:
+        return self._await(self.inner.threads(idle_before=idle_before))  # type: ignore[attr-defined]
+
+    def stats(self) -> Any:
+        return self._await(self.inner.stats())  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._await(self.inner.close())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(30)
+            self._loop.close()
