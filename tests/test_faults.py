@@ -273,11 +273,12 @@ async def test_idle_pooled_connections_killed_between_calls_async(
     for i in range(5):
         await cp.put(step(i), thread_id="t")
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        killed = conn.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
             "WHERE pid <> pg_backend_pid() AND query LIKE %s",
             [f'%"{pg_schema}".%'],
-        )
+        ).fetchone()
+    assert killed is not None and killed[0] >= 1
     for i in range(5):
         snap = await cp.get("t", checkpoint_id=f"{i:08d}")
         assert snap is not None and snap.checkpoint.channel_values == values(i)

@@ -7,6 +7,7 @@ Every behaviour test runs against both :class:`PostgresBackend` and
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import inspect
@@ -49,6 +50,7 @@ from snapstate.errors import (
     StoreUnavailableError,
     ThreadDeletedError,
 )
+from tests.pg_hold import HeldMidBatch, wait_for_mid_batch_waiter
 
 pytestmark = pytest.mark.postgres
 
@@ -322,24 +324,93 @@ def test_given_connection_inside_a_transaction_is_refused(pg_dsn: str, pg_schema
             backend.setup()
 
 
-def test_given_pool_is_used_without_a_lock(pg_dsn: str, pg_schema: str) -> None:
-    with psycopg_pool.ConnectionPool(
-        pg_dsn, min_size=2, max_size=4, kwargs={"row_factory": dict_row}, open=True
-    ) as pool:
-        backend = PostgresBackend(pool, schema=pg_schema)
-        backend.setup()
+def _small(i: int) -> Checkpoint:
+    return Checkpoint(id=f"{i:02d}", channel_values={"x": i}, channel_versions={"x": i})
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("pool_from", ["given", "owned"])
+def test_a_call_held_in_the_server_holds_up_no_other_call(
+    pg_dsn: str, pg_schema: str, pool_from: str
+) -> None:
+    with contextlib.ExitStack() as stack:
+        if pool_from == "given":
+            pool = stack.enter_context(
+                psycopg_pool.ConnectionPool(
+                    pg_dsn, min_size=2, max_size=4, kwargs={"row_factory": dict_row}, open=True
+                )
+            )
+            backend = PostgresBackend(pool, schema=pg_schema)
+        else:
+            backend = PostgresBackend(pg_dsn, schema=pg_schema, max_connections=4)
         # LangGraph's pending writes and checkpoint commit side by side, not one after the other.
         assert backend.write_concurrency == 2
-        # Two calls hold two connections at once: nothing serializes them.
-        with backend._connection("a") as c1, backend._connection("b") as c2:
-            assert c1 is not c2
-        with Checkpointer(backend) as cp:
-            cp.put(
-                Checkpoint(id="1", channel_values={"x": 1}, channel_versions={"x": 1}),
-                thread_id="t",
+        cp = stack.enter_context(Checkpointer(backend))
+        cp.put(_small(0), thread_id="other")  # the tables exist before the hold is set up
+        held = HeldMidBatch(pg_dsn, pg_schema, "held")
+        try:
+            stuck: dict[str, BaseException | None] = {}
+            a = threading.Thread(
+                target=lambda: _record(stuck, lambda: cp.put(_small(1), thread_id="held"))
             )
-            assert cp.get("t").checkpoint.channel_values == {"x": 1}
-        assert not pool.closed
+            a.start()
+            wait_for_mid_batch_waiter(pg_dsn, pg_schema, set())
+            # Meanwhile a write and reads of another thread go through the same saver.
+            done: dict[str, BaseException | None] = {}
+
+            def other_calls() -> None:
+                cp.put(_small(2), thread_id="other")
+                snap = cp.get("other")
+                assert snap is not None and snap.checkpoint.id == "02"
+                assert [s.checkpoint.id for s in cp.list("other")] == ["02", "00"]
+
+            b = threading.Thread(target=lambda: _record(done, other_calls))
+            b.start()
+            b.join(30)
+            assert done == {"error": None}, "calls of another thread waited for a held one"
+            assert a.is_alive() and not stuck  # the held put is still held
+        finally:
+            held.release()
+        a.join(30)
+        assert stuck == {"error": None}
+        assert cp.get("held").checkpoint.id == "01"
+        if pool_from == "given":
+            assert not pool.closed
+
+
+def _record(into: dict[str, BaseException | None], call: Callable[[], Any]) -> None:
+    try:
+        call()
+    except BaseException as exc:
+        into["error"] = exc
+    else:
+        into["error"] = None
+
+
+@pytest.mark.timeout(90)
+async def test_an_async_call_held_in_the_server_holds_up_no_other_call(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    cp = AsyncCheckpointer(AsyncPostgresBackend(pg_dsn, schema=pg_schema, max_connections=4))
+    await cp.put(_small(0), thread_id="other")
+    held = HeldMidBatch(pg_dsn, pg_schema, "held")
+    try:
+        stuck = asyncio.ensure_future(cp.put(_small(1), thread_id="held"))
+        await asyncio.to_thread(wait_for_mid_batch_waiter, pg_dsn, pg_schema, set())
+
+        async def other_calls() -> None:
+            await cp.put(_small(2), thread_id="other")
+            snap = await cp.get("other")
+            assert snap is not None and snap.checkpoint.id == "02"
+
+        await asyncio.wait_for(other_calls(), 30)
+        assert not stuck.done()
+    finally:
+        await asyncio.to_thread(held.release)
+    await asyncio.wait_for(stuck, 30)
+    snap = await cp.get("held")
+    assert snap is not None and snap.checkpoint.id == "01"
+    await cp.aclose()
 
 
 def test_threads_first_using_an_owned_pool_wait_until_it_is_open(
@@ -411,6 +482,7 @@ async def test_async_connection_and_pool(pg_dsn: str, pg_schema: str) -> None:
     conn = await psycopg.AsyncConnection.connect(pg_dsn)
     try:
         async with AsyncCheckpointer(AsyncPostgresBackend(conn, schema=pg_schema)) as cp:
+            commits = _count_commits(cp.backend)
             await asyncio.gather(
                 *(
                     cp.put(
@@ -420,6 +492,8 @@ async def test_async_connection_and_pool(pg_dsn: str, pg_schema: str) -> None:
                     for i in range(8)
                 )
             )
+            # One connection: one commit at a time, the puts that arrive meanwhile grouped.
+            assert sum(commits) == 8 and len(commits) < 8, commits
         assert conn.autocommit is False and not conn.closed
     finally:
         await conn.close()
@@ -429,6 +503,7 @@ async def test_async_connection_and_pool(pg_dsn: str, pg_schema: str) -> None:
             snaps = await asyncio.gather(*(cp.get(f"t{i}") for i in range(8)))
             assert sorted(s.checkpoint.channel_values["x"] for s in snaps) == list(range(8))
             # Two commits at a time, the rest grouped: every concurrent put is stored.
+            commits = _count_commits(cp.backend)
             await asyncio.gather(
                 *(
                     cp.put(
@@ -442,6 +517,20 @@ async def test_async_connection_and_pool(pg_dsn: str, pg_schema: str) -> None:
             assert sorted(s.checkpoint.channel_values["x"] for s in snaps) == [
                 -i for i in range(7, -1, -1)
             ]
+            assert sum(commits) == 8 and len(commits) < 8, commits
+
+
+def _count_commits(backend: Any) -> list[int]:
+    """The checkpoints in each of ``backend``'s writes from now on, one entry a write."""
+    commits: list[int] = []
+    real = backend.write
+
+    async def write(batch: WriteBatch) -> None:
+        commits.append(len(batch.checkpoints))
+        await real(batch)
+
+    backend.write = write
+    return commits
 
 
 def test_write_concurrency_follows_the_pool_size(pg_dsn: str) -> None:
@@ -999,6 +1088,113 @@ def test_direct_path_leaves_other_binary_lists_to_the_cursor(items: list[Any]) -
     s = direct.statement("SELECT %b::bytea[]")
     assert s is not None
     assert direct.encode(s, [items]) is None
+
+
+def _step_values(i: int) -> dict[str, Any]:
+    # A growing list (stored as append-deltas), a value large enough for payloads, a counter.
+    return {
+        "msgs": [f"message {j}" for j in range(i + 1)],
+        "big": random.Random(i).randbytes(PAYLOAD_MIN_BYTES + 1),
+        "n": i,
+    }
+
+
+def _step(i: int) -> Checkpoint:
+    return Checkpoint(
+        id=f"{i:04d}",
+        channel_values=_step_values(i),
+        channel_versions={"msgs": i + 1, "big": i + 1, "n": i + 1},
+    )
+
+
+class _NoThreads(concurrent.futures.ThreadPoolExecutor):
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"work handed to a thread: {args[:1]}")
+
+
+async def test_the_async_backend_never_hands_work_to_a_thread(
+    pg_dsn: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(_NoThreads())  # asyncio.to_thread and run_in_executor(None)
+    loop_thread = threading.get_ident()
+    elsewhere: list[str] = []
+    real_wait = psycopg.AsyncConnection.wait
+
+    async def wait(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if threading.get_ident() != loop_thread:
+            elsewhere.append(threading.current_thread().name)
+        return await real_wait(self, *args, **kwargs)
+
+    def sync_wait(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a blocking connection used by the asyncio backend")
+
+    monkeypatch.setattr(psycopg.AsyncConnection, "wait", wait)
+    monkeypatch.setattr(psycopg.Connection, "wait", sync_wait)
+    cp = AsyncCheckpointer(AsyncPostgresBackend(pg_dsn, schema=pg_schema, max_connections=2))
+    await cp.setup()
+    for i in range(3):
+        await cp.put(_step(i), thread_id="t")
+        await cp.put_writes([("out", i)], thread_id="t", checkpoint_id=f"{i:04d}", task_id="k")
+    snap = await cp.get("t")
+    assert snap is not None and snap.checkpoint.channel_values == _step_values(2)
+    assert [s.checkpoint.id async for s in cp.list("t")] == ["0002", "0001", "0000"]
+    await cp.delete_thread("t")
+    assert await cp.get("t") is None
+    await cp.aclose()
+    assert elsewhere == []
+
+
+@pytest.mark.parametrize("prepare", [True, False], ids=["prepare=on", "prepare=off"])
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_put_is_one_round_trip(
+    pg_dsn: str, pg_schema: str, kind: str, prepare: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # psycopg drives every exchange with the server (a statement, BEGIN, COMMIT, SET) through
+    # its connection's wait(); the direct path's exchange may send a prepare first, in the same
+    # wait(). Count both while a checkpoint with its changed values (a delta and a payload
+    # among them) and then its pending writes are stored.
+    waits: list[str] = []
+    exchanges: list[str] = []
+    real_exchange = direct._execute
+
+    def exchange(pgconn: Any) -> Any:
+        exchanges.append("direct")
+        return (yield from real_exchange(pgconn))
+
+    monkeypatch.setattr(direct, "_execute", exchange)
+    for cls in (psycopg.Connection, psycopg.AsyncConnection):
+        real = cls.wait
+
+        def counted(self: Any, *args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            waits.append(type(self).__name__)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "wait", counted)
+    if kind == "sync":
+        cp: Any = Awaitable(
+            Checkpointer(PostgresBackend(pg_dsn, schema=pg_schema, prepare=prepare))
+        )
+    else:
+        cp = AsyncCheckpointer(AsyncPostgresBackend(pg_dsn, schema=pg_schema, prepare=prepare))
+    for i in range(8):  # the statements are prepared by now, where they are prepared at all
+        await cp.put(_step(i), thread_id="t")
+        await cp.put_writes([("out", i)], thread_id="t", checkpoint_id=f"{i:04d}", task_id="k")
+    for i in range(8, 11):
+        for call in (
+            lambda i=i: cp.put(_step(i), thread_id="t"),
+            lambda i=i: cp.put_writes(
+                [("out", i)], thread_id="t", checkpoint_id=f"{i:04d}", task_id="k"
+            ),
+        ):
+            waits.clear()
+            exchanges.clear()
+            await call()
+            assert len(waits) == 1 and len(exchanges) <= 1, (waits, exchanges)
+    snap = await cp.get("t")
+    assert snap is not None and snap.checkpoint.channel_values == _step_values(10)
+    assert [w.value for w in snap.pending_writes] == [10]
+    await (cp.aclose() if kind == "async" else cp.close())
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
