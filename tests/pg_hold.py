@@ -26,24 +26,25 @@ def wait_for_mid_batch_waiter(dsn: str, schema: str, exclude: set[int]) -> int:
     raise AssertionError("no write statement of the victim thread was ever held mid-batch")
 
 
-#: An advisory lock key of the tests' own (the library's keys are hashes of schema and thread).
-_MID_BATCH_KEY = 7_011_978_245
-
-
 class HeldMidBatch:
     """Holds every write to one thread in the middle of its batch: a trigger of the test's
     schema, fired at the end of the write statement (after the rows of its checkpoints, blobs
     and writes are inserted, before the commit), waits for a lock this object holds."""
 
     def __init__(self, dsn: str, schema: str, thread_id: str) -> None:
+        # A lock of this schema's own, in a key space apart from the library's thread locks
+        # (hashes of schema and thread with seed 0): test runs side by side never share it.
         self.conn = psycopg.connect(dsn, autocommit=True)
-        self.conn.execute("SELECT pg_advisory_lock(%s)", [_MID_BATCH_KEY])
+        row = self.conn.execute("SELECT hashtextextended(%s, 1)", [schema]).fetchone()
+        assert row is not None
+        self.key = int(row[0])
+        self.conn.execute("SELECT pg_advisory_lock(%s)", [self.key])
         self.conn.execute(
             f"""CREATE FUNCTION "{schema}".hold_mid_batch() RETURNS trigger
             LANGUAGE plpgsql AS $fn$
             BEGIN
                 IF NEW.thread_id = {_quote(thread_id)} THEN
-                    PERFORM pg_advisory_xact_lock({_MID_BATCH_KEY});
+                    PERFORM pg_advisory_xact_lock({self.key});
                 END IF;
                 RETURN NULL;
             END $fn$"""
@@ -54,7 +55,7 @@ class HeldMidBatch:
         )
 
     def release(self) -> None:
-        self.conn.execute("SELECT pg_advisory_unlock(%s)", [_MID_BATCH_KEY])
+        self.conn.execute("SELECT pg_advisory_unlock(%s)", [self.key])
         self.conn.close()
 
 
