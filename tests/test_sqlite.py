@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -43,6 +44,23 @@ def test_store_configures_its_connections(tmp_path: Path) -> None:
     with backend._conn() as conn:
         assert pragmas(conn) == ("wal", 2, 7000)
     backend.close()
+
+
+@pytest.mark.parametrize(("synchronous", "level"), [("off", 0), ("normal", 1), ("full", 2)])
+def test_every_connection_that_writes_has_the_synchronous_level(
+    tmp_path: Path, synchronous: Any, level: int
+) -> None:
+    # Small writes go through the compiled connection where there is one ("off" and "normal"):
+    # it must flush as the setting says, as the pooled connections do.
+    backend = SqliteBackend(tmp_path / "s.db", synchronous=synchronous)
+    with Checkpointer(backend) as saver:
+        saver.put(cp(1, {"x": 1}), thread_id="t")
+        with backend._conn() as conn:
+            assert pragmas(conn)[1] == level
+        # The compiled connection writes when it is built and the setting allows it.
+        assert (backend._native is not None) is backend.native_writes
+        if backend._native is not None:
+            assert backend._native.query("PRAGMA synchronous", ()) == [(level,)]
 
 
 def test_given_connection_is_configured(tmp_path: Path) -> None:
@@ -137,8 +155,13 @@ def test_given_connection_closed_under_the_store(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"synchronous": "sometimes"}, "synchronous must be"),
-        ({"busy_timeout": -1}, "busy_timeout must be seconds >= 0"),
+        ({"synchronous": "sometimes"}, "synchronous must be .*got 'sometimes'"),
+        ({"synchronous": None}, "synchronous must be .*got None"),
+        ({"busy_timeout": -1}, "busy_timeout must be .* >= 0, got -1"),
+        ({"busy_timeout": "5"}, "busy_timeout must be .*got '5'"),
+        ({"busy_timeout": float("nan")}, "busy_timeout must be a finite .*got nan"),
+        ({"busy_timeout": float("inf")}, "busy_timeout must be a finite .*got inf"),
+        ({"busy_timeout": True}, "busy_timeout must be .*got True"),
     ],
 )
 def test_bad_settings(tmp_path: Path, kwargs: dict[str, Any], message: str) -> None:
@@ -146,17 +169,29 @@ def test_bad_settings(tmp_path: Path, kwargs: dict[str, Any], message: str) -> N
         SqliteBackend(tmp_path / "d.db", **kwargs)
 
 
+def test_a_connection_to_an_in_memory_database_is_refused_with_a_hint() -> None:
+    conn = sqlite3.connect(":memory:", check_same_thread=False)
+    try:
+        with pytest.raises(ConfigurationError, match="cannot use WAL journaling") as err:
+            SqliteBackend(conn)
+        assert "connection to a file" in str(err.value) and "memory://" in str(err.value)
+    finally:
+        conn.close()
+
+
 def test_in_memory_sqlite_is_refused_with_a_hint() -> None:
     with pytest.raises(ConfigurationError, match="private to one connection") as err:
         SqliteBackend(":memory:")
-    assert "memory://" in str(err.value)
+    assert "memory://" in str(err.value) and "a file" in str(err.value)
 
 
 def test_unwritable_path_is_a_clear_error(tmp_path: Path) -> None:
     from snapstate import StoreUnavailableError
 
-    with pytest.raises(StoreUnavailableError, match="cannot open SQLite database"):
-        Checkpointer(tmp_path / "no" / "such" / "dir" / "x.db").get("t")
+    path = tmp_path / "no" / "such" / "dir" / "x.db"
+    with pytest.raises(StoreUnavailableError, match="cannot open SQLite database") as err:
+        Checkpointer(path).get("t")
+    assert str(path) in str(err.value)  # says where
 
 
 def test_many_threads_one_checkpointer(tmp_path: Path) -> None:
@@ -277,6 +312,86 @@ def test_configuring_retries_a_locked_file_within_the_busy_timeout(
         Checkpointer(SqliteBackend(tmp_path / "r2.db", busy_timeout=0.2)).get("t")
 
 
+@pytest.mark.timeout(60)
+def test_a_grouped_put_returns_only_after_its_commit(tmp_path: Path) -> None:
+    """Puts from three threads on one store: the second and third wait behind the first's
+    commit and then go in one commit, led by one of them. Neither returns before that
+    commit is over (each commit is held here until the test lets it go)."""
+    backend = SqliteBackend(tmp_path / "group.db")
+    saver = Checkpointer(backend)
+    saver.setup()
+    entered, proceed = threading.Semaphore(0), threading.Semaphore(0)
+    real_write = backend.write
+
+    def held_write(batch: Any) -> None:
+        entered.release()
+        assert proceed.acquire(timeout=30)
+        real_write(batch)
+
+    backend.write = held_write  # type: ignore[method-assign]
+    errors: list[BaseException] = []
+
+    def put(thread_id: str) -> threading.Thread:
+        def run() -> None:
+            try:
+                saver.put(cp(1, {"x": thread_id}), thread_id=thread_id)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        t = threading.Thread(target=run)
+        t.start()
+        return t
+
+    first = put("a")
+    assert entered.acquire(timeout=30)  # the first commit is under way, and held
+    later = [put("b"), put("c")]
+    writer: Any = saver._writer
+    assert _wait_until(lambda: len(writer._queue) == 2)  # both wait behind it
+    proceed.release()
+    first.join(30)
+    assert entered.acquire(timeout=30)  # the group's commit is under way, and held
+    for t in later:
+        t.join(0.3)
+    assert all(t.is_alive() for t in later), "a put returned before its commit"
+    assert [s.checkpoint.channel_values for s in saver.list("b")] == []  # not committed yet
+    proceed.release()
+    for t in later:
+        t.join(30)
+    assert errors == [] and not any(t.is_alive() for t in [first, *later])
+    for tid in ("a", "b", "c"):
+        snap = saver.get(tid)
+        assert snap is not None and snap.checkpoint.channel_values == {"x": tid}
+    saver.close()
+
+
+def _wait_until(predicate: Any, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def test_a_write_lock_held_past_busy_timeout_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "held.db"
+    with Checkpointer(SqliteBackend(path, busy_timeout=0.2)) as saver:
+        saver.put(cp(1, {"x": 1}), thread_id="t")
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # another process's write in progress
+            with pytest.raises(StoreUnavailableError) as err:
+                saver.put(cp(2, {"x": 2}), thread_id="t")
+            message = str(err.value)
+            assert "is locked while writing a batch" in message and str(path) in message
+            assert "busy_timeout" in message  # the hint says what to change
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        saver.put(cp(2, {"x": 2}), thread_id="t")  # the lock is gone: the same put is stored
+        assert [s.checkpoint.id for s in saver.list("t")] == ["00000002", "00000001"]
+
+
 # -- WAL checkpoints in the background ---------------------------------------------------------
 
 
@@ -297,6 +412,14 @@ def test_commits_leave_checkpoints_to_a_background_thread(
     import snapstate.backends.sqlite as mod
 
     monkeypatch.setattr(mod, "_CHECKPOINT_EVERY", 20)
+    callers: list[str] = []
+    real_checkpoint = mod._WalCheckpointer.checkpoint
+
+    def checkpoint(conn: sqlite3.Connection) -> int:
+        callers.append(threading.current_thread().name)
+        return real_checkpoint(conn)
+
+    monkeypatch.setattr(mod._WalCheckpointer, "checkpoint", staticmethod(checkpoint))
     path = tmp_path / "w.db"
     backend = SqliteBackend(path)
     with Checkpointer(backend) as saver:
@@ -312,6 +435,8 @@ def test_commits_leave_checkpoints_to_a_background_thread(
         assert _wait_for(lambda: os.path.getsize(path) > db_size + 60 * 3000 // 2)
         assert saver.get("t") is not None
     assert not thread.is_alive()
+    # Every checkpoint ran in that thread: none inside a commit of the writing thread.
+    assert callers and set(callers) == {thread.name}, callers
 
 
 def test_a_stuck_checkpointer_falls_back_to_checkpointing_inline(
@@ -609,6 +734,7 @@ def test_out_of_space_is_a_clear_error_that_stores_nothing(tmp_path: Path) -> No
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["acked"] > 0
     assert result["error"] is not None, result
-    assert result["error"].startswith("SQLite ran out of space while writing a batch"), result
+    store = re.escape(str(where / "store.db"))
+    assert re.match(f"SQLite ran out of space in '{store}' while writing a batch", result["error"])
     assert "stores nothing" in result["hint"], result
     assert result["whole"] and result["failed_absent"] and result["after"], result

@@ -331,7 +331,8 @@ def test_opening_the_compiled_connection_meets_an_error(
             assert saver.get("t") is not None
         else:
             with pytest.raises(
-                StorageError, match=f"SQLite error while writing a batch: error {code}"
+                StorageError,
+                match=f"SQLite database '.*open.db': error while writing a batch: error {code}",
             ):
                 saver.put(cp(1, {"x": 1}), thread_id="t")
             assert saver.get("t") is None

@@ -17,6 +17,7 @@ the disk), ``SNAPSTATE_IMPL=python`` and builds without the module always use ``
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sqlite3
 import threading
@@ -523,8 +524,15 @@ class SqliteBackend(Backend):
             raise ConfigurationError(
                 f"synchronous must be 'off', 'normal', 'full' or 'extra', got {synchronous!r}"
             )
-        if not isinstance(busy_timeout, (int, float)) or busy_timeout < 0:
-            raise ConfigurationError(f"busy_timeout must be seconds >= 0, got {busy_timeout!r}")
+        if (
+            isinstance(busy_timeout, bool)
+            or not isinstance(busy_timeout, (int, float))
+            or not math.isfinite(busy_timeout)
+            or busy_timeout < 0
+        ):
+            raise ConfigurationError(
+                f"busy_timeout must be a finite number of seconds >= 0, got {busy_timeout!r}"
+            )
         self.synchronous = synchronous
         self.busy_timeout = float(busy_timeout)
         self._shared: sqlite3.Connection | None = None
@@ -556,7 +564,8 @@ class SqliteBackend(Backend):
             if self.path == ":memory:":
                 raise ConfigurationError(
                     "an in-memory SQLite database is private to one connection",
-                    hint="use 'memory://' for the in-memory backend, or pass a sqlite3.Connection",
+                    hint="use 'memory://' for the in-memory backend, or a file (a temporary "
+                    "one for tests): SQLite keeps checkpoints in WAL mode, which needs a file",
                 )
             self._file = self.path
 
@@ -575,7 +584,10 @@ class SqliteBackend(Backend):
             if mode.lower() != "wal":
                 raise ConfigurationError(
                     f"SQLite database {self.path!r} cannot use WAL journaling (got {mode!r})",
-                    hint="WAL needs a local file system that supports shared memory",
+                    hint="an in-memory database has no WAL: pass a connection to a file, or use "
+                    "'memory://' for the in-memory backend"
+                    if mode.lower() == "memory"
+                    else "WAL needs a local file system that supports shared memory",
                 )
         conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
         conn.execute("PRAGMA foreign_keys = OFF")
@@ -607,12 +619,12 @@ class SqliteBackend(Backend):
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() + pause > deadline:
                     conn.close()
-                    raise _translate(exc, f"configuring SQLite database {self.path!r}") from None
+                    raise _translate(exc, "configuring it", self.path) from None
                 time.sleep(pause)
                 pause = min(pause * 2, 0.2)
             except sqlite3.Error as exc:
                 conn.close()
-                raise _translate(exc, f"configuring SQLite database {self.path!r}") from None
+                raise _translate(exc, "configuring it", self.path) from None
 
     @contextlib.contextmanager
     def _conn(self) -> Iterator[sqlite3.Connection]:
@@ -641,7 +653,7 @@ class SqliteBackend(Backend):
     @contextlib.contextmanager
     def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
         with self._conn() as conn:
-            if _in_transaction(conn, what):
+            if _in_transaction(conn, what, self.path):
                 raise ConfigurationError(
                     f"the SQLite connection given to snapstate is inside a transaction ({what})",
                     hint="commit or roll back before handing the connection to snapstate",
@@ -649,8 +661,8 @@ class SqliteBackend(Backend):
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                raise _translate(exc, what) from None
-            with _rolled_back_on_error(lambda: conn.execute("ROLLBACK"), what):
+                raise _translate(exc, what, self.path) from None
+            with _rolled_back_on_error(lambda: conn.execute("ROLLBACK"), what, self.path):
                 yield conn
                 conn.execute("COMMIT")
             if self._file:
@@ -688,7 +700,7 @@ class SqliteBackend(Backend):
             try:
                 return conn.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
-                raise _translate(exc, what) from None
+                raise _translate(exc, what, self.path) from None
 
     # -- schema --------------------------------------------------------------------------------
 
@@ -732,7 +744,7 @@ class SqliteBackend(Backend):
                     else {}
                 )
             except sqlite3.Error as exc:
-                raise _translate(exc, "reading applied migrations") from None
+                raise _translate(exc, "reading applied migrations", self.path) from None
         _refuse_newer(self.path, set(applied))
         return [MigrationStatus(mid, name, applied.get(mid)) for mid, name, _ in MIGRATIONS]
 
@@ -760,7 +772,8 @@ class SqliteBackend(Backend):
         is inside a transaction (``sqlite3``'s path then waits, or reports it)."""
         with _GATE, self._native_guard:
             if self._closed or (
-                self._shared is not None and _in_transaction(self._shared, "writing a batch")
+                self._shared is not None
+                and _in_transaction(self._shared, "writing a batch", self.path)
             ):
                 return False
             try:
@@ -770,8 +783,8 @@ class SqliteBackend(Backend):
             except sqlite3.Error as exc:
                 if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED):
                     return False  # opening it met a lock (WAL recovery, say): sqlite3 waits
-                raise _translate(exc, "writing a batch") from None
-            with _rolled_back_on_error(conn.rollback, "writing a batch"):
+                raise _translate(exc, "writing a batch", self.path) from None
+            with _rolled_back_on_error(conn.rollback, "writing a batch", self.path):
                 _store(conn, batch)
                 conn.commit()
             self._committed(self._shared)
@@ -1029,7 +1042,7 @@ class SqliteBackend(Backend):
                 pages = q("PRAGMA page_count").fetchone()[0]
                 free = q("PRAGMA freelist_count").fetchone()[0]
             except sqlite3.Error as exc:
-                raise _translate(exc, "gathering statistics") from None
+                raise _translate(exc, "gathering statistics", self.path) from None
         return TableStats(
             threads=threads,
             checkpoints=checkpoints,
@@ -1057,7 +1070,7 @@ class SqliteBackend(Backend):
                 conn.executescript("PRAGMA incremental_vacuum;")
                 after = conn.execute("PRAGMA page_count").fetchone()[0]
             except sqlite3.Error as exc:
-                raise _translate(exc, "reclaiming free space") from None
+                raise _translate(exc, "reclaiming free space", self.path) from None
         return int((before - after) * page_size)
 
     # -- lifetime ------------------------------------------------------------------------------
@@ -1090,12 +1103,12 @@ class SqliteBackend(Backend):
         return f"SqliteBackend({self.path!r}, synchronous={self.synchronous!r})"
 
 
-def _in_transaction(conn: sqlite3.Connection, what: str) -> bool:
+def _in_transaction(conn: sqlite3.Connection, what: str, where: str) -> bool:
     """Whether ``conn`` is inside a transaction; a closed connection is the store's error."""
     try:
         return conn.in_transaction
     except sqlite3.Error as exc:
-        raise _translate(exc, what) from None
+        raise _translate(exc, what, where) from None
 
 
 class _rolled_back_on_error:
@@ -1103,11 +1116,12 @@ class _rolled_back_on_error:
     to the error at hand) and raise it, a SQLite error as the store's. (A class, not a
     generator: it wraps every write, and costs about a quarter as much.)"""
 
-    __slots__ = ("_rollback", "_what")
+    __slots__ = ("_rollback", "_what", "_where")
 
-    def __init__(self, rollback: Callable[[], Any], what: str) -> None:
+    def __init__(self, rollback: Callable[[], Any], what: str, where: str) -> None:
         self._rollback = rollback
         self._what = what
+        self._where = where
 
     def __enter__(self) -> None:
         return None
@@ -1118,7 +1132,7 @@ class _rolled_back_on_error:
         with contextlib.suppress(sqlite3.Error):
             self._rollback()
         if isinstance(exc, sqlite3.Error):
-            raise _translate(exc, self._what) from None
+            raise _translate(exc, self._what, self._where) from None
 
 
 _TOMBSTONES_IN = "SELECT thread_id, max_checkpoint_id FROM tombstones WHERE thread_id IN "
@@ -1232,31 +1246,34 @@ def _filter_clause(key: str, value: Any) -> tuple[str, list[Any]]:
     return "json_extract(metadata, ?) = json(?)", [path, msgspec.json.encode(value).decode()]
 
 
-def _translate(exc: sqlite3.Error, what: str) -> StorageError:
+def _translate(exc: sqlite3.Error, what: str, where: str) -> StorageError:
+    """A ``sqlite3`` error as the store's, naming the database (``where``: its path) and what
+    was being done."""
     text = str(exc)
+    db = f"SQLite database {where!r}"
     if isinstance(exc, sqlite3.ProgrammingError) and "closed" in text:
         return StoreUnavailableError(
-            f"the SQLite connection is closed while {what}: {text}",
+            f"{db}: the connection is closed while {what}: {text}",
             hint="keep the connection given to snapstate open while it is in use, or give "
             "snapstate a path and let it open and close its own",
         )
     if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
         return StoreUnavailableError(
-            f"SQLite database is locked while {what}: {text}",
+            f"{db} is locked while {what}: {text}",
             hint="another process held the write lock longer than busy_timeout",
         )
     if isinstance(exc, sqlite3.OperationalError) and "unable to open" in text:
-        return StoreUnavailableError(f"cannot open the SQLite database while {what}: {text}")
+        return StoreUnavailableError(f"cannot open {db} while {what}: {text}")
     if getattr(exc, "sqlite_errorcode", 0) & 0xFF == _SQLITE_FULL or "disk is full" in text:
         return StorageError(
-            f"SQLite ran out of space while {what}: {text}",
+            f"SQLite ran out of space in {where!r} while {what}: {text}",
             hint="free space on the database's disk (or raise PRAGMA max_page_count), or let "
             "retention delete old checkpoints (docs/retention.md). A write that fails this way "
             "stores nothing, and everything stored before is intact",
         )
     if isinstance(exc, sqlite3.OperationalError) and "no such table" in text:
         return MigrationError(
-            f"the SQLite schema is missing while {what}: {text}",
+            f"the schema of {db} is missing while {what}: {text}",
             hint="call setup() (or leave auto_setup on) before using the store",
         )
-    return StorageError(f"SQLite error while {what}: {text}")
+    return StorageError(f"{db}: error while {what}: {text}")
