@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,28 @@ def test_prune_dry_run_then_real(store: str, capsys: pytest.CaptureFixture[str])
     assert code == 0 and "deleted: 0 idle thread(s)" in text
 
 
+def test_prune_idle_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--idle`` deletes the threads idle that long, with progress on stderr."""
+    path = str(tmp_path / "idle.db")
+    real = time.time
+    with Checkpointer(path) as cp:
+        # The engine stamps each checkpoint with time.time(): "old" was last written 3 days ago.
+        for thread, at in (("old", real() - 3 * 86400), ("fresh", real())):
+            monkeypatch.setattr(time, "time", lambda at=at: at)
+            cp.put(
+                Checkpoint(id="00000001", channel_values={"x": 1}, channel_versions={"x": 1}),
+                thread_id=thread,
+            )
+    monkeypatch.setattr(time, "time", real)
+    code, text = run("prune", path, "--idle", "2d")
+    assert code == 0 and "deleted: 1 idle thread(s), 1 checkpoint(s), 1 blob(s)" in text
+    assert "idle threads: 1/1" in capsys.readouterr().err
+    with Checkpointer(path) as cp:
+        assert cp.get("old") is None and cp.get("fresh") is not None
+
+
 def test_errors(store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _ = run("stats", str(tmp_path / "nope.db"))
     assert code == 2
@@ -103,7 +126,9 @@ def test_errors(store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 def test_parse_duration() -> None:
     assert parse_duration("90s") == 90
     assert parse_duration("1.5h") == 5400
+    assert parse_duration("15m") == 900
     assert parse_duration("7d") == 7 * 86400
+    assert parse_duration("2w") == 14 * 86400
 
 
 def test_console_script_runs(store: str) -> None:

@@ -13,8 +13,9 @@ from snapstate import Checkpoint, Checkpointer
 from snapstate.backends import ListQuery, MemoryBackend
 from snapstate.backends.sqlite import MIGRATIONS, SqliteBackend
 from snapstate.cli import main
-from snapstate.errors import SchemaVersionError
+from snapstate.errors import MigrationError, SchemaVersionError
 
+from .fix_backends import AsyncOnALoop
 from .processes import run_together
 
 
@@ -156,6 +157,89 @@ def test_newer_database_is_refused(tmp_path: Path) -> None:
     assert "upgrade snapstate" in str(err.value)
     with pytest.raises(SchemaVersionError):
         SqliteBackend(path).migration_status()
+
+
+def _store_state(kind: str, where: str, dsn: str | None) -> tuple[list[Any], set[str]]:
+    """The recorded migrations (id, name) and the names of the store's tables."""
+    if kind == "sqlite":
+        with sqlite3.connect(where) as conn:
+            tables = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+        return applied(Path(where)), tables
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:  # type: ignore[arg-type]
+        tables = {
+            r[0]
+            for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (where,))
+        }
+        rows = conn.execute(f'SELECT id, name FROM "{where}".schema_migrations ORDER BY id')
+        return [tuple(r) for r in rows], tables
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "postgres-async"])
+def test_a_failed_migration_rolls_back_the_whole_run(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migrations are all or nothing: when the last one of a run fails, the error names it,
+    and the run's earlier migrations are rolled back with it (no record, no table)."""
+    import snapstate.backends.sqlite as sqlite_module
+    from snapstate.backends import _pg_sql
+
+    dsn: str | None = None
+    module: Any = sqlite_module if kind == "sqlite" else _pg_sql
+    if kind == "sqlite":
+        where = str(tmp_path / "m.db")
+        broken: tuple[Any, ...] = (
+            99,
+            "a migration that fails half way",
+            "CREATE TABLE made_by_99 (x INTEGER); SELECT x FROM no_such_table",
+        )
+
+        def make() -> Any:
+            return SqliteBackend(where)
+
+    else:
+        from snapstate.backends.postgres import AsyncPostgresBackend, PostgresBackend
+
+        dsn = request.getfixturevalue("pg_dsn")
+        where = request.getfixturevalue("pg_schema")
+        broken = (
+            99,
+            "a migration that fails half way",
+            ("CREATE TABLE {s}.made_by_99 (x int)", "SELECT x FROM {s}.no_such_table"),
+        )
+
+        def make() -> Any:
+            if kind == "postgres":
+                return PostgresBackend(dsn, schema=where)
+            return AsyncOnALoop(lambda: AsyncPostgresBackend(dsn, schema=where))
+
+    def setup() -> None:
+        backend = make()
+        try:
+            backend.setup()
+        finally:
+            backend.close()
+
+    every = module.MIGRATIONS
+    monkeypatch.setattr(module, "MIGRATIONS", every[:1])
+    setup()  # a store at migration 1
+    before = _store_state(kind, where, dsn)
+    assert before[0] == [(1, every[0][1])]
+    monkeypatch.setattr(module, "MIGRATIONS", (*every, broken))
+    with pytest.raises(
+        MigrationError, match=r"schema migration 99 \(a migration that fails half way\) failed"
+    ):
+        setup()
+    assert _store_state(kind, where, dsn) == before
+    # The same run without the broken migration does create tables: the check above has teeth.
+    monkeypatch.setattr(module, "MIGRATIONS", every)
+    setup()
+    ids, tables = _store_state(kind, where, dsn)
+    assert ids == [(m[0], m[1]) for m in every]
+    assert tables > before[1] and "made_by_99" not in tables
 
 
 def run(*argv: str) -> tuple[int, str]:

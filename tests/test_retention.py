@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from snapstate import AsyncCheckpointer, Checkpoint, Checkpointer, InvalidArgumentError, Progress
-from snapstate.backends import BLOB_DELTA, BLOB_FULL
+from snapstate.backends import BLOB_DELTA, BLOB_FULL, WriteBatch
 from snapstate.backends._base import version_key
 from snapstate.backends.sqlite import SqliteBackend
+from snapstate.errors import DeltaBaseMissingError, ThreadDeletedError
 
 from .fix_backends import BackendFactory
 
@@ -36,6 +37,32 @@ def grow(saver: Checkpointer, thread: str, n: int, *, ns: str = "", start: int =
             metadata={"step": i},
         )
     return msgs
+
+
+def grow_idle(
+    saver: Checkpointer, monkeypatch: pytest.MonkeyPatch, threads: list[str], n: int = 4
+) -> dict[str, list[Any]]:
+    """Histories of ``n`` checkpoints per thread, put under a clock set three days back (the
+    engine stamps each checkpoint with ``time.time()``)."""
+    real = time.time
+    then = real() - 3 * 86400
+    monkeypatch.setattr(time, "time", lambda: then)
+    msgs = {t: grow(saver, t, n) for t in threads}
+    monkeypatch.setattr(time, "time", real)
+    return msgs
+
+
+def assert_whole(saver: Checkpointer, thread: str, msgs: list[Any]) -> None:
+    """Every checkpoint ``grow`` put on ``thread`` is stored and reads back exactly."""
+    got = list(saver.list(thread))
+    assert [s.checkpoint.id for s in got] == [f"{i:08d}" for i in range(len(msgs) - 1, -1, -1)]
+    for s in got:
+        i = int(s.checkpoint.id)
+        assert s.checkpoint.channel_values == {
+            "messages": msgs[: i + 1],
+            "step": i,
+            "doc": "constant",
+        }
 
 
 @pytest.fixture
@@ -72,9 +99,22 @@ def test_keep_last_keeps_history_whole(saver: Checkpointer) -> None:
 
 
 @pytest.mark.parametrize("how", ["delete_runs", "keep_last", "prune"])
-def test_a_delta_never_builds_on_a_value_retention_deleted(saver: Checkpointer, how: str) -> None:
+def test_a_delta_never_builds_on_a_value_retention_deleted(
+    saver: Checkpointer, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The list this process stored last may belong to a checkpoint that retention deletes
     (a run's, or one older by id than the latest): the next put must not build on it."""
+    refused: list[DeltaBaseMissingError] = []
+    write = saver.backend.write
+
+    def spy(batch: WriteBatch) -> None:
+        try:
+            write(batch)
+        except DeltaBaseMissingError as exc:
+            refused.append(exc)
+            raise
+
+    monkeypatch.setattr(saver.backend, "write", spy)
     m1 = [{"i": 1}]
     m2 = [*m1, {"i": 2}]
     m3 = [*m2, {"i": 3}]
@@ -95,6 +135,8 @@ def test_a_delta_never_builds_on_a_value_retention_deleted(saver: Checkpointer, 
     else:
         saver.prune(["t"])
     put("0003", m3, 3, "r3")
+    # Not built on the deleted list and then stored again whole: never refused at all.
+    assert refused == []
     got = Checkpointer(saver.backend).get("t", checkpoint_id="0003")
     assert got is not None and got.checkpoint.channel_values == {"m": m3}
 
@@ -214,6 +256,81 @@ def test_idle_threads_expire(saver: Checkpointer, monkeypatch: pytest.MonkeyPatc
     assert (report.threads_deleted, report.checkpoints_deleted) == (1, 4)
     assert saver.get("old") is None and saver.backend.blob_index("old") == []
     assert saver.get("fresh") is not None
+
+
+def test_idle_sweep_touches_only_the_named_threads(
+    saver: Checkpointer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``thread_ids``, the idle sweep deletes only those threads: another thread just as
+    idle stays, whole."""
+    msgs = grow_idle(saver, monkeypatch, ["a", "b"])
+    values = len(saver.backend.blob_index("a"))
+    assert values > 0
+    dry = saver.retain(idle_for=86400, thread_ids=["a"], dry_run=True)
+    report = saver.retain(idle_for=86400, thread_ids=["a"])
+    for r in (dry, report):  # the thread's values are counted with it
+        assert (r.threads_deleted, r.checkpoints_deleted, r.blobs_deleted) == (1, 4, values)
+    assert saver.backend.blob_index("a") == []
+    assert saver.get("a") is None
+    assert_whole(saver, "b", msgs["b"])
+
+
+def test_tombstones_outlive_an_idle_sweep(
+    saver: Checkpointer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle sweep (dry or real) purges only tombstones older than its cutoff: a thread
+    deleted just now still refuses a late checkpoint of its old history."""
+    grow_idle(saver, monkeypatch, ["old"])  # so that the sweep has work to do
+
+    def put(cid: str, parent: str | None) -> None:
+        saver.put(
+            Checkpoint(id=cid, channel_values={"x": cid}, channel_versions={"x": int(cid)}),
+            thread_id="t",
+            parent_id=parent,
+        )
+
+    put("0001", None)
+    put("0002", "0001")
+    saver.delete_thread("t")
+    assert saver.retain(idle_for=86400, dry_run=True).threads_deleted == 1
+    assert saver.retain(idle_for=86400).threads_deleted == 1
+    assert saver.get("old") is None
+    with pytest.raises(ThreadDeletedError, match=r"thread 't' was deleted; checkpoint '0003'"):
+        put("0003", "0002")
+    assert saver.get("t") is None
+
+
+def test_batched_retain_sees_the_writer_s_own_queued_puts(
+    backend_factory: BackendFactory,
+) -> None:
+    """A batched checkpointer commits what it queued before retention reads the store."""
+    with Checkpointer(backend_factory(), durability="batched", max_delay=3600) as saver:
+        grow(saver, "t", 6)
+        report = saver.retain(keep_last=2)
+        assert report.checkpoints_deleted == 4
+        assert [s.checkpoint.id for s in saver.list("t")] == ["00000005", "00000004"]
+
+
+def test_retention_deletes_in_chunks(saver: Checkpointer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``chunk`` bounds each delete: checkpoints first, then blobs, never more than ``chunk``
+    rows of either per call."""
+    msgs = grow(saver, "t", 7)
+    calls: list[tuple[int, int]] = []
+    delete_rows = saver.backend.delete_rows
+
+    def spy(thread_id: str, checkpoints: Any, blobs: Any) -> int:
+        calls.append((len(checkpoints), len(blobs)))
+        return delete_rows(thread_id, checkpoints, blobs)
+
+    monkeypatch.setattr(saver.backend, "delete_rows", spy)
+    report = saver.retain(keep_last=1, chunk=2)
+    assert report.checkpoints_deleted == 6 and report.blobs_deleted > 2
+    assert [c for c, _ in calls if c] == [2, 2, 2]
+    blob_calls = [b for _, b in calls if b]
+    assert sum(blob_calls) == report.blobs_deleted
+    assert all(b <= 2 for b in blob_calls)
+    latest = saver.get("t")
+    assert latest is not None and latest.checkpoint.channel_values["messages"] == msgs
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from snapstate import Checkpoint, Checkpointer, Snapshot
+from snapstate.backends import WriteBatch
 from snapstate.errors import ConfigurationError, StateVersionError
 from snapstate.upgrades import StateUpgrades, add_channel, drop_channel, rename_channel
 
@@ -198,6 +199,69 @@ def test_retention_keeps_upgraded_values(backend_factory: BackendFactory) -> Non
     assert got is not None
     assert got.checkpoint.channel_values["chat"][-1] == {"text": "line 7"}
     assert got.checkpoint.channel_values["user_id"] == "anonymous"
+
+
+def test_retention_without_the_hooks_keeps_upgraded_values(
+    backend_factory: BackendFactory,
+) -> None:
+    """A checkpointer without the upgrade hooks (an ops script, say) runs retention on a store
+    whose checkpoints were rewritten: the kept ones still read whole, upgraded values and all."""
+    v1_history(Checkpointer(backend_factory()), n=8)
+    Checkpointer(backend_factory(), upgrades=upgrades_to_3()).upgrade_stored()
+    report = Checkpointer(backend_factory()).retain(keep_last=2)
+    assert report.checkpoints_deleted == 6
+    kept = list(Checkpointer(backend_factory(), upgrades=upgrades_to_3()).list("t"))
+    assert [s.checkpoint.id for s in kept] == ["0007", "0006"]
+    for s in kept:
+        i = int(s.checkpoint.id)
+        assert s.checkpoint.channel_values == {
+            "chat": [{"text": f"line {j}"} for j in range(i + 1)],
+            "user_id": "anonymous",
+        }
+
+
+def test_checkpoint_of_an_in_between_version_runs_only_the_later_steps(
+    backend_factory: BackendFactory,
+) -> None:
+    """Saved under state version 1 (messages already dicts), read under version 3: only the
+    steps from 1 and 2 run, so nothing is upgraded twice."""
+    msgs = [{"text": f"line {i}"} for i in range(3)]
+    Checkpointer(backend_factory(), upgrades=StateUpgrades(version=1)).put(
+        Checkpoint(
+            id="0000",
+            channel_values={"messages": msgs, "scratch": 3},
+            channel_versions={"messages": 1, "scratch": 1},
+        ),
+        thread_id="t",
+    )
+    calls: list[int] = []
+    counting = upgrades_to_3()
+    counting._steps = {
+        k: (lambda s, k=k, f=f: calls.append(k) or f(s)) for k, f in counting._steps.items()
+    }
+    snap = Checkpointer(backend_factory(), upgrades=counting).get("t")
+    assert snap is not None
+    assert snap.checkpoint.channel_values == {"chat": msgs, "user_id": "anonymous"}
+    assert calls == [1, 2]
+
+
+def test_upgrade_stored_writes_in_chunks(
+    backend_factory: BackendFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``chunk`` checkpoints are rewritten per write, the last write taking what is left."""
+    v1_history(Checkpointer(backend_factory()), n=5)
+    saver = Checkpointer(backend_factory(), upgrades=upgrades_to_3())
+    sizes: list[int] = []
+    write = saver.backend.write
+
+    def spy(batch: WriteBatch) -> None:
+        if batch.checkpoints:  # not the upgraded blobs a read stores on its own
+            sizes.append(len(batch.checkpoints))
+        write(batch)
+
+    monkeypatch.setattr(saver.backend, "write", spy)
+    assert saver.upgrade_stored(chunk=2) == 5
+    assert sizes == [2, 2, 1]
 
 
 def test_bad_configuration() -> None:

@@ -1096,6 +1096,8 @@ class Checkpointer:
             ]
             for i in range(0, len(idle), chunk):
                 part = idle[i : i + chunk]
+                # Counted before they go: a whole thread's values go with it.
+                report.blobs_deleted += sum(len(self.backend.blob_index(t.thread_id)) for t in part)
                 if not dry_run:
                     self.backend.delete_threads([t.thread_id for t in part])
                     for t in part:
