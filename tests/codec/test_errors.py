@@ -204,6 +204,22 @@ class TestDecode:
             "cannot decode value: corrupt compressed payload (claims 2147483648 bytes)"
         )
 
+    @pytest.mark.parametrize(
+        ("body", "message"),
+        [
+            (b"\x92\x01", "truncated"),
+            (b"\xc1", "invalid byte 0xc1 (byte 0)"),
+            (b"\x92\x01\xc1", "invalid byte 0xc1 (byte 2)"),
+            (b"\x01\x02", "trailing data (byte 1)"),
+            (b"\x91" * 2000 + b"\x01", "nested too deeply"),
+        ],
+        ids=["truncated", "invalid-byte", "invalid-byte-inside", "trailing", "too-deep"],
+    )
+    def test_corrupt_messagepack(self, each_impl: Codec, body: bytes, message: str) -> None:
+        assert decode_error(each_impl, blob(body)) == (
+            f"cannot decode value: corrupt payload: {message}"
+        )
+
     def test_unknown_extension(self, each_impl: Codec) -> None:
         assert decode_error(each_impl, ext(99, [1])) == (
             "cannot decode value: unknown extension type 99"

@@ -14,7 +14,7 @@ import pytest
 
 from snapstate.codec import Codec, StoredException
 from snapstate.codec import _format as F
-from snapstate.errors import DecodeError, UnregisteredTypeError
+from snapstate.errors import DecodeError, EncodeError, UnregisteredTypeError
 
 from . import samples as S
 
@@ -104,6 +104,92 @@ def test_loading_never_imports(each_impl: Codec) -> None:
         f"module `{name}` is not imported (loading never imports)" + NOT_ALLOWED
     )
     assert name not in sys.modules
+
+
+def test_loading_never_imports_a_module_that_exists(
+    each_impl: Codec, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A module that could be imported (it is on ``sys.path``) and would run code when it is:
+    a blob naming it neither imports it nor runs that code."""
+    name = "snapstate_codec_test_importable"
+    marker = tmp_path / "imported"
+    (tmp_path / f"{name}.py").write_text(
+        f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\nclass Evil:\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    for code, payload in PAYLOADS.values():
+        with pytest.raises(UnregisteredTypeError, match="is not imported"):
+            each_impl.decode(ext_blob(code, [f"{name}:Evil", *payload[1:]]))
+    stored = each_impl.decode(ext_blob(F.EXT_EXCEPTION, [f"{name}:Evil", ["x"]]))
+    assert type(stored) is StoredException  # an exception of a module not imported: inert
+    assert name not in sys.modules and not marker.exists()
+
+
+class RecordingError(Exception):
+    """An exception whose own constructors record every call (none may run on load)."""
+
+    made: list[tuple[Any, ...]] = []
+
+    def __new__(cls, *args: Any) -> RecordingError:
+        RecordingError.made.append(("__new__", *args))
+        return super().__new__(cls, *args)
+
+    def __init__(self, *args: Any) -> None:
+        RecordingError.made.append(("__init__", *args))
+        super().__init__(*args)
+
+
+def test_a_stored_exception_is_built_without_its_class_s_own_code(each_impl: Codec) -> None:
+    RecordingError.made.clear()
+    name = f"{__name__}:RecordingError"
+    out = each_impl.decode(ext_blob(F.EXT_EXCEPTION, [name, ["boom", 1], {"code": 7}]))
+    assert type(out) is RecordingError and out.args == ("boom", 1) and out.code == 7  # type: ignore[attr-defined]
+    assert RecordingError.made == []  # built through BaseException, not RecordingError
+
+
+@pytest.mark.parametrize("attribute", ["__class__", "__dict__", "__reduce_ex__", "__setstate__"])
+@pytest.mark.parametrize("kind", ["object", "exception"])
+def test_special_attributes_are_refused(each_impl: Codec, attribute: str, kind: str) -> None:
+    codec = Codec(allow=[S.Plain], impl=each_impl.impl)
+    if kind == "object":
+        data = ext_blob(F.EXT_OBJECT, ["tests.codec.samples:Plain", {attribute: "x"}])
+    else:
+        data = ext_blob(F.EXT_EXCEPTION, ["builtins:ValueError", ["v"], {attribute: "x"}])
+    with pytest.raises(DecodeError) as info:
+        codec.decode(data)
+    assert str(info.value) == (f"cannot decode value: malformed {kind}: attribute '{attribute}'")
+
+
+def test_unknown_extension_types_never_unpickle(each_impl: Codec) -> None:
+    """Every extension code the format does not define is refused as such, even when its
+    payload is a pickle (one that would call RecordingError when loaded)."""
+    import pickle
+
+    payload = pickle.dumps(RecordingError("pickled"))
+    RecordingError.made.clear()
+    for code in range(-128, 128):
+        if code in F.EXT_NAMES:
+            continue
+        body = msgspec.msgpack.encode(msgspec.msgpack.Ext(code, payload))
+        with pytest.raises(DecodeError) as info:
+            each_impl.decode(F.header(0, body) + body)
+        if code != -1:  # -1 is MessagePack's own timestamp: refused as a malformed one
+            assert str(info.value).endswith(f"unknown extension type {code}"), str(info.value)
+    assert RecordingError.made == []
+
+
+def test_registering_a_class_takes_effect_at_once(each_impl: Codec) -> None:
+    """A codec that refused a class stores and loads it as soon as it is registered (what it
+    remembered about the class is forgotten)."""
+    codec = Codec(impl=each_impl.impl)
+    with pytest.raises(EncodeError):
+        codec.encode(S.Slotted(1, 2))
+    with pytest.raises(UnregisteredTypeError):
+        codec.decode(ext_blob(F.EXT_OBJECT, ["tests.codec.samples:Slotted", {"a": 1, "b": 2}]))
+    codec.register(S.Slotted)
+    out = codec.decode(codec.encode(S.Slotted(1, 2)))
+    assert (type(out), out.a, out.b) == (S.Slotted, 1, 2)
 
 
 def test_builtin_allowlist_does_not_import_either() -> None:
@@ -198,5 +284,5 @@ def test_pickle_is_never_used() -> None:
     sources = [*root.joinpath("src/snapstate/codec").glob("*.py"), root / "ext/_codec.pyx"]
     for path in sources:
         text = path.read_text()
-        for word in ("import pickle", "pickle.loads", "importlib", "__import__", "eval("):
+        for word in ("pickle", "marshal", "importlib", "pkgutil", "__import__", "eval(", "exec("):
             assert word not in text, f"{path.name} mentions {word}"

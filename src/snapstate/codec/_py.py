@@ -12,6 +12,7 @@ import collections
 import datetime as dt
 import decimal
 import pathlib
+import re
 import sys
 import uuid
 import zoneinfo
@@ -332,7 +333,9 @@ class Core:
         try:
             return self._dec.decode(body)
         except msgspec.DecodeError as exc:
-            raise F.BadData(f"corrupt payload: {exc}") from None
+            raise F.BadData(f"corrupt payload: {_in_native_words(str(exc))}") from None
+        except RecursionError:
+            raise F.BadData("corrupt payload: nested too deeply") from None
 
     def _list(self, data: memoryview, code: int, lo: int, hi: int) -> list[Any]:
         x = self._dec.decode(data)
@@ -539,6 +542,32 @@ class Core:
     def _b_ndarray(self, data: memoryview) -> Any:
         p = self._list(data, F.EXT_NDARRAY, 3, 3)
         return F.build_ndarray(p)
+
+
+#: msgspec's words for a corrupt MessagePack body, and the compiled twin's for the same.
+_MSGPACK_WORDS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"Input data was truncated"), "truncated"),
+    (
+        re.compile(
+            r"MessagePack data is malformed: invalid opcode '\\x([0-9a-f]{2})' (\(byte \d+\))"
+        ),
+        r"invalid byte 0x\1 \2",
+    ),
+    (
+        re.compile(r"MessagePack data is malformed: trailing characters (\(byte \d+\))"),
+        r"trailing data \1",
+    ),
+)
+
+
+def _in_native_words(text: str) -> str:
+    """A msgspec decode error as the compiled twin words it (both twins read the same bodies
+    and report the same faults); any other message as it is."""
+    for pattern, words in _MSGPACK_WORDS:
+        match = pattern.fullmatch(text)
+        if match is not None:
+            return match.expand(words)
+    return text
 
 
 def _decompress(payload: memoryview) -> bytes:
