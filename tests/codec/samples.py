@@ -220,3 +220,31 @@ GOLDEN: dict[str, Any] = {
     ],
     "exceptions": [ValueError("bad", 3), KeyError("k"), AppError("boom", code=7)],
 }
+
+
+CEST = dt.timezone(dt.timedelta(hours=2), "CEST")
+NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
+
+#: Values ``==`` cannot tell from a near miss (a lost ``fold``, timezone name or ``maxlen``,
+#: another timezone at the same instant): only a strict comparison checks they come back whole.
+SUBTLE: dict[str, Any] = {
+    "time fold": dt.time(1, 30, fold=1),
+    "time fold named timezone": dt.time(1, 30, tzinfo=CEST, fold=1),
+    "datetime fold": dt.datetime(2024, 11, 3, 1, 30, fold=1),
+    "datetime fold zoneinfo": dt.datetime(2024, 11, 3, 1, 30, tzinfo=NEW_YORK, fold=1),
+    "datetime fold named timezone": dt.datetime(2024, 10, 27, 2, 30, tzinfo=CEST, fold=1),
+    "named timezone": CEST,
+    "time named timezone": dt.time(12, tzinfo=CEST),
+    "datetime named timezone": dt.datetime(2024, 7, 1, 12, tzinfo=CEST),
+    "deque maxlen": collections.deque([1, 2, 3], maxlen=3),
+    "empty deque maxlen": [collections.deque(maxlen=0), collections.deque(maxlen=5)],
+    "nested": {
+        "set": {dt.time(1, 30, fold=1), dt.datetime(2024, 11, 3, 1, 30, fold=1)},
+        "frozenset": frozenset({CEST, dt.time(2, tzinfo=CEST)}),
+        dt.time(1, 30, fold=1): "time key",
+        (CEST, dt.datetime(2024, 11, 3, 1, 30, tzinfo=NEW_YORK, fold=1)): "tuple key",
+        "deques": [collections.deque([collections.deque([1], maxlen=2)], maxlen=1)],
+        "fields": [Point(1, tags=["x"]), Item(1, extra={"when": dt.time(1, fold=1)})],
+        "model": Model(name="m", when=dt.datetime(2024, 11, 3, 1, 30, tzinfo=NEW_YORK, fold=1)),
+    },
+}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import datetime as dt
 import decimal
@@ -12,6 +13,7 @@ import uuid
 import zoneinfo
 from typing import Any
 
+import msgspec
 import numpy as np
 import pydantic
 import pytest
@@ -106,6 +108,69 @@ CASES: dict[str, Any] = {
 @pytest.mark.parametrize("value", CASES.values(), ids=CASES.keys())
 def test_round_trip(codec: Codec, value: Any) -> None:
     assert_same(value, codec.decode(codec.encode(value)))
+
+
+@pytest.mark.parametrize("value", S.SUBTLE.values(), ids=S.SUBTLE.keys())
+def test_round_trip_keeps_what_eq_overlooks(codec: Codec, value: Any) -> None:
+    """``fold``, timezone names and types, and ``maxlen`` come back, at any depth."""
+    assert_same(value, codec.decode(codec.encode(value)))
+
+
+FOLD_NY = dt.datetime(2024, 11, 3, 1, 30, tzinfo=zoneinfo.ZoneInfo("America/New_York"), fold=1)
+
+#: Pairs that ``==`` calls equal but that are not the same value.
+NEAR_MISSES: dict[str, tuple[Any, Any]] = {
+    "time fold": (dt.time(1, 30, fold=1), dt.time(1, 30)),
+    "time timezone name": (
+        dt.time(1, tzinfo=S.CEST),
+        dt.time(1, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+    ),
+    "datetime fold": (dt.datetime(2024, 11, 3, 1, 30, fold=1), dt.datetime(2024, 11, 3, 1, 30)),
+    "datetime fold zoneinfo": (FOLD_NY, FOLD_NY.replace(fold=0)),
+    "datetime timezone name": (
+        dt.datetime(2024, 7, 1, 12, tzinfo=S.CEST),
+        dt.datetime(2024, 7, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+    ),
+    "datetime same instant elsewhere": (
+        dt.datetime(2024, 7, 1, 12, tzinfo=S.CEST),
+        dt.datetime(2024, 7, 1, 10, tzinfo=dt.timezone.utc),
+    ),
+    "datetime zoneinfo for timezone": (
+        dt.datetime(2024, 7, 1, 12, tzinfo=zoneinfo.ZoneInfo("Europe/Paris")),
+        dt.datetime(2024, 7, 1, 12, tzinfo=S.CEST),
+    ),
+    "timezone name": (S.CEST, dt.timezone(dt.timedelta(hours=2))),
+    "deque maxlen": (collections.deque([1], maxlen=2), collections.deque([1])),
+    "deque member type": (collections.deque([1]), collections.deque([True])),
+    "set member": ({dt.time(1, fold=1)}, {dt.time(1)}),
+    "set member type": ({1, "a"}, {True, "a"}),
+    "frozenset member": (frozenset({S.CEST}), frozenset({dt.timezone(dt.timedelta(hours=2))})),
+    "dict key": ({dt.time(1, fold=1): 0}, {dt.time(1): 0}),
+    "list": ([FOLD_NY], [FOLD_NY.replace(fold=0)]),
+    "dataclass field": (
+        S.Point(1, tags=[collections.deque(maxlen=1)]),
+        S.Point(1, tags=[collections.deque()]),
+    ),
+    "struct field": (
+        S.Item(1, extra={"t": dt.time(1, fold=1)}),
+        S.Item(1, extra={"t": dt.time(1)}),
+    ),
+    "pydantic field": (
+        S.Model(name="m", when=FOLD_NY),
+        S.Model(name="m", when=FOLD_NY.replace(fold=0)),
+    ),
+}
+
+
+@pytest.mark.parametrize(("a", "b"), NEAR_MISSES.values(), ids=NEAR_MISSES.keys())
+def test_assert_same_tells_near_misses_apart(a: Any, b: Any) -> None:
+    """The comparison every round-trip, golden and twin test uses sees what ``==`` misses,
+    and still takes a faithful copy for the same value."""
+    assert a == b
+    with pytest.raises(AssertionError):
+        assert_same(a, b)
+    assert_same(a, copy.deepcopy(a))
+    assert_same(b, copy.deepcopy(b))
 
 
 def test_private_attributes_keep_their_values(codec: Codec) -> None:
@@ -439,6 +504,24 @@ class TestSchemaEvolution:
         blob = Codec(allow=[Old]).encode(Old(a=1))
         out = Codec(allow=[New], impl=codec.impl).decode(blob)
         assert out == New(a=1) and out.__dict__ == {"a": 1, "b": 5, "c": []}
+
+    def test_struct_gains_and_loses_fields(self, codec: Codec) -> None:
+        """A stored field the Struct no longer has is dropped; a new one takes its default."""
+
+        class Old(msgspec.Struct):
+            a: int
+            gone: str = "x"
+
+        class New(msgspec.Struct):
+            a: int
+            b: int = 5
+            c: list[int] = msgspec.field(default_factory=list)
+
+        self.swap(Old, New)
+        blob = Codec(allow=[Old]).encode(Old(a=1, gone="stored"))
+        out = Codec(allow=[New], impl=codec.impl).decode(blob)
+        assert_same(New(a=1, b=5, c=[]), out)
+        assert not hasattr(out, "gone")
 
     def test_a_field_without_default_is_a_decode_error(self, codec: Codec) -> None:
         from snapstate.errors import DecodeError

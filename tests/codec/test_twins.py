@@ -29,12 +29,16 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 
 
 def assert_twins_agree(twins: tuple[Codec, Codec], value: Any) -> bytes:
+    """Both twins write the same bytes, and each reads them back as ``value`` exactly
+    (``assert_same``: fold, timezone names and maxlen included)."""
     py, native = twins
     a = py.encode(value)
     b = native.encode(value)
     assert a == b
-    assert_same(value, py.decode(b))
-    assert_same(value, native.decode(a))
+    from_py, from_native = py.decode(b), native.decode(a)
+    assert_same(value, from_py)
+    assert_same(value, from_native)
+    assert_same(from_py, from_native)
     return a
 
 
@@ -46,6 +50,7 @@ DATASETS = {
     "blob": lambda: datagen.semi_compressible_blob(200_000),
     "agent": lambda: datagen.agent_state(7),
     "golden": lambda: S.GOLDEN,
+    "subtle": lambda: S.SUBTLE,
 }
 
 
