@@ -516,14 +516,17 @@ class Comparison:
         """LangGraph's share and overhead over ours for each of ``pairs`` that ran, and the
         ceilings (:func:`ceilings`) of ``anchors``.
 
-        A share ratio whose divisor, our share, came out under :data:`MIN_FLOOR_SHARE_MS` is
-        NaN (:func:`share_over`): that run measured no share for our saver.
+        A share or overhead ratio whose divisor, our share or overhead, came out under
+        :data:`MIN_FLOOR_SHARE_MS` is NaN (:func:`share_over`): that run measured none for our
+        saver.
         """
         out: dict[str, float] = {}
         for label, ours, theirs in pairs:
             if ours in self.seconds and theirs in self.seconds:
                 out[f"{label}_share_ratio"] = share_over(self.share_ms(theirs), self.share_ms(ours))
-                out[f"{label}_overhead_ratio"] = self.overhead_ms(theirs) / self.overhead_ms(ours)
+                out[f"{label}_overhead_ratio"] = share_over(
+                    self.overhead_ms(theirs), self.overhead_ms(ours)
+                )
         out.update(ceilings(self, anchors))
         return out
 
@@ -554,7 +557,8 @@ class Comparison:
             whose = next((w for _, suffix, w in FLOORS if key.endswith(suffix)), "snapstate's")
             if math.isnan(value):
                 under = f"{MIN_FLOOR_SHARE_MS} ms a step"
-                lines.append(f"{key}: none ({whose} share was under {under})")
+                what = "overhead" if "_overhead_" in key else "share"
+                lines.append(f"{key}: none ({whose} {what} was under {under})")
             else:
                 lines.append(f"{key}: {value:.1f}x (LangGraph's / {whose})")
         return "\n".join(lines)
