@@ -117,3 +117,26 @@ def test_replayed_calls_take_medians_and_divide_langgraph_s_by_ours() -> None:
     assert bc.ratios(result) == pytest.approx(
         {"memory_calls_ratio": 4.0, "sqlite_calls_ratio": 6.0}
     )
+
+
+def test_the_report_divides_the_anchor_s_median_by_each_benchmark_s() -> None:
+    from benchmarks import run
+
+    def bench(name: str, role: str, median: float, mean: float) -> dict[str, Any]:
+        return {
+            "name": name,
+            "group": "g",
+            "stats": {"median": median, "mean": mean},
+            "extra_info": {"role": role},
+        }
+
+    data = {
+        "machine_info": {},
+        "benchmarks": [
+            bench("theirs", "anchor", 2.0, 20.0),
+            bench("ours", "ours", 0.5, 0.6),
+        ],
+    }
+    lines = run.tables(data).splitlines()
+    assert "| ours | ours | 500.000 ms | 4.00x |" in lines  # medians: 2 s over 0.5 s
+    assert "| theirs | anchor | 2.000 s | 1.00x |" in lines
