@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import psycopg
+from psycopg import sql
 
 
 def wait_for_mid_batch_waiter(dsn: str, schema: str, exclude: set[int]) -> int:
@@ -43,7 +44,7 @@ class HeldMidBatch:
             f"""CREATE FUNCTION "{schema}".hold_mid_batch() RETURNS trigger
             LANGUAGE plpgsql AS $fn$
             BEGIN
-                IF NEW.thread_id = {_quote(thread_id)} THEN
+                IF NEW.thread_id = {sql.Literal(thread_id).as_string(self.conn)} THEN
                     PERFORM pg_advisory_xact_lock({self.key});
                 END IF;
                 RETURN NULL;
@@ -57,7 +58,3 @@ class HeldMidBatch:
     def release(self) -> None:
         self.conn.execute("SELECT pg_advisory_unlock(%s)", [self.key])
         self.conn.close()
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"

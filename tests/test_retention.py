@@ -242,12 +242,7 @@ def test_keep_last_every_thread_and_dry_run(saver: Checkpointer) -> None:
 
 
 def test_idle_threads_expire(saver: Checkpointer, monkeypatch: pytest.MonkeyPatch) -> None:
-    import snapstate._engine as engine
-
-    now = time.time()
-    monkeypatch.setattr(engine.time, "time", lambda: now - 3 * 86400)
-    grow(saver, "old", 4)
-    monkeypatch.setattr(engine.time, "time", lambda: now)
+    grow_idle(saver, monkeypatch, ["old"])
     grow(saver, "fresh", 4)
     dry = saver.retain(idle_for=86400, dry_run=True)
     assert (dry.threads_deleted, dry.checkpoints_deleted) == (1, 4)

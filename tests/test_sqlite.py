@@ -346,7 +346,7 @@ def test_a_grouped_put_returns_only_after_its_commit(tmp_path: Path) -> None:
     assert entered.acquire(timeout=30)  # the first commit is under way, and held
     later = [put("b"), put("c")]
     writer: Any = saver._writer
-    assert _wait_until(lambda: len(writer._queue) == 2)  # both wait behind it
+    assert _wait_for(lambda: len(writer._queue) == 2, timeout=30)  # both wait behind it
     proceed.release()
     first.join(30)
     assert entered.acquire(timeout=30)  # the group's commit is under way, and held
@@ -362,15 +362,6 @@ def test_a_grouped_put_returns_only_after_its_commit(tmp_path: Path) -> None:
         snap = saver.get(tid)
         assert snap is not None and snap.checkpoint.channel_values == {"x": tid}
     saver.close()
-
-
-def _wait_until(predicate: Any, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 def test_a_write_lock_held_past_busy_timeout_is_a_clear_error(tmp_path: Path) -> None:
