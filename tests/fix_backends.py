@@ -228,6 +228,11 @@ class AsyncOnALoop(Backend):
     def blob_index(self, thread_id: str) -> list[BlobRef]:
         return self._await(self.inner.blob_index(thread_id))  # type: ignore[no-any-return]
 
+    def blob_counts(self, thread_ids: Sequence[str]) -> dict[str, int]:
+        if not hasattr(self.inner, "blob_counts"):  # a backend without the fast path
+            return super().blob_counts(thread_ids)
+        return self._await(self.inner.blob_counts(thread_ids))  # type: ignore[no-any-return]
+
     def delete_rows(
         self,
         thread_id: str,

@@ -453,6 +453,27 @@ def test_prune_delete(saver: Checkpointer) -> None:
         saver.prune("a")  # type: ignore[arg-type]
 
 
+def test_blob_counts_match_each_thread_s_index(saver: Checkpointer) -> None:
+    """``blob_counts`` counts a thread's values in every namespace, for many threads at once
+    (more than one SQL chunk), and leaves out or zeroes a thread with none."""
+    backend = saver.ready()
+    many = [f"t{i:04d}" for i in range(450)]
+    batch = WriteBatch()
+    for i, t in enumerate(many):
+        for v in range(i % 4):
+            batch.blobs.append(BlobRow(t, "", "m", str(v), BLOB_FULL, None, b"x"))
+        if i % 3 == 0:
+            batch.blobs.append(BlobRow(t, "sub:1", "m", "9", BLOB_FULL, None, b"y"))
+    backend.write(batch)
+    asked = [*many, "never-written"]
+    counts = backend.blob_counts(asked)
+    assert set(counts) <= set(asked)
+    for t in asked:
+        assert counts.get(t, 0) == len(backend.blob_index(t)), t
+    assert counts["t0003"] == 4 and counts["t0002"] == 2
+    assert backend.blob_counts([]) == {}
+
+
 # -- append-deltas -------------------------------------------------------------------------------
 
 

@@ -328,6 +328,33 @@ def test_retention_deletes_in_chunks(saver: Checkpointer, monkeypatch: pytest.Mo
     assert latest is not None and latest.checkpoint.channel_values["messages"] == msgs
 
 
+def test_idle_sweep_counts_values_a_chunk_at_a_time(
+    saver: Checkpointer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The idle sweep counts the values it deletes with one call per chunk of threads, not by
+    reading each thread's index; the count is what the threads held."""
+    threads = ["a", "b", "c", "d", "e"]
+    grow_idle(saver, monkeypatch, threads)
+    held = sum(len(saver.backend.blob_index(t)) for t in threads)
+    counted: list[list[str]] = []
+    blob_counts = saver.backend.blob_counts
+
+    def counts(thread_ids: Any) -> dict[str, int]:
+        counted.append(list(thread_ids))
+        return blob_counts(thread_ids)
+
+    def index(thread_id: str) -> Any:
+        raise AssertionError(f"the idle sweep read the index of {thread_id!r}")
+
+    monkeypatch.setattr(saver.backend, "blob_counts", counts)
+    monkeypatch.setattr(saver.backend, "blob_index", index)
+    report = saver.retain(idle_for=86400, chunk=2)
+    assert (report.threads_deleted, report.blobs_deleted) == (5, held)
+    assert counted == [["a", "b"], ["c", "d"], ["e"]]
+    monkeypatch.undo()
+    assert all(saver.backend.blob_index(t) == [] for t in threads)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

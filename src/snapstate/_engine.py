@@ -1097,7 +1097,8 @@ class Checkpointer:
             for i in range(0, len(idle), chunk):
                 part = idle[i : i + chunk]
                 # Counted before they go: a whole thread's values go with it.
-                report.blobs_deleted += sum(len(self.backend.blob_index(t.thread_id)) for t in part)
+                counts = self.backend.blob_counts([t.thread_id for t in part])
+                report.blobs_deleted += sum(counts.values())
                 if not dry_run:
                     self.backend.delete_threads([t.thread_id for t in part])
                     for t in part:

@@ -434,6 +434,13 @@ class Backend(abc.ABC):
         if len(batch):
             self.write(batch)
 
+    def blob_counts(self, thread_ids: Sequence[str]) -> dict[str, int]:
+        """How many blobs each of ``thread_ids`` holds, in every namespace; a thread with none
+        may be left out. Retention counts what it deletes with this. The default reads each
+        thread's :meth:`blob_index`; SQL backends count server-side, many threads a statement.
+        """
+        return {t: len(self.blob_index(t)) for t in thread_ids}
+
     def threads(self, *, idle_before: float | None = None) -> list[ThreadInfo]:
         """Every thread, or those whose newest checkpoint was created before ``idle_before``
         (a Unix time). The default scans checkpoint rows; SQL backends aggregate server-side."""

@@ -473,6 +473,10 @@ class Statements:
             f"SELECT namespace, channel, version, kind, base FROM {s}.blobs "
             "WHERE thread_id = %s::text"
         )
+        self.blob_counts = (
+            f"SELECT thread_id, count(*) FROM {s}.blobs WHERE thread_id = ANY(%s::text[]) "
+            "GROUP BY thread_id"
+        )
         # One statement: the parent_id update skips rows being deleted, since a statement must
         # not change a row twice.
         # Retention never waits on a live writer: rows another transaction holds locked are
@@ -1157,6 +1161,11 @@ def op_purge_tombstones(q: Statements, deleted_before: float) -> Op[int]:
 def op_blob_index(q: Statements, thread_id: str) -> Op[list[BlobRef]]:
     rows = yield Stmt(q.blob_index, [thread_id])
     return [BlobRef(*r) for r in rows]
+
+
+def op_blob_counts(q: Statements, thread_ids: Sequence[str]) -> Op[dict[str, int]]:
+    rows = yield Stmt(q.blob_counts, [list(thread_ids)])
+    return {r[0]: int(r[1]) for r in rows}
 
 
 def op_delete_rows(

@@ -163,6 +163,15 @@ class MemoryBackend(Backend):
                 for b in blobs.values()
             ]
 
+    def blob_counts(self, thread_ids: Sequence[str]) -> dict[str, int]:
+        wanted = set(thread_ids)
+        out: dict[str, int] = {}
+        with self._lock:  # one pass over the store, not one per thread
+            for (tid, _ns), blobs in self._blobs.items():
+                if tid in wanted:
+                    out[tid] = out.get(tid, 0) + len(blobs)
+        return out
+
     def delete_rows(
         self,
         thread_id: str,

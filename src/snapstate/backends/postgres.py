@@ -718,6 +718,9 @@ class PostgresBackend(Backend):
     def blob_index(self, thread_id: str) -> list[BlobRef]:
         return self._run("indexing blobs", lambda: sql.op_blob_index(self._q, thread_id))
 
+    def blob_counts(self, thread_ids: Sequence[str]) -> dict[str, int]:
+        return self._run("counting blobs", lambda: sql.op_blob_counts(self._q, thread_ids))
+
     def delete_rows(
         self,
         thread_id: str,
@@ -1066,6 +1069,9 @@ class AsyncPostgresBackend(AsyncBackend):
 
     async def blob_index(self, thread_id: str) -> list[BlobRef]:
         return await self._run("indexing blobs", lambda: sql.op_blob_index(self._q, thread_id))
+
+    async def blob_counts(self, thread_ids: Sequence[str]) -> dict[str, int]:
+        return await self._run("counting blobs", lambda: sql.op_blob_counts(self._q, thread_ids))
 
     async def delete_rows(
         self,

@@ -983,6 +983,14 @@ class SqliteBackend(Backend):
         )
         return [BlobRef(*r) for r in rows]
 
+    def blob_counts(self, thread_ids: Sequence[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for chunk in _chunks(list(thread_ids), _CHUNK):
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT thread_id, count(*) FROM blobs WHERE thread_id IN ({marks})"
+            out.update(self._read("counting blobs", sql + " GROUP BY thread_id", chunk))
+        return out
+
     def get_writes(
         self, thread_id: str, namespace: str, checkpoint_ids: Collection[str]
     ) -> list[WriteRow]:
