@@ -133,9 +133,10 @@ def _timed_writes(
         t2 = clock()
         conn.commit()
         t3 = clock()
-        if conn.begin():
-            conn.query("INSERT INTO floor_commits VALUES (1)", ())
-            conn.commit()
+        if not conn.begin():
+            raise RuntimeError(f"{conn.path}: the write lock is held elsewhere")
+        conn.query("INSERT INTO floor_commits VALUES (1)", ())
+        conn.commit()
         t4 = clock()
         if add is not None:
             add(f"{kind} begin{suffix}", t1 - t0)
