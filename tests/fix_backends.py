@@ -228,6 +228,11 @@ class AsyncOnALoop(Backend):
     def blob_index(self, thread_id: str) -> list[BlobRef]:
         return self._await(self.inner.blob_index(thread_id))  # type: ignore[no-any-return]
 
+    def delete_idle_threads(self, thread_ids: Sequence[str], idle_before: float) -> list[str]:
+        if not hasattr(self.inner, "delete_idle_threads"):  # a backend without its own
+            return super().delete_idle_threads(thread_ids, idle_before)
+        return self._await(self.inner.delete_idle_threads(thread_ids, idle_before))  # type: ignore[no-any-return]
+
     def blob_counts(self, thread_ids: Sequence[str]) -> dict[str, int]:
         if not hasattr(self.inner, "blob_counts"):  # a backend without the fast path
             return super().blob_counts(thread_ids)

@@ -20,7 +20,7 @@ from snapstate import (
     SnapstateError,
 )
 from snapstate.backends import BLOB_DELTA, BLOB_EMPTY, BLOB_FULL, BlobRow, CheckpointRow, WriteBatch
-from snapstate.errors import DeltaBaseMissingError
+from snapstate.errors import DeltaBaseMissingError, ThreadDeletedError
 
 from .fix_backends import BackendFactory
 
@@ -472,6 +472,51 @@ def test_blob_counts_match_each_thread_s_index(saver: Checkpointer) -> None:
         assert counts.get(t, 0) == len(backend.blob_index(t)), t
     assert counts["t0003"] == 4 and counts["t0002"] == 2
     assert backend.blob_counts([]) == {}
+
+
+def test_delete_idle_threads_looks_again_as_it_deletes(saver: Checkpointer) -> None:
+    """Of the threads named, only those whose newest checkpoint is still older than the cutoff
+    go (with a tombstone each); one written since it was listed stays, whole."""
+    backend = saver.ready()
+
+    def row(t: str, cid: str, at: float) -> CheckpointRow:
+        return CheckpointRow(t, "", cid, None, None, at, b"{}", b"")
+
+    backend.write(WriteBatch(checkpoints=[row("old", "0001", 10.0), row("old", "0002", 20.0)]))
+    backend.write(WriteBatch(checkpoints=[row("busy", "0001", 10.0)]))
+    backend.write(WriteBatch(checkpoints=[row("other", "0001", 10.0)]))
+    backend.write(WriteBatch(checkpoints=[row("busy", "0002", 500.0)]))  # taken up again
+    assert backend.delete_idle_threads(["old", "busy", "none"], 100.0) == ["old"]
+    assert backend.get_checkpoint("old", "", None) is None
+    assert backend.get_checkpoint("busy", "", None) is not None
+    assert backend.get_checkpoint("other", "", None) is not None  # not named
+    with pytest.raises(ThreadDeletedError):
+        backend.write(WriteBatch(checkpoints=[row("old", "0002", 30.0)]))
+    assert backend.delete_idle_threads([], 100.0) == []
+
+
+def test_retention_deletes_values_a_killed_run_left(saver: Checkpointer) -> None:
+    """A run killed after deleting checkpoints and before the values only they reached leaves
+    those values; the next run deletes them, though no checkpoint is left to delete."""
+    msgs: list[Any] = []
+    for i in range(6):
+        msgs = [*msgs, {"i": i}]
+        saver.put(cp(i, {"m": msgs, "step": i}), thread_id="t")
+    backend = saver.ready()
+    kept = [f"{i:08d}" for i in (4, 5)]
+    doomed = [("", s.checkpoint.id) for s in saver.list("t") if s.checkpoint.id not in kept]
+    assert backend.delete_rows("t", doomed, []) == 4  # the checkpoints went; the run died
+    left = len(backend.blob_index("t"))
+    dry = saver.retain(keep_last=2, dry_run=True)
+    report = saver.retain(keep_last=2)
+    assert dry.checkpoints_deleted == report.checkpoints_deleted == 0
+    assert dry.blobs_deleted == report.blobs_deleted > 0
+    assert len(backend.blob_index("t")) == left - report.blobs_deleted
+    assert [s.checkpoint.channel_values for s in saver.list("t")] == [
+        {"m": msgs, "step": 5},
+        {"m": msgs[:5], "step": 4},
+    ]
+    assert saver.retain(keep_last=2).blobs_deleted == 0
 
 
 # -- append-deltas -------------------------------------------------------------------------------

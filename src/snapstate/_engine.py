@@ -615,8 +615,8 @@ class _Planner:
         """
         kept = [r for r in rows if keep(r)]
         gone = [(r.namespace, r.checkpoint_id) for r in rows if not keep(r)]
-        if not gone:
-            return [], []
+        # With no checkpoint to delete, blobs may still go: those a run killed after deleting
+        # their checkpoints left behind, which no checkpoint reaches.
         bases = {(b.namespace, b.channel, b.version): b.base for b in index}
         reach: set[tuple[str, str, str]] = set()
         for r in kept:
@@ -1097,15 +1097,20 @@ class Checkpointer:
             for i in range(0, len(idle), chunk):
                 part = idle[i : i + chunk]
                 # Counted before they go: a whole thread's values go with it.
-                counts = self.backend.blob_counts([t.thread_id for t in part])
-                report.blobs_deleted += sum(counts.values())
+                ids = [t.thread_id for t in part]
+                counts = self.backend.blob_counts(ids)
                 if not dry_run:
-                    self.backend.delete_threads([t.thread_id for t in part])
-                    for t in part:
-                        self._plan.delta.forget(t.thread_id)
-                report.threads_deleted += len(part)
-                report.checkpoints_deleted += sum(t.checkpoints for t in part)
-                gone_threads.update(t.thread_id for t in part)
+                    # Looked at again as they go: a thread written since it was listed stays.
+                    ids = self.backend.delete_idle_threads(ids, cutoff)
+                    for tid in ids:
+                        self._plan.delta.forget(tid)
+                gone = set(ids)
+                report.blobs_deleted += sum(counts.get(t, 0) for t in gone)
+                report.threads_deleted += len(gone)
+                report.checkpoints_deleted += sum(
+                    t.checkpoints for t in part if t.thread_id in gone
+                )
+                gone_threads.update(gone)
                 if progress is not None:
                     progress(Progress("idle threads", i + len(part), len(idle)))
         if keep_last is not None:

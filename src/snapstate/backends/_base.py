@@ -434,6 +434,21 @@ class Backend(abc.ABC):
         if len(batch):
             self.write(batch)
 
+    def delete_idle_threads(self, thread_ids: Sequence[str], idle_before: float) -> list[str]:
+        """Delete those of ``thread_ids`` whose newest checkpoint is still older than
+        ``idle_before`` (a Unix time), as :meth:`delete_threads` does; return their ids. A thread
+        written since it was listed as idle stays. SQL and in-memory backends look again in the
+        deleting transaction, under the lock writes take; the default looks with
+        :meth:`threads` and then deletes, so a checkpoint stored in between goes too.
+        """
+        wanted = set(thread_ids)
+        still = [
+            t.thread_id for t in self.threads(idle_before=idle_before) if t.thread_id in wanted
+        ]
+        if still:
+            self.delete_threads(still)
+        return still
+
     def blob_counts(self, thread_ids: Sequence[str]) -> dict[str, int]:
         """How many blobs each of ``thread_ids`` holds, in every namespace; a thread with none
         may be left out. Retention counts what it deletes with this. The default reads each

@@ -473,6 +473,12 @@ class Statements:
             f"SELECT namespace, channel, version, kind, base FROM {s}.blobs "
             "WHERE thread_id = %s::text"
         )
+        # Under the threads' exclusive locks: no write of them is in flight, and this statement
+        # sees every one committed before.
+        self.still_idle = (
+            f"SELECT thread_id FROM {s}.checkpoints WHERE thread_id = ANY(%s::text[]) "
+            "GROUP BY thread_id HAVING max(created_at) < %s::float8 ORDER BY thread_id"
+        )
         self.blob_counts = (
             f"SELECT thread_id, count(*) FROM {s}.blobs WHERE thread_id = ANY(%s::text[]) "
             "GROUP BY thread_id"
@@ -1151,6 +1157,22 @@ def op_delete_threads(q: Statements, thread_ids: Sequence[str], now: float) -> O
         yield Stmt(q.lock_threads, [ids], fetch=False)
         yield Stmt(q.add_tombstones, {"ids": ids, "now": now}, fetch=False)
         yield Stmt(q.delete_threads, {"ids": ids}, fetch=False)
+
+
+def op_delete_idle_threads(
+    q: Statements, thread_ids: Sequence[str], idle_before: float, now: float
+) -> Op[list[str]]:
+    """Those threads still idle once their locks are held, deleted as op_delete_threads does;
+    the caller runs this in one transaction."""
+    ids = sorted(set(thread_ids))
+    if not ids:
+        return []
+    yield Stmt(q.lock_threads, [ids], fetch=False)
+    idle = [r[0] for r in (yield Stmt(q.still_idle, [ids, idle_before]))]
+    if idle:
+        yield Stmt(q.add_tombstones, {"ids": idle, "now": now}, fetch=False)
+        yield Stmt(q.delete_threads, {"ids": idle}, fetch=False)
+    return idle
 
 
 def op_purge_tombstones(q: Statements, deleted_before: float) -> Op[int]:

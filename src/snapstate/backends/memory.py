@@ -130,7 +130,22 @@ class MemoryBackend(Backend):
             return [w for cid in checkpoint_ids for w in per_thread.get(cid, {}).values()]
 
     def delete_threads(self, thread_ids: Sequence[str]) -> None:
-        doomed = set(thread_ids)
+        with self._lock:
+            self._delete_threads(set(thread_ids))
+
+    def delete_idle_threads(self, thread_ids: Sequence[str], idle_before: float) -> list[str]:
+        wanted = set(thread_ids)
+        with self._lock:
+            newest: dict[str, float] = {}
+            for (tid, _ns), rows in self._checkpoints.items():
+                if tid in wanted and rows:
+                    last = max(r.created_at for r in rows.values())
+                    newest[tid] = max(newest.get(tid, last), last)
+            idle = sorted(t for t, last in newest.items() if last < idle_before)
+            self._delete_threads(set(idle))
+            return idle
+
+    def _delete_threads(self, doomed: set[str]) -> None:
         with self._lock:
             last: dict[str, str] = {}
             for (tid, _ns), rows in self._checkpoints.items():

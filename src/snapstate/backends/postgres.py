@@ -710,6 +710,14 @@ class PostgresBackend(Backend):
             transaction=True,
         )
 
+    def delete_idle_threads(self, thread_ids: Sequence[str], idle_before: float) -> list[str]:
+        now = time.time()
+        return self._run(
+            "deleting idle threads",
+            lambda: sql.op_delete_idle_threads(self._q, thread_ids, idle_before, now),
+            transaction=True,
+        )
+
     def purge_tombstones(self, deleted_before: float) -> int:
         return self._run(
             "purging tombstones", lambda: sql.op_purge_tombstones(self._q, deleted_before)
@@ -1059,6 +1067,14 @@ class AsyncPostgresBackend(AsyncBackend):
         await self._run(
             "deleting threads",
             lambda: sql.op_delete_threads(self._q, thread_ids, now),
+            transaction=True,
+        )
+
+    async def delete_idle_threads(self, thread_ids: Sequence[str], idle_before: float) -> list[str]:
+        now = time.time()
+        return await self._run(
+            "deleting idle threads",
+            lambda: sql.op_delete_idle_threads(self._q, thread_ids, idle_before, now),
             transaction=True,
         )
 

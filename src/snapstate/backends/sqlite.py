@@ -812,26 +812,25 @@ class SqliteBackend(Backend):
         self._native = None
 
     def delete_threads(self, thread_ids: Sequence[str]) -> None:
-        ids = list(thread_ids)
-        now = time.time()
         with self._transaction("deleting threads") as conn:
-            for chunk in _chunks(ids, _CHUNK):
+            _delete_threads(conn, list(thread_ids))
+
+    def delete_idle_threads(self, thread_ids: Sequence[str], idle_before: float) -> list[str]:
+        idle: list[str] = []
+        # The write lock is held from the look to the delete: no checkpoint lands in between.
+        with self._transaction("deleting idle threads") as conn:
+            for chunk in _chunks(list(thread_ids), _CHUNK):
                 marks = ",".join("?" * len(chunk))
-                conn.execute(
-                    "INSERT INTO tombstones (thread_id, max_checkpoint_id, deleted_at) "
-                    "SELECT thread_id, max(checkpoint_id), ? FROM ("
-                    " SELECT thread_id, checkpoint_id FROM checkpoints"
-                    f" WHERE thread_id IN ({marks})"
-                    " UNION ALL"
-                    f" SELECT thread_id, checkpoint_id FROM writes WHERE thread_id IN ({marks})"
-                    ") GROUP BY thread_id "
-                    "ON CONFLICT (thread_id) DO UPDATE SET "
-                    "max_checkpoint_id = max(max_checkpoint_id, excluded.max_checkpoint_id), "
-                    "deleted_at = excluded.deleted_at",
-                    [now, *chunk, *chunk],
-                )
-                for table in ("writes", "blobs", "payloads", "checkpoints"):
-                    conn.execute(f"DELETE FROM {table} WHERE thread_id IN ({marks})", chunk)
+                idle += [
+                    r[0]
+                    for r in conn.execute(
+                        f"SELECT thread_id FROM checkpoints WHERE thread_id IN ({marks}) "
+                        "GROUP BY thread_id HAVING max(created_at) < ? ORDER BY thread_id",
+                        [*chunk, idle_before],
+                    )
+                ]
+            _delete_threads(conn, idle)
+        return idle
 
     def purge_tombstones(self, deleted_before: float) -> int:
         with self._transaction("purging tombstones") as conn:
@@ -1148,6 +1147,28 @@ _TOMBSTONE_OF = f"{_TOMBSTONES_IN}(?)"
 _HAS_BLOB = (
     "SELECT 1 FROM blobs WHERE thread_id = ? AND namespace = ? AND channel = ? AND version = ?"
 )
+
+
+def _delete_threads(conn: sqlite3.Connection, ids: list[str]) -> None:
+    """Tombstones for those threads, then every row of them, in the caller's transaction."""
+    now = time.time()
+    for chunk in _chunks(ids, _CHUNK):
+        marks = ",".join("?" * len(chunk))
+        conn.execute(
+            "INSERT INTO tombstones (thread_id, max_checkpoint_id, deleted_at) "
+            "SELECT thread_id, max(checkpoint_id), ? FROM ("
+            " SELECT thread_id, checkpoint_id FROM checkpoints"
+            f" WHERE thread_id IN ({marks})"
+            " UNION ALL"
+            f" SELECT thread_id, checkpoint_id FROM writes WHERE thread_id IN ({marks})"
+            ") GROUP BY thread_id "
+            "ON CONFLICT (thread_id) DO UPDATE SET "
+            "max_checkpoint_id = max(max_checkpoint_id, excluded.max_checkpoint_id), "
+            "deleted_at = excluded.deleted_at",
+            [now, *chunk, *chunk],
+        )
+        for table in ("writes", "blobs", "payloads", "checkpoints"):
+            conn.execute(f"DELETE FROM {table} WHERE thread_id IN ({marks})", chunk)
 
 
 def _store(db: _Statements, batch: WriteBatch) -> None:
