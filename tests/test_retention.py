@@ -355,6 +355,90 @@ def test_idle_sweep_counts_values_a_chunk_at_a_time(
     assert all(saver.backend.blob_index(t) == [] for t in threads)
 
 
+def test_reads_leave_out_checkpoints_retention_deletes_meanwhile(
+    backend_factory: BackendFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retention elsewhere deletes checkpoints, and the values only they reached, between a
+    read of their rows and of their values: ``list`` leaves them out, ``get`` of one by id
+    finds none, ``get`` of the latest reads it whole; nothing comes back with values missing.
+    A value a stored checkpoint never had still reads as absent."""
+    with Checkpointer(backend_factory()) as saver, Checkpointer(backend_factory()) as other:
+        msgs = grow(saver, "t", 6)
+        get_blobs = saver.backend.get_blobs
+        pruned: list[int] = []
+
+        def prune_first(*args: Any) -> Any:
+            if not pruned:
+                pruned.append(other.retain(keep_last=2).checkpoints_deleted)
+            return get_blobs(*args)
+
+        monkeypatch.setattr(saver.backend, "get_blobs", prune_first)
+        snaps = list(saver.list("t"))
+        assert pruned == [4]
+        assert [s.checkpoint.id for s in snaps] == ["00000005", "00000004"]
+        for s in snaps:
+            i = int(s.checkpoint.id)
+            assert s.checkpoint.channel_values == {
+                "messages": msgs[: i + 1],
+                "step": i,
+                "doc": "constant",
+            }
+        grow(saver, "u", 3)
+        pruned.clear()
+        assert saver.get("u", checkpoint_id="00000000") is None  # pruned before its values
+        pruned.clear()
+        latest = saver.get("u")
+        assert latest is not None and latest.checkpoint.id == "00000002"
+        assert latest.checkpoint.channel_values["messages"] == msgs[:3]
+        monkeypatch.undo()
+        # A version no value was stored for (never declared changed): absent, as before.
+        saver.put(
+            Checkpoint(
+                id="00000009",
+                channel_values={"a": 1, "b": 2},
+                channel_versions={"a": 1, "b": 1},
+            ),
+            thread_id="v",
+            changed=["a"],
+        )
+        got = saver.get("v")
+        assert got is not None and got.checkpoint.channel_values == {"a": 1}
+        assert [s.checkpoint.channel_values for s in saver.list("v")] == [{"a": 1}]
+
+
+def test_async_reads_leave_out_checkpoints_retention_deletes_meanwhile(
+    backend_factory: BackendFactory,
+) -> None:
+    async def main() -> None:
+        with Checkpointer(backend_factory()) as other:
+            msgs = grow(other, "t", 6)
+            reader = AsyncCheckpointer(backend_factory())
+            try:
+                get_blobs = reader.backend.get_blobs
+                pruned: list[int] = []
+
+                async def prune_first(*args: Any) -> Any:
+                    if not pruned:
+                        pruned.append(other.retain(keep_last=2).checkpoints_deleted)
+                    return await get_blobs(*args)
+
+                reader.backend.get_blobs = prune_first  # type: ignore[method-assign]
+                snaps = [s async for s in reader.list("t")]
+                assert pruned == [4]
+                assert [s.checkpoint.channel_values["step"] for s in snaps] == [5, 4]
+                assert snaps[0].checkpoint.channel_values["messages"] == msgs
+                grow(other, "u", 3)
+                pruned.clear()
+                assert await reader.get("u", checkpoint_id="00000000") is None
+                pruned.clear()
+                latest = await reader.get("u")
+                assert latest is not None and latest.checkpoint.id == "00000002"
+            finally:
+                await reader.aclose()
+
+    asyncio.run(main())
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

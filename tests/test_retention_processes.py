@@ -1,7 +1,7 @@
 """Retention run by ``snapstate prune`` in OS processes of their own, as cron runs it, on SQLite
 (a file) and PostgreSQL (a schema per test): beside a process that keeps writing, SIGKILLed
-part-way through a large prune, and sweeping idle threads while one is busy. The tests marked
-``xfail`` hold a process at a chosen point to show a known bug each (see their reasons).
+part-way through a large prune, and sweeping idle threads while one is busy. Three tests hold
+a process at a chosen point, where retention and another process once met wrongly.
 
 Runs of ``prune`` beside a writer are ``snapstate.cli.main`` called again and again by one
 process (a new interpreter for each would only add its start-up); the others run the command
@@ -662,13 +662,6 @@ def test_a_prune_after_a_killed_one_deletes_the_values_it_left(store: Store) -> 
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="Checkpointer.list() and get() read a checkpoint's row and its values in separate "
-    "reads: a checkpoint another process's prune deletes in between is returned without the "
-    "channels whose values went ({} when all did), instead of being left out",
-)
 def test_a_history_read_across_a_prune_shows_only_whole_checkpoints(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:

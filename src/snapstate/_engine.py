@@ -368,6 +368,15 @@ class _Planner:
             keys += [(c, v + self._suffix) for c, v in keys]
         return keys
 
+    def absent(self, skel: _Skeleton, have: Mapping[tuple[str, str], BlobRow]) -> bool:
+        """Whether a channel version ``skel`` names has no blob in ``have``: its caller never
+        declared it changed, or retention deleted the checkpoint after its row was read."""
+        for channel, version in skel.versions.items():
+            key = version_key(version)
+            if (channel, key) not in have and (channel, key + self._suffix) not in have:
+                return True
+        return False
+
     def missing_keys(
         self, wanted: Iterable[tuple[str, str]], have: Mapping[tuple[str, str], BlobRow]
     ) -> list[tuple[str, str]]:
@@ -916,18 +925,50 @@ class Checkpointer:
         if checkpoint_id is not None:
             _check_id("checkpoint_id", checkpoint_id)
         self._writer.sync_thread(thread_id)
-        loaded = self.backend.load(thread_id, namespace, checkpoint_id)
-        if loaded is None:
-            return None
-        row, blobs, writes = loaded
-        skel = self._plan.skeleton(row)
-        have = {(b.channel, b.version): b for b in blobs}
-        self._fetch(row.thread_id, row.namespace, self._plan.keys(skel), have)
-        snap = self._plan.snapshot(row, skel, have, writes, _ValueCache(LIST_CACHE_ENTRIES))
-        snap, blobs = self._plan.upgrade(snap, skel)
+        while True:  # again only when retention elsewhere deleted the checkpoint just read
+            loaded = self.backend.load(thread_id, namespace, checkpoint_id)
+            if loaded is None:
+                return None
+            row, blobs, writes = loaded
+            skel = self._plan.skeleton(row)
+            have = {(b.channel, b.version): b for b in blobs}
+            self._fetch(row.thread_id, row.namespace, self._plan.keys(skel), have)
+            whole = self._whole(row, skel, have, writes, _ValueCache(LIST_CACHE_ENTRIES))
+            if whole is not None:
+                break
+            if checkpoint_id is not None:
+                return None
+        snap, blobs = self._plan.upgrade(whole, skel)
         if blobs:
             self.backend.write(WriteBatch(blobs=blobs))
         return snap
+
+    def _whole(
+        self,
+        row: CheckpointRow,
+        skel: _Skeleton,
+        have: Mapping[tuple[str, str], BlobRow],
+        writes: Iterable[WriteRow],
+        cache: _ValueCache,
+    ) -> Snapshot | None:
+        """The snapshot of ``row``; None when the checkpoint is gone: retention (in another
+        process, say) deleted it, and then values only it reached, after its row was read.
+        Retention deletes a checkpoint before its values, so a value missing from a checkpoint
+        still stored is one it never had."""
+        try:
+            snap = self._plan.snapshot(row, skel, have, writes, cache)
+        except DecodeError:
+            if self._stored(row):
+                raise
+            return None
+        if self._plan.absent(skel, have) and not self._stored(row):
+            return None
+        return snap
+
+    def _stored(self, row: CheckpointRow) -> bool:
+        return (
+            self.backend.get_checkpoint(row.thread_id, row.namespace, row.checkpoint_id) is not None
+        )
 
     def _fetch(
         self,
@@ -979,13 +1020,16 @@ class Checkpointer:
                 )
                 cache = caches.setdefault((tid, ns), _ValueCache(LIST_CACHE_ENTRIES))
                 for r, s in zip(rows, skels):
-                    snap = self._plan.snapshot(r, s, have, writes.get(r.checkpoint_id, ()), cache)
+                    snap = self._whole(r, s, have, writes.get(r.checkpoint_id, ()), cache)
+                    if snap is None:
+                        continue  # deleted since its row was read: left out
                     done[id(r)], blobs = self._plan.upgrade(snap, s)
                     upgraded.blobs.extend(blobs)
             if upgraded.blobs:
                 self.backend.write(upgraded)
             for r in page:
-                yield done[id(r)]
+                if id(r) in done:
+                    yield done[id(r)]
 
     # -- deleting ------------------------------------------------------------------------------
 
@@ -1344,18 +1388,46 @@ class AsyncCheckpointer:
         if checkpoint_id is not None:
             _check_id("checkpoint_id", checkpoint_id)
         await self._writer.sync_thread(thread_id)
-        loaded = await self.backend.load(thread_id, namespace, checkpoint_id)
-        if loaded is None:
-            return None
-        row, blobs, writes = loaded
-        skel = self._plan.skeleton(row)
-        have = {(b.channel, b.version): b for b in blobs}
-        await self._fetch(row.thread_id, row.namespace, self._plan.keys(skel), have)
-        snap = self._plan.snapshot(row, skel, have, writes, _ValueCache(LIST_CACHE_ENTRIES))
-        snap, blobs = self._plan.upgrade(snap, skel)
+        while True:  # again only when retention elsewhere deleted the checkpoint just read
+            loaded = await self.backend.load(thread_id, namespace, checkpoint_id)
+            if loaded is None:
+                return None
+            row, blobs, writes = loaded
+            skel = self._plan.skeleton(row)
+            have = {(b.channel, b.version): b for b in blobs}
+            await self._fetch(row.thread_id, row.namespace, self._plan.keys(skel), have)
+            whole = await self._whole(row, skel, have, writes, _ValueCache(LIST_CACHE_ENTRIES))
+            if whole is not None:
+                break
+            if checkpoint_id is not None:
+                return None
+        snap, blobs = self._plan.upgrade(whole, skel)
         if blobs:
             await self.backend.write(WriteBatch(blobs=blobs))
         return snap
+
+    async def _whole(
+        self,
+        row: CheckpointRow,
+        skel: _Skeleton,
+        have: Mapping[tuple[str, str], BlobRow],
+        writes: Iterable[WriteRow],
+        cache: _ValueCache,
+    ) -> Snapshot | None:
+        """See :meth:`Checkpointer._whole`."""
+        try:
+            snap = self._plan.snapshot(row, skel, have, writes, cache)
+        except DecodeError:
+            if await self._stored(row):
+                raise
+            return None
+        if self._plan.absent(skel, have) and not await self._stored(row):
+            return None
+        return snap
+
+    async def _stored(self, row: CheckpointRow) -> bool:
+        got = await self.backend.get_checkpoint(row.thread_id, row.namespace, row.checkpoint_id)
+        return got is not None
 
     async def _fetch(
         self,
@@ -1402,13 +1474,16 @@ class AsyncCheckpointer:
                 )
                 cache = caches.setdefault((tid, ns), _ValueCache(LIST_CACHE_ENTRIES))
                 for r, s in zip(rows, skels):
-                    snap = self._plan.snapshot(r, s, have, writes.get(r.checkpoint_id, ()), cache)
+                    snap = await self._whole(r, s, have, writes.get(r.checkpoint_id, ()), cache)
+                    if snap is None:
+                        continue  # deleted since its row was read: left out
                     done[id(r)], blobs = self._plan.upgrade(snap, s)
                     upgraded.blobs.extend(blobs)
             if upgraded.blobs:
                 await self.backend.write(upgraded)
             for r in page:
-                yield done[id(r)]
+                if id(r) in done:
+                    yield done[id(r)]
 
     async def delete_thread(self, thread_id: str) -> None:
         """See :meth:`Checkpointer.delete_thread`."""
