@@ -265,12 +265,7 @@ class Differential(RuleBasedStateMachine):
             # A list that grows by appending: snapstate stores only the new items.
             old = cp["channel_values"].get("messages")
             changes["messages"] = (old if isinstance(old, list) else []) + append
-        new_versions = {}
-        for channel, value in changes.items():
-            self.version += 1
-            new_versions[channel] = f"{self.version:032}.0"
-            cp["channel_values"][channel] = value
-            cp["channel_versions"][channel] = new_versions[channel]
+        new_versions = self.change(cp, changes)
         metadata = {"source": "loop", "step": len(ids), "tag": tag}
         extra = {"user": user, "run_id": run}
         extra = {k: v for k, v in extra.items() if v is not None}
@@ -298,6 +293,16 @@ class Differential(RuleBasedStateMachine):
         """A graph running: a checkpoint per step from the latest, a message appended at each."""
         for i, message in enumerate(said):
             self.put(thread, ns, {"count": i}, [message], "latest", 1, tag, None, run, False)
+
+    def change(self, cp: dict[str, Any], changes: dict[str, Any]) -> dict[str, str]:
+        """Set ``changes`` in ``cp``, each channel at a new version; the new versions."""
+        new_versions = {}
+        for channel, value in changes.items():
+            self.version += 1
+            new_versions[channel] = f"{self.version:032}.0"
+            cp["channel_values"][channel] = value
+            cp["channel_versions"][channel] = new_versions[channel]
+        return new_versions
 
     def next_checkpoint(self, parent: str | None) -> dict[str, Any]:
         base = self.checkpoints[parent] if parent is not None else empty_checkpoint()
