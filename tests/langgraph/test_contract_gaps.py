@@ -938,14 +938,7 @@ def _factories(tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, Call
     "factory",
     [
         "sqlite",
-        pytest.param(
-            "sqlite-memory",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="library gap: a SqliteSaver on ':memory:' keeps working after close() "
-                "(LangGraph's raises sqlite3.ProgrammingError: its connection is closed)",
-            ),
-        ),
+        "sqlite-memory",
         "sqlite-async",
         pytest.param("postgres", marks=pytest.mark.postgres),
         pytest.param("postgres-async", marks=pytest.mark.postgres),

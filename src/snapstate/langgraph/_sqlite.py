@@ -30,6 +30,37 @@ __all__ = ["SqliteSaver", "AsyncSqliteSaver"]
 _MEMORY_NAMES = ("", ":memory:")
 
 
+class _PrivateMemory(MemoryBackend):
+    """The store of a saver on an in-memory SQLite database: its rows go when the saver is
+    closed, and every call after that raises, as with LangGraph's saver, whose connection is
+    then closed."""
+
+    _closed = False
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in _STORE_CALLS and object.__getattribute__(self, "_closed"):
+            raise StoreUnavailableError(
+                "the in-memory SQLite database of this saver is closed: its checkpoints are gone"
+            )
+        return super().__getattribute__(name)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._checkpoints.clear()
+            self._blobs.clear()
+            self._writes.clear()
+            self._tombstones.clear()
+
+
+#: Every call of the backend contract but ``close``.
+_STORE_CALLS = frozenset(
+    name
+    for name in dir(Backend)
+    if not name.startswith("_") and name != "close" and callable(getattr(Backend, name))
+)
+
+
 def _open(path: str) -> sqlite3.Connection:
     # One connection, shared by the saver's threads behind the backend's lock, as LangGraph's
     # saver does. Measured on the chat benchmark, it beats a pool of connections: writers of
@@ -48,11 +79,11 @@ def _backend_for(
     """The backend for a connection or path, and the connection opened for it (if any)."""
     if isinstance(target, sqlite3.Connection):
         if file_of(target) == "":
-            return MemoryBackend(), None
+            return _PrivateMemory(), None
         return SqliteBackend(target, synchronous=synchronous, busy_timeout=busy_timeout), None
     path = os.fspath(target)
     if path in _MEMORY_NAMES:
-        return MemoryBackend(), None
+        return _PrivateMemory(), None
     conn = _open(path)
     try:
         backend = SqliteBackend(conn, synchronous=synchronous, busy_timeout=busy_timeout)
