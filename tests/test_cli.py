@@ -190,3 +190,35 @@ def test_upgrade_command_rewrites_in_place(
         code, _ = run("upgrade", store, "--hooks", spec)
         assert code == 2
         assert message in capsys.readouterr().err
+
+
+@pytest.mark.postgres
+def test_commands_reach_a_postgres_store_in_its_schema(pg_dsn: str, pg_schema: str) -> None:
+    """``--schema`` points stats, inspect, prune, migrate and upgrade at a store outside
+    ``public``; it is refused for a SQLite file."""
+    from snapstate.backends.postgres import PostgresBackend
+
+    with Checkpointer(PostgresBackend(pg_dsn, schema=pg_schema)) as cp:
+        for i in range(5):
+            cp.put(
+                Checkpoint(id=f"{i:08d}", channel_values={"step": i}, channel_versions={"step": i}),
+                thread_id="chat",
+            )
+    code, text = run("stats", pg_dsn, "--schema", pg_schema)
+    assert code == 0 and "checkpoints           5" in text, text
+    code, text = run("inspect", pg_dsn, "chat", "--schema", pg_schema)
+    assert code == 0 and len(text.splitlines()) == 6, text
+    code, text = run("migrate", pg_dsn, "--schema", pg_schema, "--dry-run")
+    assert code == 0, text
+    code, text = run("prune", pg_dsn, "--schema", pg_schema, "--keep-last", "2")
+    assert code == 0 and "deleted: 0 idle thread(s), 3 checkpoint(s)" in text, text
+    with Checkpointer(PostgresBackend(pg_dsn, schema=pg_schema)) as cp:
+        assert [s.checkpoint.id for s in cp.list("chat")] == ["00000004", "00000003"]
+
+
+def test_schema_is_refused_for_a_sqlite_store(
+    store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _ = run("stats", store, "--schema", "other")
+    assert code == 2
+    assert "--schema 'other' names a PostgreSQL schema" in capsys.readouterr().err

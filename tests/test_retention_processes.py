@@ -5,10 +5,10 @@ a process at a chosen point, where retention and another process once met wrongl
 
 Runs of ``prune`` beside a writer are ``snapstate.cli.main`` called again and again by one
 process (a new interpreter for each would only add its start-up); the others run the command
-once in a process of their own, on SQLite as ``python -m snapstate.cli``. The command line
-reaches only schema ``public`` of a PostgreSQL database (``prune`` has no ``--schema``), so on
-PostgreSQL these processes put every backend ``main`` opens in the test's schema. Every child
-gets this process's ``sys.path``: all of them import the same snapstate as the test.
+once in a process of their own, on SQLite as ``python -m snapstate.cli``. On PostgreSQL these
+processes put every backend ``main`` opens in the test's schema (``--schema`` would too; this
+also covers the backends opened without it). Every child gets this process's ``sys.path``: all
+of them import the same snapstate as the test.
 """
 
 from __future__ import annotations

@@ -2,16 +2,18 @@
 
 ::
 
-    snapstate stats URL
-    snapstate inspect URL THREAD [--namespace NS] [--limit N] [--diff OLD NEW]
+    snapstate stats URL [--schema S]
+    snapstate inspect URL THREAD [--namespace NS] [--limit N] [--diff OLD NEW] [--schema S]
     snapstate prune URL [--keep-last N] [--idle DURATION] [--thread T ...] [--dry-run]
-    snapstate migrate URL [--dry-run]
-    snapstate upgrade URL --hooks MODULE:ATTRIBUTE [--thread T ...] [--chunk N]
+                        [--schema S]
+    snapstate migrate URL [--dry-run] [--schema S]
+    snapstate upgrade URL --hooks MODULE:ATTRIBUTE [--thread T ...] [--chunk N] [--schema S]
     snapstate import-langgraph SOURCE TARGET [--thread T ...] [--source-schema S] [--schema S]
                                [--no-verify]
     snapstate copy SOURCE TARGET [the same options]
 
-URL is ``memory://``, ``sqlite:///path.db`` (or a plain path) or ``postgresql://...``. Every
+URL is ``memory://``, ``sqlite:///path.db`` (or a plain path) or ``postgresql://...``;
+``--schema`` names the PostgreSQL schema the store is in (default ``public``). Every
 command is a thin layer over importable functions: :meth:`snapstate.Checkpointer.stats`,
 :meth:`~snapstate.Checkpointer.list`, :func:`snapstate.history.diff`,
 :meth:`~snapstate.Checkpointer.retain` and :func:`snapstate.langgraph.import_history`.
@@ -212,8 +214,22 @@ def _load_hooks(spec: str) -> StateUpgrades:
     return obj
 
 
+def _store(url: str, schema: str | None) -> Any:
+    """What a Checkpointer opens for URL: the URL itself, or with ``--schema`` a PostgreSQL
+    backend in that schema."""
+    if schema is None:
+        return url
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigurationError(
+            f"--schema {schema!r} names a PostgreSQL schema, and {url!r} is not a PostgreSQL URL"
+        )
+    from .backends import open_backend
+
+    return open_backend(url, schema=schema)
+
+
 def _upgrade(
-    url: str, hooks: str, threads: list[str] | None, chunk: int, out: TextIO, err: TextIO
+    url: Any, hooks: str, threads: list[str] | None, chunk: int, out: TextIO, err: TextIO
 ) -> None:
     upgrades = _load_hooks(hooks)
 
@@ -430,6 +446,10 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--hooks", required=True, help="your StateUpgrades, as MODULE:ATTRIBUTE")
     u.add_argument("--thread", action="append", default=None, help="only this thread (repeat)")
     u.add_argument("--chunk", type=int, default=100, help="checkpoints per transaction")
+    for command in (s, i, r, m, u):
+        command.add_argument(
+            "--schema", default=None, help="the PostgreSQL schema of the store (public)"
+        )
     for name, text, source in (
         (
             "import-langgraph",
@@ -487,12 +507,13 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         err.write(f"snapstate: error: no database at {path!r}\n")
         return 2
     try:
+        store = _store(args.url, args.schema)
         if args.command == "upgrade":
-            _upgrade(args.url, args.hooks, args.thread, args.chunk, out, err)
+            _upgrade(store, args.hooks, args.thread, args.chunk, out, err)
             return 0
         # `migrate` applies (or, with --dry-run, lists) migrations itself; the other commands
         # bring the schema up to date first, as any checkpointer does on first use.
-        with Checkpointer(args.url, auto_setup=args.command != "migrate") as cp:
+        with Checkpointer(store, auto_setup=args.command != "migrate") as cp:
             if args.command == "migrate":
                 _migrate(cp, args.dry_run, out)
             elif args.command == "stats":
