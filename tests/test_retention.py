@@ -52,17 +52,17 @@ def grow_idle(
     return msgs
 
 
+def grown(i: int, msgs: list[Any]) -> dict[str, Any]:
+    """The values ``grow`` put at step ``i`` of a thread whose messages grew to ``msgs``."""
+    return {"messages": msgs[: i + 1], "step": i, "doc": "constant"}
+
+
 def assert_whole(saver: Checkpointer, thread: str, msgs: list[Any]) -> None:
     """Every checkpoint ``grow`` put on ``thread`` is stored and reads back exactly."""
     got = list(saver.list(thread))
     assert [s.checkpoint.id for s in got] == [f"{i:08d}" for i in range(len(msgs) - 1, -1, -1)]
     for s in got:
-        i = int(s.checkpoint.id)
-        assert s.checkpoint.channel_values == {
-            "messages": msgs[: i + 1],
-            "step": i,
-            "doc": "constant",
-        }
+        assert s.checkpoint.channel_values == grown(int(s.checkpoint.id), msgs)
 
 
 @pytest.fixture
@@ -377,12 +377,7 @@ def test_reads_leave_out_checkpoints_retention_deletes_meanwhile(
         assert pruned == [4]
         assert [s.checkpoint.id for s in snaps] == ["00000005", "00000004"]
         for s in snaps:
-            i = int(s.checkpoint.id)
-            assert s.checkpoint.channel_values == {
-                "messages": msgs[: i + 1],
-                "step": i,
-                "doc": "constant",
-            }
+            assert s.checkpoint.channel_values == grown(int(s.checkpoint.id), msgs)
         grow(saver, "u", 3)
         pruned.clear()
         assert saver.get("u", checkpoint_id="00000000") is None  # pruned before its values

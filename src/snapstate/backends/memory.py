@@ -146,21 +146,21 @@ class MemoryBackend(Backend):
             return idle
 
     def _delete_threads(self, doomed: set[str]) -> None:
-        with self._lock:
-            last: dict[str, str] = {}
-            for (tid, _ns), rows in self._checkpoints.items():
-                if tid in doomed and rows:
-                    last[tid] = max(last.get(tid, ""), max(rows))
-            for (tid, _ns), per in self._writes.items():
-                if tid in doomed and per:
-                    last[tid] = max(last.get(tid, ""), max(per))
-            now = time.time()
-            for tid, cid in last.items():
-                old = self._tombstones.get(tid)
-                self._tombstones[tid] = (max(cid, old[0]) if old else cid, now)
-            for table in (self._checkpoints, self._blobs, self._writes):
-                for key in [k for k in table if k[0] in doomed]:
-                    del table[key]  # type: ignore[attr-defined]
+        """Tombstones for those threads, then every row of them; the caller holds the lock."""
+        last: dict[str, str] = {}
+        for (tid, _ns), rows in self._checkpoints.items():
+            if tid in doomed and rows:
+                last[tid] = max(last.get(tid, ""), max(rows))
+        for (tid, _ns), per in self._writes.items():
+            if tid in doomed and per:
+                last[tid] = max(last.get(tid, ""), max(per))
+        now = time.time()
+        for tid, cid in last.items():
+            old = self._tombstones.get(tid)
+            self._tombstones[tid] = (max(cid, old[0]) if old else cid, now)
+        for table in (self._checkpoints, self._blobs, self._writes):
+            for key in [k for k in table if k[0] in doomed]:
+                del table[key]  # type: ignore[attr-defined]
 
     def purge_tombstones(self, deleted_before: float) -> int:
         with self._lock:

@@ -33,24 +33,22 @@ _MEMORY_NAMES = ("", ":memory:")
 class _PrivateMemory(MemoryBackend):
     """The store of a saver on an in-memory SQLite database: its rows go when the saver is
     closed, and every call after that raises, as with LangGraph's saver, whose connection is
-    then closed."""
-
-    _closed = False
-
-    def __getattribute__(self, name: str) -> Any:
-        if name in _STORE_CALLS and object.__getattribute__(self, "_closed"):
-            raise StoreUnavailableError(
-                "the in-memory SQLite database of this saver is closed: its checkpoints are gone"
-            )
-        return super().__getattribute__(name)
+    then closed. (Calls while open cost what the memory backend's do.)"""
 
     def close(self) -> None:
         with self._lock:
-            self._closed = True
             self._checkpoints.clear()
             self._blobs.clear()
             self._writes.clear()
             self._tombstones.clear()
+            for name in _STORE_CALLS:  # shadow each method of the contract on this instance
+                setattr(self, name, _closed_call)
+
+
+def _closed_call(*args: Any, **kwargs: Any) -> Any:
+    raise StoreUnavailableError(
+        "the in-memory SQLite database of this saver is closed: its checkpoints are gone"
+    )
 
 
 #: Every call of the backend contract but ``close``.
