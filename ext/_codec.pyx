@@ -22,7 +22,9 @@ from posix.dlfcn cimport RTLD_LOCAL, RTLD_NOW, dlopen, dlsym
 import collections as _collections
 import datetime as _dt
 import decimal as _decimal
+import ipaddress as _ipaddress
 import pathlib as _pathlib
+import re as _re
 import sys as _sys
 import uuid as _uuid
 import zoneinfo as _zoneinfo
@@ -108,6 +110,8 @@ cdef int EXT_PYDANTIC = _F.EXT_PYDANTIC
 cdef int EXT_OBJECT = _F.EXT_OBJECT
 cdef int EXT_EXCEPTION = _F.EXT_EXCEPTION
 cdef int EXT_NDARRAY = _F.EXT_NDARRAY
+cdef int EXT_IPADDRESS = _F.EXT_IPADDRESS
+cdef int EXT_PATTERN = _F.EXT_PATTERN
 cdef int HEADER_SIZE = _F.HEADER_SIZE
 cdef int FLAG_LZ4 = _F.FLAG_LZ4
 cdef int KNOWN_FLAGS = _F.KNOWN_FLAGS
@@ -487,6 +491,8 @@ cdef type T_uuid = _uuid.UUID
 cdef type T_decimal = _decimal.Decimal
 cdef type T_deque = _collections.deque
 cdef tuple PATH_TYPES = tuple(getattr(_pathlib, name) for name in _F.PATH_KINDS)
+cdef tuple IP_TYPES = tuple(getattr(_ipaddress, name) for name in _F.IP_KINDS)
+cdef type T_pattern = _re.Pattern
 
 cdef object INT_MAX = _F.INT_MAX
 cdef object S_DICT = "__dict__"
@@ -862,12 +868,28 @@ cdef class _Encoder:
         if t is T_deque:
             return self.w_deque(v, depth)
         if t in PATH_TYPES:
+            return self.w_kind_text(EXT_PATH, PATH_TYPES.index(t), v, depth)
+        if t in IP_TYPES:
+            return self.w_kind_text(EXT_IPADDRESS, IP_TYPES.index(t), v, depth)
+        if t is T_pattern:
+            try:
+                flags = _F.pattern_flags(v)
+            except EncodeFailure as f:
+                raise self.fail(f.problem, f.hint, depth - 1)
             start = self.begin_ext()
             self.w_array(2)
-            self.w_int(PATH_TYPES.index(t))
-            self.value(str(v), depth)
-            return self.end_ext(start, EXT_PATH)
+            self.value(v.pattern, depth)
+            self.w_int(flags)
+            return self.end_ext(start, EXT_PATTERN)
         return self.w_object(v, t, depth)
+
+    cdef int w_kind_text(self, int code, Py_ssize_t kind, object v, int depth) except -1:
+        """``[kind, str(v)]`` under ``code``: a path or an ipaddress value."""
+        cdef Py_ssize_t start = self.begin_ext()
+        self.w_array(2)
+        self.w_int(kind)
+        self.value(str(v), depth)
+        return self.end_ext(start, code)
 
     cdef int w_list(self, list v, int depth) except -1:
         cdef Py_ssize_t i, size = PyList_GET_SIZE(v)
@@ -1743,7 +1765,7 @@ cdef class _Reader:
             # pure-Python codec returns one; do the same, through msgspec.
             raw = PyBytes_FromStringAndSize_obj(<const char*>self.buf + start, size)
             return _msgspec.msgpack.decode(_msgspec.msgpack.encode(Ext(-1, raw)))
-        if code < EXT_TUPLE or code > EXT_NDARRAY:
+        if code < EXT_TUPLE or code > EXT_PATTERN:
             raise BadData(f"unknown extension type {code}")
         try:
             return self.build(code, start, size)
@@ -1876,6 +1898,10 @@ cdef class _Reader:
             return core._object(self.sub(start, size, code, 2, 2))
         if code == EXT_EXCEPTION:
             return core._exception(self.sub(start, size, code, 2, 3))
+        if code == EXT_IPADDRESS:
+            return _F.build_ipaddress(self.sub(start, size, code, 2, 2))
+        if code == EXT_PATTERN:
+            return _F.build_pattern(self.sub(start, size, code, 2, 2))
         p = self.sub(start, size, code, 3, 3)
         return _F.build_ndarray(p)
 

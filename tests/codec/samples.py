@@ -11,7 +11,9 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
+import ipaddress
 import pathlib
+import re
 import uuid
 import zoneinfo
 from typing import Any, NamedTuple
@@ -219,6 +221,16 @@ GOLDEN: dict[str, Any] = {
         Ints([1, 2]),
     ],
     "exceptions": [ValueError("bad", 3), KeyError("k"), AppError("boom", code=7)],
+    "netre": [
+        ipaddress.IPv4Address("192.0.2.1"),
+        ipaddress.IPv6Address("fe80::1%eth0"),
+        ipaddress.IPv4Network("10.0.0.0/8"),
+        ipaddress.IPv6Network("2001:db8::/32"),
+        ipaddress.IPv4Interface("192.0.2.1/24"),
+        ipaddress.IPv6Interface("::1/128"),
+        re.compile("a+b", re.IGNORECASE | re.MULTILINE),
+        re.compile(b"[0-9]+", re.DOTALL),
+    ],
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import zoneinfo
 from typing import Any
 
@@ -42,6 +43,17 @@ HASHABLE_SCALARS = st.one_of(
     st.uuids(),
     st.decimals(allow_nan=False),
     st.sampled_from(list(S.Color) + list(S.Level)),
+    st.ip_addresses(),
+)
+
+#: Compiled patterns of every flag a stored pattern may carry.
+PATTERNS = st.one_of(
+    st.builds(
+        re.compile,
+        st.text(st.characters(exclude_categories=()), max_size=12).map(re.escape),
+        st.sampled_from([0, re.I, re.M | re.S, re.X, re.A, re.U | re.I]),
+    ),
+    st.builds(re.compile, st.binary(max_size=12).map(re.escape), st.sampled_from([0, re.L])),
 )
 
 SCALARS = st.one_of(
@@ -50,6 +62,7 @@ SCALARS = st.one_of(
     st.times(timezones=TIMEZONES),
     st.timedeltas(),
     st.builds(bytearray, st.binary(max_size=20)),
+    PATTERNS,
 )
 
 HASHABLE = st.recursive(

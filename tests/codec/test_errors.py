@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import pathlib
 import pickle
+import re
 import zoneinfo
 from typing import Any
 
@@ -30,8 +31,9 @@ from . import samples as S
 WHERE = "channel 'messages' of checkpoint '0001' (thread 't', namespace '')"
 HINT = (
     " (hint: supported are JSON types, bytes, tuple, set, frozenset, datetime types, UUID, "
-    "Decimal, paths, Enum, dataclasses, NamedTuples, msgspec Structs, pydantic models, "
-    "exceptions and numpy arrays; register other classes with snapstate.codec.register(cls))"
+    "Decimal, paths, ipaddress values, compiled regular expressions, Enum, dataclasses, "
+    "NamedTuples, msgspec Structs, pydantic models, exceptions and numpy arrays; register other "
+    "classes with snapstate.codec.register(cls))"
 )
 NOT_ALLOWED = (
     " (hint: allow it with snapstate.codec.register(cls) before loading, or pass it in a "
@@ -153,6 +155,13 @@ class TestEncode:
             "cannot encode value: a `zoneinfo.ZoneInfo` without a key (read from a file) - at `$.z`"
         )
 
+    def test_pattern_with_debug_flag(self, each_impl: Codec) -> None:
+        pattern = re.compile("a", re.DEBUG)
+        assert encode_error(each_impl, {"p": [pattern]}) == (
+            "cannot encode value: a `re.Pattern` compiled with re.DEBUG - at `$.p[0]` (hint: "
+            "compile it without that flag; patterns are stored with their other flags)"
+        )
+
     def test_error_classes(self, codec: Codec) -> None:
         with pytest.raises(EncodeError) as info:
             codec.encode(object())
@@ -235,6 +244,40 @@ class TestDecode:
         assert decode_error(each_impl, ext(F.EXT_DATACLASS, [["x"], {}])) == (
             "cannot decode value: malformed type name ['x']"
         )
+
+    @pytest.mark.parametrize(
+        ("code", "payload", "message"),
+        [
+            (F.EXT_IPADDRESS, [6, "10.0.0.1"], "malformed ipaddress"),
+            (F.EXT_IPADDRESS, [0, b"10.0.0.1"], "malformed ipaddress"),
+            (F.EXT_IPADDRESS, [0], "malformed ipaddress"),
+            (
+                F.EXT_IPADDRESS,
+                [2, "10.0.0.1/8"],
+                "malformed ipaddress: ValueError: 10.0.0.1/8 has host bits set",
+            ),
+            (F.EXT_PATTERN, ["a", re.DEBUG], "malformed re.Pattern"),
+            (F.EXT_PATTERN, ["a", "i"], "malformed re.Pattern"),
+            (F.EXT_PATTERN, [1, 0], "malformed re.Pattern"),
+            (F.EXT_PATTERN, ["a", 0, 0], "malformed re.Pattern"),
+            (
+                F.EXT_PATTERN,
+                ["(", 0],
+                "malformed re.Pattern: error: missing ), unterminated subpattern at position 0",
+            ),
+            (
+                F.EXT_PATTERN,
+                ["a", re.LOCALE],
+                "malformed re.Pattern: ValueError: cannot use LOCALE flag with a str pattern",
+            ),
+        ],
+    )
+    def test_malformed_stdlib_values(
+        self, each_impl: Codec, code: int, payload: Any, message: str, capsys: Any
+    ) -> None:
+        """Stored patterns and addresses are checked before use, and re.DEBUG never prints."""
+        assert decode_error(each_impl, ext(code, payload)) == f"cannot decode value: {message}"
+        assert capsys.readouterr() == ("", "")
 
     def test_kind_mismatch(self, each_impl: Codec) -> None:
         data = ext(F.EXT_DATACLASS, ["tests.codec.samples:Model", {"name": "x"}])

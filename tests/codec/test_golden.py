@@ -1,10 +1,11 @@
 """Golden bytes: the format is pinned, and every stored format version stays readable.
 
 ``tests/codec/golden/v<version>-<name>.bin`` hold values encoded by the release that introduced
-that format version. Each must still decode to its value; the current version's files must also
-be what both implementations write today. A deliberate format change adds a new version (and
-its files) rather than editing these: ``SNAPSTATE_REGEN_GOLDEN=1 pytest tests/codec`` writes
-the files of the current version that are missing.
+that format version, or (for types a version gained later, under extension codes of their own)
+by the release that added them. Each must still decode to its value; the current version's
+files must also be what both implementations write today. A deliberate format change adds a
+new version (and its files) rather than editing these: ``SNAPSTATE_REGEN_GOLDEN=1 pytest
+tests/codec`` writes the files of the current version that are missing.
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
+import ipaddress
 import pathlib
+import re
 import uuid
 import zoneinfo
 from typing import Any
@@ -88,6 +90,26 @@ CASES: dict[str, Any] = {
     ],
     "path with surrogate": pathlib.Path("/tmp/caf\udce9"),
     "deque": [collections.deque([1, (2,)]), collections.deque(maxlen=3)],
+    "ipaddress": [
+        ipaddress.IPv4Address("0.0.0.0"),
+        ipaddress.IPv6Address("::ffff:10.0.0.1"),
+        ipaddress.IPv6Address("fe80::1%é"),
+        ipaddress.IPv4Network("10.1.0.0/16"),
+        ipaddress.IPv6Network("::/0"),
+        ipaddress.IPv4Interface("10.1.2.3/16"),
+        ipaddress.IPv6Interface("fe80::1%2/64"),
+    ],
+    "ipaddress keys and sets": {
+        ipaddress.IPv4Address("10.0.0.2"): {ipaddress.IPv4Network("10.0.0.0/30")},
+        "s": {ipaddress.IPv4Address("10.0.0.9"), ipaddress.IPv4Address("10.0.0.1")},
+    },
+    "re.Pattern": [
+        re.compile(""),
+        re.compile("(?P<word>\\w+)\\s*", re.VERBOSE | re.ASCII),
+        re.compile("caf\udce9|日本"),
+        re.compile(b"\\x00+", re.IGNORECASE | re.LOCALE),
+        {re.compile("k"): re.compile("v", re.DOTALL)},
+    ],
     "dataclass": S.Point(1, 2.0, ["a"]),
     "dataclass frozen slots": S.Frozen(name="n", size=3),
     "dataclass init=False": S.WithInitFalse(3),

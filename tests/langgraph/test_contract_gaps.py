@@ -36,7 +36,7 @@ from langgraph.checkpoint.memory import InMemorySaver as LangGraphMemory
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.serde.types import _DeltaSnapshot
 
-from snapstate import EncodeError, SnapstateError
+from snapstate import SnapstateError
 from snapstate.langgraph import LoopThreadError, SqliteSaver
 
 from .conftest import ALL_KINDS, MakeSaver, kinds
@@ -735,21 +735,20 @@ async def test_langgraph_types_load_as_themselves_in_strict_mode(
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=EncodeError,
-    reason="library gap: LangGraph's serializer stores ipaddress values and compiled regular "
-    "expressions (both in its strict mode's safe types); snapstate's codec refuses to encode them",
-)
 def test_stdlib_types_langgraph_stores() -> None:
-    """ipaddress values and ``re.Pattern`` round-trip through LangGraph's savers; a graph whose
-    state holds one fails on ours at the first ``put``."""
+    """ipaddress values and ``re.Pattern`` round-trip through LangGraph's savers and ours."""
     import ipaddress
     import re
 
     from snapstate.langgraph import InMemorySaver
 
-    values = {"address": ipaddress.IPv4Address("10.0.0.1"), "pattern": re.compile("a+", re.I)}
+    values = {
+        "address": ipaddress.IPv4Address("10.0.0.1"),
+        "network": ipaddress.IPv6Network("2001:db8::/32"),
+        "interface": ipaddress.IPv4Interface("10.0.0.1/24"),
+        "pattern": re.compile("a+", re.I),
+        "bytes pattern": re.compile(b"x.*y", re.S),
+    }
     theirs = LangGraphMemory()
     versions = dict.fromkeys(values, 1)
     cp = generate_checkpoint(channel_values=values, channel_versions=versions)
@@ -757,7 +756,9 @@ def test_stdlib_types_langgraph_stores() -> None:
     assert theirs.get_tuple(cfg).checkpoint["channel_values"] == values
     saver = InMemorySaver()
     cfg = saver.put(config("t"), cp, {}, versions)
-    assert saver.get_tuple(cfg).checkpoint["channel_values"] == values
+    loaded = saver.get_tuple(cfg).checkpoint["channel_values"]
+    assert loaded == values
+    assert {k: type(v) for k, v in loaded.items()} == {k: type(v) for k, v in values.items()}
 
 
 # -- constructors and factories ------------------------------------------------------------------

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import operator
 import os
 import random
+import re
 import shutil
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -371,6 +373,29 @@ def test_items_alike_but_stored_differently_are_not_taken_for_the_same() -> None
         [int, bool],
     ]
     assert items[0] == [{"n": 1.0}, 1, "new", "newer"]
+
+
+def test_addresses_and_patterns_langgraph_stored_come_across() -> None:
+    """LangGraph's serializer stores ``ipaddress`` values and compiled patterns; the import
+    brings them across as themselves."""
+    values = {
+        "hosts": [ipaddress.IPv4Address("10.0.0.1"), ipaddress.IPv6Interface("fe80::1%eth0/64")],
+        "net": ipaddress.IPv4Network("10.0.0.0/8"),
+        "rule": re.compile("^a+$", re.IGNORECASE | re.MULTILINE),
+    }
+    source = LGMemory()
+    put_chain(
+        source, "t", [{"channel_values": values, "channel_versions": dict.fromkeys(values, 1)}]
+    )
+    target = InMemorySaver()
+    import_history(source, target)
+    got = target.get_tuple(cfg("t"))
+    assert got is not None
+    loaded = got.checkpoint["channel_values"]
+    assert loaded == values
+    assert [type(h) for h in loaded["hosts"]] == [type(h) for h in values["hosts"]]
+    assert type(loaded["net"]) is ipaddress.IPv4Network
+    assert type(loaded["rule"]) is re.Pattern
 
 
 @pytest.mark.parametrize(

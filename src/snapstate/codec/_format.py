@@ -26,6 +26,7 @@ their output is byte-identical.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import struct
@@ -80,8 +81,15 @@ __all__ = [
     "EXT_OBJECT",
     "EXT_EXCEPTION",
     "EXT_NDARRAY",
+    "EXT_IPADDRESS",
+    "EXT_PATTERN",
     "EXT_NAMES",
     "PATH_KINDS",
+    "IP_KINDS",
+    "PATTERN_FLAGS",
+    "pattern_flags",
+    "build_ipaddress",
+    "build_pattern",
     "checksum",
     "type_name",
     "display_name",
@@ -165,6 +173,10 @@ EXT_PYDANTIC = 21  # ["module:qualname", fields, fields_set(, extra(, private))]
 EXT_OBJECT = 22  # ["module:qualname", {attribute: value}]  (registered plain classes)
 EXT_EXCEPTION = 23  # ["module:qualname", [args...](, {attribute: value})]
 EXT_NDARRAY = 24  # [dtype.str, shape or nil for a numpy scalar, raw data]
+# Added after the first release of version 1 (no value's bytes changed): a reader that predates
+# them reports "unknown extension type 25" (or 26).
+EXT_IPADDRESS = 25  # [kind (IP_KINDS index), str(value)]
+EXT_PATTERN = 26  # [pattern (str or bytes), flags]
 
 EXT_NAMES = {
     EXT_TUPLE: "tuple",
@@ -191,10 +203,28 @@ EXT_NAMES = {
     EXT_OBJECT: "object",
     EXT_EXCEPTION: "exception",
     EXT_NDARRAY: "numpy array",
+    EXT_IPADDRESS: "ipaddress",
+    EXT_PATTERN: "re.Pattern",
 }
 
 #: EXT_PATH kinds, by index.
 PATH_KINDS = ("PurePosixPath", "PureWindowsPath", "PosixPath", "WindowsPath")
+
+#: EXT_IPADDRESS kinds (classes of the ``ipaddress`` module), by index.
+IP_KINDS = (
+    "IPv4Address",
+    "IPv6Address",
+    "IPv4Network",
+    "IPv6Network",
+    "IPv4Interface",
+    "IPv6Interface",
+)
+
+#: The ``re`` flags a stored pattern may carry. ``re.DEBUG`` (which prints while compiling) and
+#: ``re.TEMPLATE`` (deprecated) are neither stored nor loaded.
+PATTERN_FLAGS = (
+    re.IGNORECASE | re.LOCALE | re.MULTILINE | re.DOTALL | re.UNICODE | re.VERBOSE | re.ASCII
+)
 
 _xxh3_64 = xxhash.xxh3_64_intdigest
 
@@ -441,8 +471,9 @@ class Unregistered(Exception):
 
 UNSUPPORTED_HINT = (
     "supported are JSON types, bytes, tuple, set, frozenset, datetime types, UUID, Decimal, "
-    "paths, Enum, dataclasses, NamedTuples, msgspec Structs, pydantic models, exceptions and "
-    "numpy arrays; register other classes with snapstate.codec.register(cls)"
+    "paths, ipaddress values, compiled regular expressions, Enum, dataclasses, NamedTuples, "
+    "msgspec Structs, pydantic models, exceptions and numpy arrays; register other classes with "
+    "snapstate.codec.register(cls)"
 )
 
 
@@ -546,3 +577,33 @@ def build_ndarray(p: list[Any]) -> Any:
     if count == 0:
         return np.empty(shape, dtype=dtype)
     return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+
+
+def pattern_flags(v: re.Pattern[Any]) -> int:
+    """The flags stored for the compiled pattern ``v``; raises EncodeFailure for re.DEBUG or
+    re.TEMPLATE, which a loaded pattern could not carry without side effects."""
+    flags = int(v.flags)
+    if flags & ~PATTERN_FLAGS:
+        shown = re.RegexFlag(flags & ~PATTERN_FLAGS)
+        raise EncodeFailure(
+            f"a `re.Pattern` compiled with {shown!s}",
+            "compile it without that flag; patterns are stored with their other flags",
+        )
+    return flags
+
+
+def build_ipaddress(p: list[Any]) -> Any:
+    """The ``ipaddress`` value an EXT_IPADDRESS payload ``[kind, text]`` holds."""
+    kind, text = p
+    if type(kind) is not int or not 0 <= kind < len(IP_KINDS) or type(text) is not str:
+        raise BadData("malformed ipaddress")
+    return getattr(ipaddress, IP_KINDS[kind])(text)
+
+
+def build_pattern(p: list[Any]) -> Any:
+    """The compiled pattern an EXT_PATTERN payload ``[pattern, flags]`` holds (compiled, never
+    run: a pattern is data to ``re``)."""
+    pattern, flags = p
+    if type(pattern) not in (str, bytes) or type(flags) is not int or flags & ~PATTERN_FLAGS:
+        raise BadData("malformed re.Pattern")
+    return re.compile(pattern, flags)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import decimal
+import ipaddress
 import pathlib
 import re
 import sys
@@ -32,6 +33,7 @@ _Raw = msgspec.Raw
 _setattr = object.__setattr__
 _new: Callable[[type], Any] = object.__new__
 _PATH_TYPES = tuple(getattr(pathlib, name) for name in F.PATH_KINDS)
+_IP_TYPES = tuple(getattr(ipaddress, name) for name in F.IP_KINDS)
 
 
 def _utf8_ok(s: str) -> bool:
@@ -294,6 +296,14 @@ class Core:
         kind = _PATH_TYPES.index(type(v))
         return _Ext(F.EXT_PATH, self._pack([kind, self._walk(str(v), depth)]))
 
+    def _ipaddress(self, v: Any, depth: int) -> Any:
+        kind = _IP_TYPES.index(type(v))
+        return _Ext(F.EXT_IPADDRESS, self._pack([kind, self._walk(str(v), depth)]))
+
+    def _pattern(self, v: re.Pattern[Any], depth: int) -> Any:
+        flags = F.pattern_flags(v)
+        return _Ext(F.EXT_PATTERN, self._pack([self._walk(v.pattern, depth), flags]))
+
     def _deque(self, v: collections.deque[Any], depth: int) -> Any:
         parts: list[Any] = [self._items(v, depth)]
         if v.maxlen is not None:
@@ -420,6 +430,12 @@ class Core:
         if type(p[0]) is not list:
             raise F.BadData("malformed deque")
         return collections.deque(p[0], p[1] if len(p) > 1 else None)
+
+    def _b_ipaddress(self, data: memoryview) -> Any:
+        return F.build_ipaddress(self._list(data, F.EXT_IPADDRESS, 2, 2))
+
+    def _b_pattern(self, data: memoryview) -> Any:
+        return F.build_pattern(self._list(data, F.EXT_PATTERN, 2, 2))
 
     def _info(self, code: int, name: Any) -> TypeInfo:
         info = self.resolver.resolve(code, name)
@@ -599,6 +615,8 @@ _SIMPLE: dict[type, Callable[[Core, Any, int], Any]] = {
     decimal.Decimal: lambda c, v, d: _Ext(F.EXT_DECIMAL, str(v).encode("ascii")),
     collections.deque: Core._deque,
     **{cls: Core._path for cls in _PATH_TYPES},
+    **{cls: Core._ipaddress for cls in _IP_TYPES},
+    re.Pattern: Core._pattern,
 }
 
 _BUILD: dict[int, Callable[[Core, memoryview], Any]] = {
@@ -626,4 +644,6 @@ _BUILD: dict[int, Callable[[Core, memoryview], Any]] = {
     F.EXT_OBJECT: Core._b_object,
     F.EXT_EXCEPTION: Core._b_exception,
     F.EXT_NDARRAY: Core._b_ndarray,
+    F.EXT_IPADDRESS: Core._b_ipaddress,
+    F.EXT_PATTERN: Core._b_pattern,
 }
