@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import random
 import threading
 import time
@@ -355,6 +356,30 @@ def test_idle_sweep_counts_values_a_chunk_at_a_time(
     assert all(saver.backend.blob_index(t) == [] for t in threads)
 
 
+def _pruning(read: Any, other: Checkpointer) -> tuple[Any, list[int]]:
+    """``read`` (a backend method, sync or async), first running ``other.retain(keep_last=2)``
+    while the list it returns is empty; the list gets how many checkpoints that deleted."""
+    pruned: list[int] = []
+
+    def prune() -> None:
+        if not pruned:
+            pruned.append(other.retain(keep_last=2).checkpoints_deleted)
+
+    if inspect.iscoroutinefunction(read):
+
+        async def aread(*args: Any) -> Any:
+            prune()
+            return await read(*args)
+
+        return aread, pruned
+
+    def sread(*args: Any) -> Any:
+        prune()
+        return read(*args)
+
+    return sread, pruned
+
+
 def test_reads_leave_out_checkpoints_retention_deletes_meanwhile(
     backend_factory: BackendFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -364,14 +389,7 @@ def test_reads_leave_out_checkpoints_retention_deletes_meanwhile(
     A value a stored checkpoint never had still reads as absent."""
     with Checkpointer(backend_factory()) as saver, Checkpointer(backend_factory()) as other:
         msgs = grow(saver, "t", 6)
-        get_blobs = saver.backend.get_blobs
-        pruned: list[int] = []
-
-        def prune_first(*args: Any) -> Any:
-            if not pruned:
-                pruned.append(other.retain(keep_last=2).checkpoints_deleted)
-            return get_blobs(*args)
-
+        prune_first, pruned = _pruning(saver.backend.get_blobs, other)
         monkeypatch.setattr(saver.backend, "get_blobs", prune_first)
         snaps = list(saver.list("t"))
         assert pruned == [4]
@@ -409,14 +427,7 @@ def test_async_reads_leave_out_checkpoints_retention_deletes_meanwhile(
             msgs = grow(other, "t", 6)
             reader = AsyncCheckpointer(backend_factory())
             try:
-                get_blobs = reader.backend.get_blobs
-                pruned: list[int] = []
-
-                async def prune_first(*args: Any) -> Any:
-                    if not pruned:
-                        pruned.append(other.retain(keep_last=2).checkpoints_deleted)
-                    return await get_blobs(*args)
-
+                prune_first, pruned = _pruning(reader.backend.get_blobs, other)
                 reader.backend.get_blobs = prune_first  # type: ignore[method-assign]
                 snaps = [s async for s in reader.list("t")]
                 assert pruned == [4]
@@ -428,10 +439,46 @@ def test_async_reads_leave_out_checkpoints_retention_deletes_meanwhile(
                 pruned.clear()
                 latest = await reader.get("u")
                 assert latest is not None and latest.checkpoint.id == "00000002"
+                # Deleted after its values were read, before its pending writes: left out.
+                grow(other, "w", 6)
+                _written(other, "w", 5)
+                prune_writes, pruned = _pruning(reader.backend.get_writes, other)
+                reader.backend.get_writes = prune_writes  # type: ignore[method-assign]
+                snaps = [s async for s in reader.list("w")]
+                assert pruned == [4]
+                assert [[w.value for w in s.pending_writes] for s in snaps] == [[], ["w4"]]
             finally:
                 await reader.aclose()
 
     asyncio.run(main())
+
+
+def _written(saver: Checkpointer, thread: str, n: int) -> None:
+    """A pending write on each of the first ``n`` checkpoints ``grow`` put on ``thread``."""
+    for i in range(n):
+        saver.put_writes(
+            [("messages", f"w{i}")], thread_id=thread, checkpoint_id=f"{i:08d}", task_id="k"
+        )
+
+
+def test_list_leaves_out_checkpoints_deleted_before_their_writes_were_read(
+    backend_factory: BackendFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retention elsewhere deletes checkpoints (with their pending writes) after ``list`` read
+    their rows and values but before their writes: they are left out, not listed without the
+    writes they had. Checkpoints that never had writes still list."""
+    with Checkpointer(backend_factory()) as saver, Checkpointer(backend_factory()) as other:
+        msgs = grow(saver, "t", 6)
+        _written(saver, "t", 5)
+        prune_first, pruned = _pruning(saver.backend.get_writes, other)
+        monkeypatch.setattr(saver.backend, "get_writes", prune_first)
+        snaps = list(saver.list("t"))
+        assert pruned == [4]
+        assert [s.checkpoint.id for s in snaps] == ["00000005", "00000004"]
+        assert [[w.value for w in s.pending_writes] for s in snaps] == [[], ["w4"]]
+        assert snaps[1].checkpoint.channel_values == grown(4, msgs)
+        monkeypatch.undo()
+        assert [s.checkpoint.id for s in saver.list("t")] == ["00000005", "00000004"]
 
 
 @pytest.mark.parametrize(

@@ -1020,8 +1020,9 @@ class Checkpointer:
                 )
                 cache = caches.setdefault((tid, ns), _ValueCache(LIST_CACHE_ENTRIES))
                 for r, s in zip(rows, skels):
-                    snap = self._whole(r, s, have, writes.get(r.checkpoint_id, ()), cache)
-                    if snap is None:
+                    pending = writes.get(r.checkpoint_id, ())
+                    snap = self._whole(r, s, have, pending, cache)
+                    if snap is None or (not pending and not self._stored(r)):
                         continue  # deleted since its row was read: left out
                     done[id(r)], blobs = self._plan.upgrade(snap, s)
                     upgraded.blobs.extend(blobs)
@@ -1474,8 +1475,9 @@ class AsyncCheckpointer:
                 )
                 cache = caches.setdefault((tid, ns), _ValueCache(LIST_CACHE_ENTRIES))
                 for r, s in zip(rows, skels):
-                    snap = await self._whole(r, s, have, writes.get(r.checkpoint_id, ()), cache)
-                    if snap is None:
+                    pending = writes.get(r.checkpoint_id, ())
+                    snap = await self._whole(r, s, have, pending, cache)
+                    if snap is None or (not pending and not await self._stored(r)):
                         continue  # deleted since its row was read: left out
                     done[id(r)], blobs = self._plan.upgrade(snap, s)
                     upgraded.blobs.extend(blobs)
