@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import re
 import zoneinfo
 from typing import Any
@@ -31,19 +32,14 @@ INTS = st.one_of(
     st.sampled_from([0, 127, 128, -32, -33, 2**63, 2**64 - 1, 2**64, -(2**63) - 1]),
 )
 
-HASHABLE_SCALARS = st.one_of(
-    st.none(),
-    st.booleans(),
-    INTS,
-    st.floats(allow_nan=False),
-    TEXT,
-    st.binary(max_size=40),
-    st.dates(),
-    st.datetimes(timezones=TIMEZONES, allow_imaginary=False),
-    st.uuids(),
-    st.decimals(allow_nan=False),
-    st.sampled_from(list(S.Color) + list(S.Level)),
+#: Addresses, and the interfaces and networks around them, IPv4 and IPv6.
+IP_VALUES = st.one_of(
     st.ip_addresses(),
+    st.builds(
+        lambda a, n: ipaddress.ip_interface((a, n % (a.max_prefixlen + 1))),
+        st.ip_addresses(),
+        st.integers(0, 128),
+    ).flatmap(lambda i: st.sampled_from([i, i.network])),
 )
 
 #: Compiled patterns of every flag a stored pattern may carry.
@@ -56,13 +52,28 @@ PATTERNS = st.one_of(
     st.builds(re.compile, st.binary(max_size=12).map(re.escape), st.sampled_from([0, re.L])),
 )
 
+HASHABLE_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    INTS,
+    st.floats(allow_nan=False),
+    TEXT,
+    st.binary(max_size=40),
+    st.dates(),
+    st.datetimes(timezones=TIMEZONES, allow_imaginary=False),
+    st.uuids(),
+    st.decimals(allow_nan=False),
+    st.sampled_from(list(S.Color) + list(S.Level)),
+    IP_VALUES,
+    PATTERNS,
+)
+
 SCALARS = st.one_of(
     HASHABLE_SCALARS,
     st.floats(),
     st.times(timezones=TIMEZONES),
     st.timedeltas(),
     st.builds(bytearray, st.binary(max_size=20)),
-    PATTERNS,
 )
 
 HASHABLE = st.recursive(
