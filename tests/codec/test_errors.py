@@ -162,6 +162,15 @@ class TestEncode:
             "compile it without that flag; patterns are stored with their other flags)"
         )
 
+    @pytest.mark.skipif(not hasattr(re, "TEMPLATE"), reason="re.TEMPLATE is gone from this Python")
+    @pytest.mark.filterwarnings("ignore::DeprecationWarning")
+    def test_pattern_with_template_flag(self, each_impl: Codec) -> None:
+        pattern = re.compile("a", re.TEMPLATE | re.IGNORECASE)
+        assert encode_error(each_impl, pattern) == (
+            "cannot encode value: a `re.Pattern` compiled with re.TEMPLATE - at `$` (hint: "
+            "compile it without that flag; patterns are stored with their other flags)"
+        )
+
     def test_error_classes(self, codec: Codec) -> None:
         with pytest.raises(EncodeError) as info:
             codec.encode(object())

@@ -225,6 +225,9 @@ IP_KINDS = (
 PATTERN_FLAGS = (
     re.IGNORECASE | re.LOCALE | re.MULTILINE | re.DOTALL | re.UNICODE | re.VERBOSE | re.ASCII
 )
+#: The flags outside PATTERN_FLAGS a compiled pattern may carry, as errors name them (spelled
+#: out: ``re.TEMPLATE`` is gone from newer Pythons, and flag names print differently across them).
+_UNSTORED_FLAGS = ((128, "re.DEBUG"), (1, "re.TEMPLATE"))
 
 _xxh3_64 = xxhash.xxh3_64_intdigest
 
@@ -583,10 +586,11 @@ def pattern_flags(v: re.Pattern[Any]) -> int:
     """The flags stored for the compiled pattern ``v``; raises EncodeFailure for re.DEBUG or
     re.TEMPLATE, which a loaded pattern could not carry without side effects."""
     flags = int(v.flags)
-    if flags & ~PATTERN_FLAGS:
-        shown = re.RegexFlag(flags & ~PATTERN_FLAGS)
+    bad = flags & ~PATTERN_FLAGS
+    if bad:
+        shown = " | ".join(n for bit, n in _UNSTORED_FLAGS if bad & bit) or f"flags 0x{bad:x}"
         raise EncodeFailure(
-            f"a `re.Pattern` compiled with {shown!s}",
+            f"a `re.Pattern` compiled with {shown}",
             "compile it without that flag; patterns are stored with their other flags",
         )
     return flags
