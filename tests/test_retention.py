@@ -13,7 +13,10 @@ import pytest
 
 from snapstate import AsyncCheckpointer, Checkpoint, Checkpointer, InvalidArgumentError, Progress
 from snapstate.backends import BLOB_DELTA, BLOB_FULL, WriteBatch
-from snapstate.backends._base import version_key
+from snapstate.backends import sqlite as sqlite_backend
+from snapstate.backends._async import AsyncBackend, ThreadedAsyncBackend
+from snapstate.backends._base import Backend, version_key
+from snapstate.backends.memory import MemoryBackend
 from snapstate.backends.sqlite import SqliteBackend
 from snapstate.errors import DeltaBaseMissingError, ThreadDeletedError
 
@@ -479,6 +482,85 @@ def test_list_leaves_out_checkpoints_deleted_before_their_writes_were_read(
         assert snaps[1].checkpoint.channel_values == grown(4, msgs)
         monkeypatch.undo()
         assert [s.checkpoint.id for s in saver.list("t")] == ["00000005", "00000004"]
+
+
+class _LoadsApart(MemoryBackend):
+    """The memory backend reading a checkpoint through the contract's default ``load``."""
+
+    load = Backend.load
+
+
+class _LoadsApartAsync(ThreadedAsyncBackend):
+    load = AsyncBackend.load
+
+
+def _unchanging(saver: Checkpointer, thread: str, n: int) -> None:
+    """``n`` checkpoints sharing one value (so retention deletes none of it), each with a
+    pending write."""
+    for i in range(n):
+        saver.put(
+            Checkpoint(
+                id=f"{i:08d}", channel_values={"doc": "constant"}, channel_versions={"doc": 1}
+            ),
+            thread_id=thread,
+            changed=None if i == 0 else [],
+            parent_id=f"{i - 1:08d}" if i else None,
+        )
+    _written(saver, thread, n)
+
+
+def test_get_never_returns_a_checkpoint_without_the_writes_deleted_with_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Read apart (the default ``load``), a checkpoint retention deleted, with its writes,
+    between the read of its row and of its writes is looked up again and not returned; its
+    values, which kept checkpoints share, are all still there."""
+    backend = _LoadsApart()
+    with Checkpointer(backend) as saver, Checkpointer(backend) as other:
+        _unchanging(saver, "t", 6)
+        prune_first, pruned = _pruning(backend.get_writes, other)
+        monkeypatch.setattr(backend, "get_writes", prune_first)
+        assert saver.get("t", checkpoint_id="00000003") is None
+        assert pruned == [4]
+        latest = saver.get("t")
+        assert latest is not None and latest.checkpoint.id == "00000005"
+        assert [w.value for w in latest.pending_writes] == ["w5"]
+
+    async def main() -> None:
+        shared = _LoadsApart()
+        with Checkpointer(shared) as writer:
+            _unchanging(writer, "a", 6)
+            reader = AsyncCheckpointer(_LoadsApartAsync(shared, offload=False))
+            prune_later, pruned = _pruning(reader.backend.get_writes, writer)
+            reader.backend.get_writes = prune_later  # type: ignore[method-assign]
+            assert await reader.get("a", checkpoint_id="00000002") is None
+            assert pruned == [4]
+
+    asyncio.run(main())
+
+
+def test_sqlite_reads_a_checkpoint_and_its_writes_in_one_transaction(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retention committing right after ``get`` read a checkpoint's row does not reach the
+    writes it reads next: the checkpoint comes back whole, as of the moment its row was read."""
+    path = str(tmp_path / "s.db")
+    with Checkpointer(SqliteBackend(path)) as saver, Checkpointer(SqliteBackend(path)) as other:
+        _unchanging(saver, "t", 6)
+        real = sqlite_backend._checkpoint_row
+        pruned: list[int] = []
+
+        def prune_first(r: Any) -> Any:
+            if not pruned:
+                pruned.append(-1)  # retention reads rows through this function too
+                pruned[0] = other.retain(keep_last=2).checkpoints_deleted
+            return real(r)
+
+        monkeypatch.setattr(sqlite_backend, "_checkpoint_row", prune_first)
+        got = saver.get("t", checkpoint_id="00000003")
+        assert pruned == [4]
+        assert got is not None and [w.value for w in got.pending_writes] == ["w3"]
+        assert saver.backend.get_checkpoint("t", "", "00000003") is None
 
 
 @pytest.mark.parametrize(

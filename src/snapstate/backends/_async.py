@@ -88,10 +88,17 @@ class AsyncBackend(abc.ABC):
     async def load(
         self, thread_id: str, namespace: str, checkpoint_id: str | None
     ) -> tuple[CheckpointRow, list[BlobRow], list[WriteRow]] | None:
-        row = await self.get_checkpoint(thread_id, namespace, checkpoint_id)
-        if row is None:
-            return None
-        return row, [], await self.get_writes(thread_id, namespace, [row.checkpoint_id])
+        """See :meth:`Backend.load`: the default reads apart, so looks again when no writes
+        come back."""
+        while True:
+            row = await self.get_checkpoint(thread_id, namespace, checkpoint_id)
+            if row is None:
+                return None
+            writes = await self.get_writes(thread_id, namespace, [row.checkpoint_id])
+            if writes or await self.get_checkpoint(thread_id, namespace, row.checkpoint_id):
+                return row, [], writes
+            if checkpoint_id is not None:
+                return None  # deleted between the two reads
 
 
 class ThreadedAsyncBackend(AsyncBackend):

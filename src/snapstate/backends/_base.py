@@ -375,14 +375,22 @@ class Backend(abc.ABC):
     ) -> tuple[CheckpointRow, list[BlobRow], list[WriteRow]] | None:
         """A checkpoint row with the blobs its skeleton names and its writes.
 
-        The default makes three calls; SQL backends do it in one round trip. ``blob_keys`` are not
-        known before the skeleton is decoded, so the default returns no blobs and lets the engine
-        fetch them; a backend that can join them in returns them here.
+        The row and its writes must be as of one moment: never a row whose writes were deleted
+        with it (by retention elsewhere) between two reads. The default reads them apart, so when
+        no writes come back it looks the row up again; SQL backends read both in one statement
+        or read transaction. ``blob_keys`` are not known before the skeleton is decoded, so the
+        default returns no blobs and lets the engine fetch them; a backend that can join them in
+        returns them here.
         """
-        row = self.get_checkpoint(thread_id, namespace, checkpoint_id)
-        if row is None:
-            return None
-        return row, [], self.get_writes(thread_id, namespace, [row.checkpoint_id])
+        while True:
+            row = self.get_checkpoint(thread_id, namespace, checkpoint_id)
+            if row is None:
+                return None
+            writes = self.get_writes(thread_id, namespace, [row.checkpoint_id])
+            if writes or self.get_checkpoint(thread_id, namespace, row.checkpoint_id):
+                return row, [], writes
+            if checkpoint_id is not None:
+                return None  # deleted between the two reads
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every row of a thread to another thread id, keeping checkpoint ids.

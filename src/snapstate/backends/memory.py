@@ -122,6 +122,16 @@ class MemoryBackend(Backend):
             blobs = self._blobs.get((thread_id, namespace), {})
             return [blobs[k] for k in keys if k in blobs]
 
+    def load(
+        self, thread_id: str, namespace: str, checkpoint_id: str | None
+    ) -> tuple[CheckpointRow, list[BlobRow], list[WriteRow]] | None:
+        """The row and its writes under one hold of the lock, as of one moment."""
+        with self._lock:
+            row = self.get_checkpoint(thread_id, namespace, checkpoint_id)
+            if row is None:
+                return None
+            return row, [], self.get_writes(thread_id, namespace, [row.checkpoint_id])
+
     def get_writes(
         self, thread_id: str, namespace: str, checkpoint_ids: Collection[str]
     ) -> list[WriteRow]:

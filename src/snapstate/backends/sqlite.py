@@ -282,6 +282,40 @@ def _checkpoint_row(r: tuple[Any, ...]) -> CheckpointRow:
     return CheckpointRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6].encode(), r[7])
 
 
+def _checkpoint_query(
+    thread_id: str, namespace: str, checkpoint_id: str | None
+) -> tuple[str, tuple[str, ...]]:
+    """The statement and parameters reading a checkpoint row (the latest for None)."""
+    if checkpoint_id is None:
+        return (
+            f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints "
+            "WHERE thread_id = ? AND namespace = ? ORDER BY checkpoint_id DESC LIMIT 1",
+            (thread_id, namespace),
+        )
+    return (
+        f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints "
+        "WHERE thread_id = ? AND namespace = ? AND checkpoint_id = ?",
+        (thread_id, namespace, checkpoint_id),
+    )
+
+
+def _select_writes(
+    conn: sqlite3.Connection, thread_id: str, namespace: str, checkpoint_ids: list[str]
+) -> list[WriteRow]:
+    """Pending writes of those checkpoints, read on ``conn`` (payloads not yet checked)."""
+    out: list[WriteRow] = []
+    for chunk in _chunks(checkpoint_ids, _CHUNK):
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(
+            "SELECT w.thread_id, w.namespace, w.checkpoint_id, w.task_id, w.idx, w.channel, "
+            f"w.task_path, {_WRITE_VALUE} FROM writes w WHERE w.thread_id = ? "
+            f"AND w.namespace = ? AND w.checkpoint_id IN ({marks})",
+            [thread_id, namespace, *chunk],
+        )
+        out.extend(WriteRow(*r) for r in rows)
+    return out
+
+
 #: Every live checkpointer thread, so that a fork waits until none of them is inside SQLite.
 _CHECKPOINTERS: weakref.WeakSet[_WalCheckpointer] = weakref.WeakSet()
 
@@ -902,29 +936,33 @@ class SqliteBackend(Backend):
     def get_checkpoint(
         self, thread_id: str, namespace: str, checkpoint_id: str | None
     ) -> CheckpointRow | None:
-        if checkpoint_id is None:
-            rows = self._read(
-                "reading the latest checkpoint",
-                f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints "
-                "WHERE thread_id = ? AND namespace = ? ORDER BY checkpoint_id DESC LIMIT 1",
-                (thread_id, namespace),
-            )
-        else:
-            rows = self._read(
-                "reading a checkpoint",
-                f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints "
-                "WHERE thread_id = ? AND namespace = ? AND checkpoint_id = ?",
-                (thread_id, namespace, checkpoint_id),
-            )
+        what = "reading the latest checkpoint" if checkpoint_id is None else "reading a checkpoint"
+        rows = self._read(what, *_checkpoint_query(thread_id, namespace, checkpoint_id))
         return _checkpoint_row(rows[0]) if rows else None
 
     def load(
         self, thread_id: str, namespace: str, checkpoint_id: str | None
     ) -> tuple[CheckpointRow, list[BlobRow], list[WriteRow]] | None:
-        row = self.get_checkpoint(thread_id, namespace, checkpoint_id)
-        if row is None:
-            return None
-        return row, [], self.get_writes(thread_id, namespace, [row.checkpoint_id])
+        """The row and its writes in one read transaction: retention deleting the checkpoint
+        (with its writes) in between cannot leave the row without them."""
+        with self._conn() as conn:
+            try:
+                own = not conn.in_transaction  # a shared connection's own one reads alike
+                if own:
+                    conn.execute("BEGIN")
+                try:
+                    rows = conn.execute(*_checkpoint_query(thread_id, namespace, checkpoint_id))
+                    found = rows.fetchall()
+                    if not found:
+                        return None
+                    row = _checkpoint_row(found[0])
+                    writes = _select_writes(conn, thread_id, namespace, [row.checkpoint_id])
+                finally:
+                    if own:
+                        conn.execute("COMMIT")  # ends the read; there is nothing to write
+            except sqlite3.Error as exc:
+                raise _translate(exc, "reading a checkpoint", self.path) from None
+        return row, [], check_payloads(writes)
 
     def list_checkpoints(self, query: ListQuery) -> Iterator[CheckpointRow]:
         conditions = key_conditions(query)
@@ -993,17 +1031,11 @@ class SqliteBackend(Backend):
     def get_writes(
         self, thread_id: str, namespace: str, checkpoint_ids: Collection[str]
     ) -> list[WriteRow]:
-        out: list[WriteRow] = []
-        for chunk in _chunks(list(checkpoint_ids), _CHUNK):
-            marks = ",".join("?" * len(chunk))
-            rows = self._read(
-                "reading pending writes",
-                "SELECT w.thread_id, w.namespace, w.checkpoint_id, w.task_id, w.idx, w.channel, "
-                f"w.task_path, {_WRITE_VALUE} FROM writes w WHERE w.thread_id = ? "
-                f"AND w.namespace = ? AND w.checkpoint_id IN ({marks})",
-                [thread_id, namespace, *chunk],
-            )
-            out.extend(WriteRow(*r) for r in rows)
+        with self._conn() as conn:
+            try:
+                out = _select_writes(conn, thread_id, namespace, list(checkpoint_ids))
+            except sqlite3.Error as exc:
+                raise _translate(exc, "reading pending writes", self.path) from None
         return check_payloads(out)
 
     def threads(self, *, idle_before: float | None = None) -> list[ThreadInfo]:
