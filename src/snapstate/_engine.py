@@ -948,20 +948,24 @@ class Checkpointer:
         row: CheckpointRow,
         skel: _Skeleton,
         have: Mapping[tuple[str, str], BlobRow],
-        writes: Iterable[WriteRow],
+        writes: Sequence[WriteRow],
         cache: _ValueCache,
+        *,
+        writes_apart: bool = False,
     ) -> Snapshot | None:
         """The snapshot of ``row``; None when the checkpoint is gone: retention (in another
         process, say) deleted it, and then values only it reached, after its row was read.
         Retention deletes a checkpoint before its values, so a value missing from a checkpoint
-        still stored is one it never had."""
+        still stored is one it never had. ``writes_apart``: ``writes`` were read apart from the
+        row, so none coming back may also mean that the checkpoint went with them."""
         try:
             snap = self._plan.snapshot(row, skel, have, writes, cache)
         except DecodeError:
             if self._stored(row):
                 raise
             return None
-        if self._plan.absent(skel, have) and not self._stored(row):
+        doubt = self._plan.absent(skel, have) or (writes_apart and not writes)
+        if doubt and not self._stored(row):
             return None
         return snap
 
@@ -1021,8 +1025,8 @@ class Checkpointer:
                 cache = caches.setdefault((tid, ns), _ValueCache(LIST_CACHE_ENTRIES))
                 for r, s in zip(rows, skels):
                     pending = writes.get(r.checkpoint_id, ())
-                    snap = self._whole(r, s, have, pending, cache)
-                    if snap is None or (not pending and not self._stored(r)):
+                    snap = self._whole(r, s, have, pending, cache, writes_apart=True)
+                    if snap is None:
                         continue  # deleted since its row was read: left out
                     done[id(r)], blobs = self._plan.upgrade(snap, s)
                     upgraded.blobs.extend(blobs)
@@ -1412,8 +1416,10 @@ class AsyncCheckpointer:
         row: CheckpointRow,
         skel: _Skeleton,
         have: Mapping[tuple[str, str], BlobRow],
-        writes: Iterable[WriteRow],
+        writes: Sequence[WriteRow],
         cache: _ValueCache,
+        *,
+        writes_apart: bool = False,
     ) -> Snapshot | None:
         """See :meth:`Checkpointer._whole`."""
         try:
@@ -1422,7 +1428,8 @@ class AsyncCheckpointer:
             if await self._stored(row):
                 raise
             return None
-        if self._plan.absent(skel, have) and not await self._stored(row):
+        doubt = self._plan.absent(skel, have) or (writes_apart and not writes)
+        if doubt and not await self._stored(row):
             return None
         return snap
 
@@ -1476,8 +1483,8 @@ class AsyncCheckpointer:
                 cache = caches.setdefault((tid, ns), _ValueCache(LIST_CACHE_ENTRIES))
                 for r, s in zip(rows, skels):
                     pending = writes.get(r.checkpoint_id, ())
-                    snap = await self._whole(r, s, have, pending, cache)
-                    if snap is None or (not pending and not await self._stored(r)):
+                    snap = await self._whole(r, s, have, pending, cache, writes_apart=True)
+                    if snap is None:
                         continue  # deleted since its row was read: left out
                     done[id(r)], blobs = self._plan.upgrade(snap, s)
                     upgraded.blobs.extend(blobs)
