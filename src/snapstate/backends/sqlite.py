@@ -729,12 +729,18 @@ class SqliteBackend(Backend):
                 self._checkpointer = _WalCheckpointer(self._file, self.busy_timeout)
             return self._checkpointer
 
-    def _read(self, what: str, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    @contextlib.contextmanager
+    def _reading(self, what: str) -> Iterator[sqlite3.Connection]:
+        """A connection to read on; its errors become snapstate's, naming ``what``."""
         with self._conn() as conn:
             try:
-                return conn.execute(sql, params).fetchall()
+                yield conn
             except sqlite3.Error as exc:
                 raise _translate(exc, what, self.path) from None
+
+    def _read(self, what: str, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._reading(what) as conn:
+            return conn.execute(sql, params).fetchall()
 
     # -- schema --------------------------------------------------------------------------------
 
@@ -766,19 +772,15 @@ class SqliteBackend(Backend):
                 )
 
     def migration_status(self) -> list[MigrationStatus]:
-        with self._conn() as conn:
-            try:
-                exists = conn.execute(
-                    "SELECT 1 FROM sqlite_master WHERE type = 'table' "
-                    "AND name = 'schema_migrations'"
-                ).fetchone()
-                applied = (
-                    dict(conn.execute("SELECT id, applied_at FROM schema_migrations").fetchall())
-                    if exists
-                    else {}
-                )
-            except sqlite3.Error as exc:
-                raise _translate(exc, "reading applied migrations", self.path) from None
+        with self._reading("reading applied migrations") as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+            ).fetchone()
+            applied = (
+                dict(conn.execute("SELECT id, applied_at FROM schema_migrations").fetchall())
+                if exists
+                else {}
+            )
         _refuse_newer(self.path, set(applied))
         return [MigrationStatus(mid, name, applied.get(mid)) for mid, name, _ in MIGRATIONS]
 
@@ -945,23 +947,20 @@ class SqliteBackend(Backend):
     ) -> tuple[CheckpointRow, list[BlobRow], list[WriteRow]] | None:
         """The row and its writes in one read transaction: retention deleting the checkpoint
         (with its writes) in between cannot leave the row without them."""
-        with self._conn() as conn:
+        with self._reading("reading a checkpoint") as conn:
+            own = not conn.in_transaction  # a shared connection's own one reads alike
+            if own:
+                conn.execute("BEGIN")
             try:
-                own = not conn.in_transaction  # a shared connection's own one reads alike
+                found = conn.execute(*_checkpoint_query(thread_id, namespace, checkpoint_id))
+                rows = found.fetchall()
+                if not rows:
+                    return None
+                row = _checkpoint_row(rows[0])
+                writes = _select_writes(conn, thread_id, namespace, [row.checkpoint_id])
+            finally:
                 if own:
-                    conn.execute("BEGIN")
-                try:
-                    rows = conn.execute(*_checkpoint_query(thread_id, namespace, checkpoint_id))
-                    found = rows.fetchall()
-                    if not found:
-                        return None
-                    row = _checkpoint_row(found[0])
-                    writes = _select_writes(conn, thread_id, namespace, [row.checkpoint_id])
-                finally:
-                    if own:
-                        conn.execute("COMMIT")  # ends the read; there is nothing to write
-            except sqlite3.Error as exc:
-                raise _translate(exc, "reading a checkpoint", self.path) from None
+                    conn.execute("COMMIT")  # ends the read; there is nothing to write
         return row, [], check_payloads(writes)
 
     def list_checkpoints(self, query: ListQuery) -> Iterator[CheckpointRow]:
@@ -1031,11 +1030,8 @@ class SqliteBackend(Backend):
     def get_writes(
         self, thread_id: str, namespace: str, checkpoint_ids: Collection[str]
     ) -> list[WriteRow]:
-        with self._conn() as conn:
-            try:
-                out = _select_writes(conn, thread_id, namespace, list(checkpoint_ids))
-            except sqlite3.Error as exc:
-                raise _translate(exc, "reading pending writes", self.path) from None
+        with self._reading("reading pending writes") as conn:
+            out = _select_writes(conn, thread_id, namespace, list(checkpoint_ids))
         return check_payloads(out)
 
     def threads(self, *, idle_before: float | None = None) -> list[ThreadInfo]:
