@@ -360,13 +360,15 @@ def test_idle_sweep_counts_values_a_chunk_at_a_time(
 
 
 def _pruning(read: Any, other: Checkpointer) -> tuple[Any, list[int]]:
-    """``read`` (a backend method, sync or async), first running ``other.retain(keep_last=2)``
-    while the list it returns is empty; the list gets how many checkpoints that deleted."""
+    """``read`` (a backend method or function, sync or async), first running
+    ``other.retain(keep_last=2)`` once; the list it returns gets how many checkpoints that
+    deleted (marked before retention runs, which may call ``read`` itself)."""
     pruned: list[int] = []
 
     def prune() -> None:
         if not pruned:
-            pruned.append(other.retain(keep_last=2).checkpoints_deleted)
+            pruned.append(-1)
+            pruned[0] = other.retain(keep_last=2).checkpoints_deleted
 
     if inspect.iscoroutinefunction(read):
 
@@ -547,15 +549,8 @@ def test_sqlite_reads_a_checkpoint_and_its_writes_in_one_transaction(
     path = str(tmp_path / "s.db")
     with Checkpointer(SqliteBackend(path)) as saver, Checkpointer(SqliteBackend(path)) as other:
         _unchanging(saver, "t", 6)
-        real = sqlite_backend._checkpoint_row
-        pruned: list[int] = []
-
-        def prune_first(r: Any) -> Any:
-            if not pruned:
-                pruned.append(-1)  # retention reads rows through this function too
-                pruned[0] = other.retain(keep_last=2).checkpoints_deleted
-            return real(r)
-
+        # Retention reads rows through this function too.
+        prune_first, pruned = _pruning(sqlite_backend._checkpoint_row, other)
         monkeypatch.setattr(sqlite_backend, "_checkpoint_row", prune_first)
         got = saver.get("t", checkpoint_id="00000003")
         assert pruned == [4]
