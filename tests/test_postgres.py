@@ -983,7 +983,7 @@ def test_direct_statements_convert_placeholders_once() -> None:
     s = direct.statement("INSERT INTO t VALUES (%s, %b::bytea, '100%%', %s::int4)")
     assert s is not None
     assert s.sql == b"INSERT INTO t VALUES ($1, $2::bytea, '100%', $3::int4)"
-    assert s.formats == (0, 1, 0)
+    assert s.formats == [0, 1, 0]
     assert s.name.startswith(b"snapstate_") and len(s.name) < 64  # NAMEDATALEN
     assert direct.statement("INSERT INTO t VALUES (%s, %b::bytea, '100%%', %s::int4)") is s
     # Named by content: another text (another schema's statement, say) has another name.

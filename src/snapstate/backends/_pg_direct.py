@@ -92,11 +92,12 @@ _IDLE_OR_IN_TRANSACTION = frozenset({_IDLE, pq.TransactionStatus.INTRANS})
 
 class Statement:
     """One statement in libpq's form: ``$n`` placeholders, each parameter's format, and the
-    name it is prepared under on every connection that prepares it."""
+    name it is prepared under on every connection that prepares it. ``formats`` is a list,
+    never changed: psycopg 3.2's compiled ``PGconn`` takes no other sequence for it."""
 
     __slots__ = ("formats", "name", "sql")
 
-    def __init__(self, sql: bytes, formats: tuple[int, ...], name: bytes) -> None:
+    def __init__(self, sql: bytes, formats: list[int], name: bytes) -> None:
         self.sql = sql
         self.formats = formats
         self.name = name
@@ -174,7 +175,7 @@ def statement(sql: str) -> Statement | None:
         # server sessions, a name found there can only ever mean this very statement, never
         # another client's or another schema's.
         digest = hashlib.blake2b(text, digest_size=12).hexdigest()
-        converted = Statement(text, tuple(formats), f"snapstate_{digest}".encode())
+        converted = Statement(text, formats, f"snapstate_{digest}".encode())
     return _statements.setdefault(sql, converted)
 
 
