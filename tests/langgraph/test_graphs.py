@@ -15,7 +15,14 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph.types import Command, Interrupt, Send
 
 from . import graphs
-from .conftest import ALL_KINDS, ASYNC_KINDS, MakeSaver, kinds, langgraph_postgres
+from .conftest import (
+    ALL_KINDS,
+    ASYNC_KINDS,
+    MakeSaver,
+    kinds,
+    langgraph_postgres,
+    skip_async_interrupt_before_311,
+)
 
 
 class Driver:
@@ -94,6 +101,7 @@ async def test_parallel_branches_with_send(kind: str, make_saver: MakeSaver) -> 
 
 @kinds(*ALL_KINDS)
 async def test_subgraph_interrupt_and_resume(kind: str, make_saver: MakeSaver) -> None:
+    skip_async_interrupt_before_311(kind)
     run, read = await drivers(make_saver, kind, graphs.with_subgraph())
     cfg = thread()
     out = await run.invoke({"text": "hello", "approved": False}, cfg)
@@ -252,6 +260,7 @@ async def test_keep_latest_drops_finished_subgraph_calls(
 ) -> None:
     """As LangGraph's Postgres saver does: a finished call's namespace goes whole, the
     interrupted call keeps its latest checkpoint and resumes."""
+    skip_async_interrupt_before_311(kind)
     is_async = kind in ASYNC_KINDS
     before, after = await prune_subgraph_calls(await make_saver(kind), is_async)
     assert before == {"": 14, "draft": 15}  # four calls: 4 checkpoints each, 3 for the last
