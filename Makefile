@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test lint typecheck test-python test-native bench bench-check asv build-ext clean
+.PHONY: venv demo test lint typecheck test-python test-native test-oldest bench bench-check asv build-ext clean
 
 $(STAMP): pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd)
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ test-native: venv
 
 test: lint typecheck test-python test-native
 
+# The suite on the oldest Python (3.10, where installed) and the oldest dependencies that
+# pyproject.toml allows, pinned in .ci/oldest.txt, in .venv-oldest (CI runs it after `make test`).
+test-oldest:
+	PYTEST_ARGS="$(PYTEST_ARGS)" .ci/oldest
+
 # A quick pytest-benchmark run of the hot paths: ratio tables against LangGraph's savers and
 # docs/bench-per-step.png. BENCH_ARGS are passed to pytest (e.g. BENCH_ARGS="-k storage").
 bench: venv
@@ -52,4 +57,4 @@ build-ext: venv
 	$(PY) ext/build_inplace.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info src/snapstate/codec/_native*.so src/snapstate/backends/_*_native*.so ext/*.c
+	rm -rf $(VENV) .venv-oldest build src/*.egg-info src/snapstate/codec/_native*.so src/snapstate/backends/_*_native*.so ext/*.c
