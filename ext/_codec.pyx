@@ -83,7 +83,7 @@ cdef enum:
     KEY_BITS = 10
     KEY_SLOTS = 1024  # 1 << KEY_BITS
 
-if MAXD != _F.MAX_DEPTH:
+if MAXD != _F.MAX_DEPTH or MAX_NEST != _F.MAX_NEST:
     raise ImportError("snapstate.codec._native was built for another format; rebuild it")
 
 cdef int EXT_TUPLE = _F.EXT_TUPLE

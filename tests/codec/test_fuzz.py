@@ -4,6 +4,7 @@ value. Both implementations reach the same outcome for the same bytes."""
 from __future__ import annotations
 
 import random
+import sys
 from typing import Any
 
 import lz4.block
@@ -175,6 +176,54 @@ def test_deep_nesting_is_an_error_not_a_crash(depth: int) -> None:
     for opener in (b"\x91", b"\x81\x00", b"\xd5\x01\x91"):
         kind, _ = agree(seal(opener * depth + b"\xc0"))
         assert kind == ("value" if depth == 10 and opener != b"\xd5\x01\x91" else "error")
+
+
+@pytest.mark.parametrize(
+    "opener",
+    [b"\x91", b"\x81\x00", b"\xdc\x00\x01", b"\xde\x00\x01\xa1k", b"\x92\xc3"],
+)
+@pytest.mark.parametrize("leaf", [b"\xc0", b"\xd5\x05\x00\x00", b"\xc7\x00\x05"])
+def test_both_twins_bound_nesting_alike_whatever_the_recursion_limit(
+    opener: bytes, leaf: bytes
+) -> None:
+    """At ``MAX_NEST`` levels of arrays and maps a body is read, one more is "nested too
+    deeply", in both twins. The recursion limit is raised as far as Python 3.12 and later raise
+    msgspec's own (which then no longer stops the pure twin)."""
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(50_000)
+    try:
+        fits = agree(seal(opener * F.MAX_NEST + leaf))
+        deeper = agree(seal(opener * (F.MAX_NEST + 1) + leaf))
+        # Inside a tuple's payload too (the compiled twin counts on from the tuple's depth, the
+        # pure one from the payload's: alike when the tuple is the body's value).
+        inner = opener * (F.MAX_NEST + 1) + leaf
+        in_tuple = agree(seal(b"\xc9" + len(inner).to_bytes(4, "big") + b"\x01" + inner))
+    finally:
+        sys.setrecursionlimit(old)
+    assert fits[0] == "unstorable"  # read, but deeper than the encoder stores
+    assert deeper == in_tuple == ("error", "DecodeError")
+    for codec in CODECS:
+        with pytest.raises(DecodeError, match="nested too deeply"):
+            codec.decode(seal(opener * (F.MAX_NEST + 1) + leaf))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\xda\x07\xd0" + b"\x91" * 2000,  # a str of 2,000 bytes that would open arrays
+        b"\xc5\x07\xd0" + b"\xdc" * 2000,  # the same in a bin
+        b"\xc8\x07\xd0\x05" + b"\x81" * 2000,  # and in an extension's payload
+        b"\x93" + b"\xd9\xff" + b"\x91" * 255 + b"\x91" * 999 + b"\xc0" + b"\xc3",
+        b"\x91" * 500 + b"\xda\x07\xd0" + b"\x91" * 1500,  # truncated str: "truncated"
+        b"\x91" * 500 + b"\xc1" + b"\x91" * 1000,  # an invalid byte before the depth
+    ],
+)
+def test_nesting_counts_headers_not_bytes_that_look_like_them(body: bytes) -> None:
+    assert not F.nests_deeper(body)
+    agree(seal(body))  # and the twins reach the same outcome
+    assert F.nests_deeper(b"\x91" * 1001 + b"\xc0")
+    assert F.nests_deeper(b"\x93\xc0\xa1x" + b"\x91" * 1000 + b"\xc0")
+    assert not F.nests_deeper(b"\x91" * 1000 + b"\xc0")
 
 
 @pytest.mark.parametrize(

@@ -54,6 +54,8 @@ __all__ = [
     "KNOWN_FLAGS",
     "COMPRESS_THRESHOLD",
     "MAX_DEPTH",
+    "MAX_NEST",
+    "nests_deeper",
     "MAX_RATIO",
     "INT_MIN",
     "INT_MAX",
@@ -139,6 +141,10 @@ COMPRESS_THRESHOLD = 1024
 #: value), so at 200 levels of dataclasses it hit Python's default recursion limit of 1000;
 #: 100 leaves room for the caller's own frames.
 MAX_DEPTH = 100
+
+#: MessagePack arrays and maps nested deeper than this in a stored body are corrupt: both
+#: decoders refuse them ("nested too deeply") before building anything so deep.
+MAX_NEST = 1000
 
 #: lz4 cannot expand data more than about 255 times; a stored size claiming more is corrupt,
 #: and is refused before anything is allocated for it.
@@ -611,3 +617,88 @@ def build_pattern(p: list[Any]) -> Any:
     if type(pattern) not in (str, bytes) or type(flags) is not int or flags & ~PATTERN_FLAGS:
         raise BadData("malformed re.Pattern")
     return re.compile(pattern, flags)
+
+
+# Bytes that can open a level of MessagePack nesting: fixmap, fixarray, array 16/32, map 16/32.
+# A body with fewer of them than the limit cannot nest past it.
+_OPENERS = bytes([*range(0x80, 0xA0), *range(0xDC, 0xE0)])
+_NOT_OPENERS = bytes(b for b in range(256) if b not in _OPENERS)
+
+
+def _header_table() -> list[tuple[int, int]]:
+    """For each first byte of a MessagePack value, (how to read on, a number): (0, n) skip n
+    bytes; (1, k) skip a length in k bytes and that many bytes more (str, bin); (2, k) the same
+    and one byte more (ext 8/16/32); (3, n) a container of n items; (4, k) a container of as many
+    items as k bytes say; (5, k) a map of as many entries; (6, 0) the byte never used."""
+    table = [(0, 0)] * 256
+    for t in range(0x80, 0x90):
+        table[t] = (3, 2 * (t & 0x0F))
+    for t in range(0x90, 0xA0):
+        table[t] = (3, t & 0x0F)
+    for t in range(0xA0, 0xC0):
+        table[t] = (0, t & 0x1F)
+    table[0xC1] = (6, 0)
+    for t, k in ((0xC4, 1), (0xC5, 2), (0xC6, 4), (0xD9, 1), (0xDA, 2), (0xDB, 4)):
+        table[t] = (1, k)
+    for t, k in ((0xC7, 1), (0xC8, 2), (0xC9, 4)):
+        table[t] = (2, k)
+    for t, n in zip(range(0xCA, 0xD4), (4, 8, 1, 2, 4, 8, 1, 2, 4, 8)):
+        table[t] = (0, n)
+    for t, n in zip(range(0xD4, 0xD9), (2, 3, 5, 9, 17)):  # fixext: the type byte and data
+        table[t] = (0, n)
+    table[0xDC], table[0xDD], table[0xDE], table[0xDF] = (4, 2), (4, 4), (5, 2), (5, 4)
+    return table
+
+
+_HEADERS = _header_table()
+
+
+def nests_deeper(body: Any, limit: int = MAX_NEST) -> bool:
+    """Whether the MessagePack ``body`` nests arrays and maps deeper than ``limit``, counted as
+    the compiled decoder counts them. An extension value's payload is not looked into: the
+    pure-Python decoder checks it on its own when it decodes it (where the compiled one goes on
+    counting from the depth of the extension value).
+
+    It reads the headers only as far as the answer needs; on a malformed body (an invalid byte,
+    too few bytes) it answers False and leaves the error to the decoder. Linear in the body's
+    items, without recursion; bodies with fewer bytes that could open a level than ``limit``
+    are answered from that count alone.
+    """
+    if len(body) <= limit:
+        return False
+    b = bytes(body)
+    if len(b.translate(None, _NOT_OPENERS)) <= limit:
+        return False
+    n = len(b)
+    pos = 0
+    headers = _HEADERS
+    pending = [1]  # items still to read at each open level; the first is the body's value
+    while pending:
+        if not pending[-1]:
+            pending.pop()
+            continue
+        if pos >= n:
+            return False
+        pending[-1] -= 1
+        how, k = headers[b[pos]]
+        pos += 1
+        if how == 0:
+            pos += k
+            continue
+        if how == 3:
+            count = k
+        elif how == 1:
+            pos += k + int.from_bytes(b[pos : pos + k], "big")
+            continue
+        elif how == 2:
+            pos += k + 1 + int.from_bytes(b[pos : pos + k], "big")
+            continue
+        elif how == 6:  # 0xC1, never used: the decoder says where
+            return False
+        else:
+            count = int.from_bytes(b[pos : pos + k], "big") * (2 if how == 5 else 1)
+            pos += k
+        if len(pending) > limit:
+            return True
+        pending.append(count)
+    return False
