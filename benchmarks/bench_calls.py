@@ -113,7 +113,9 @@ class _Recorder(RefSaver):
 
 
 def record(turns: int = TURNS) -> list[Call]:
-    """The calls one thread of the chat graph makes (``durability="sync"``, so in order)."""
+    """The calls one thread of the chat graph makes (``durability="sync"``, so in order up to
+    Python 3.12; from 3.13 LangGraph's put and put_writes calls, made from different threads,
+    may interleave differently from one recording to the next)."""
     recorder = _Recorder()
     run_thread(chat_graph(turns).compile(checkpointer=recorder), durability="sync")
     return recorder.calls

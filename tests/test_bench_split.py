@@ -7,6 +7,7 @@ PostgreSQL variants send what their names say.
 
 from __future__ import annotations
 
+import collections
 import math
 from typing import Any
 
@@ -25,8 +26,12 @@ def batches() -> list[tuple[str, Any]]:
     return bs.capture(turns=TURNS)
 
 
-def test_capture_keeps_one_batch_per_call_in_order(batches: list[tuple[str, Any]]) -> None:
-    assert [kind for kind, _ in batches] == [c.kind for c in bc.record(turns=TURNS)]
+def test_capture_keeps_one_batch_per_call(batches: list[tuple[str, Any]]) -> None:
+    # As many of each kind as a recording makes. Not their order: from Python 3.13 LangGraph's
+    # put and put_writes calls, made from different threads, interleave differently from one
+    # recording to the next, even with durability="sync".
+    made = collections.Counter(c.kind for c in bc.record(turns=TURNS))
+    assert collections.Counter(kind for kind, _ in batches) == made
     for kind, batch in batches:
         if kind == "put":
             assert len(batch.checkpoints) == 1 and not batch.writes

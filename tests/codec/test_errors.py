@@ -272,7 +272,9 @@ class TestDecode:
             (
                 F.EXT_PATTERN,
                 ["(", 0],
-                "malformed re.Pattern: error: missing ), unterminated subpattern at position 0",
+                # re.error is named PatternError from Python 3.13
+                f"malformed re.Pattern: {re.error.__name__}: missing ), unterminated subpattern "
+                "at position 0",
             ),
             (
                 F.EXT_PATTERN,
