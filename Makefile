@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test lint typecheck test-python test-native test-oldest bench bench-check asv build-ext clean
+.PHONY: venv demo test lint typecheck test-python test-native test-oldest test-newest bench bench-check asv build-ext clean
 
 $(STAMP): pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd)
 	$(PYTHON) -m venv $(VENV)
@@ -34,9 +34,14 @@ test-native: venv
 test: lint typecheck test-python test-native
 
 # The suite on the oldest Python (3.10, where installed) and the oldest dependencies that
-# pyproject.toml allows, pinned in .ci/oldest.txt, in .venv-oldest (CI runs it after `make test`).
+# pyproject.toml allows, pinned in .ci/oldest.txt, in .venv-oldest; and the codec's and the
+# LangGraph savers' tests on the newest Python installed (3.13, else 3.12), in .venv-newest.
+# CI runs both after `make test` (see .ci/lane).
 test-oldest:
-	PYTEST_ARGS="$(PYTEST_ARGS)" .ci/oldest
+	PYTEST_ARGS="$(PYTEST_ARGS)" .ci/lane oldest
+
+test-newest:
+	PYTEST_ARGS="$(PYTEST_ARGS)" .ci/lane newest
 
 # A quick pytest-benchmark run of the hot paths: ratio tables against LangGraph's savers and
 # docs/bench-per-step.png. BENCH_ARGS are passed to pytest (e.g. BENCH_ARGS="-k storage").
@@ -57,4 +62,4 @@ build-ext: venv
 	$(PY) ext/build_inplace.py
 
 clean:
-	rm -rf $(VENV) .venv-oldest build src/*.egg-info src/snapstate/codec/_native*.so src/snapstate/backends/_*_native*.so ext/*.c
+	rm -rf $(VENV) .venv-oldest .venv-newest build src/*.egg-info src/snapstate/codec/_native*.so src/snapstate/backends/_*_native*.so ext/*.c
