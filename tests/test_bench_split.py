@@ -69,7 +69,7 @@ def test_no_check_variant_replaces_the_check_call() -> None:
     from snapstate.backends import _pg_sql as sql
 
     statements = sql.Statements("s")
-    checked = [statements.write_sql((1, 0, 0, 2, 1, 0, 1, b)) for b in (0, 1)]
+    checked = [statements.write_sql((1, 0, 0, 2, 1, 0, 1, b, 0)) for b in (0, 1)]
     for text in checked:
         assert ".check_" in text
         replaced = bs._CHECK_CALL.sub("SELECT pg_catalog.num_nonnulls(", text)

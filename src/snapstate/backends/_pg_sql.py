@@ -12,6 +12,7 @@ batch of any size is one statement, one round trip and one implicit transaction.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import math
@@ -48,6 +49,7 @@ from ._base import (
     delta_bases,
     key_conditions,
     missing_base,
+    payload_digest,
     payload_value_sql,
     shared_payload_bytes_sql,
     stored_row,
@@ -238,11 +240,38 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             $fn$""",
         ),
     ),
+    (
+        6,
+        "refuse a write naming a payload that is not stored",
+        # A write may name a payload its backend stored a moment before (a node's output, then
+        # the next checkpoint's blob of it) instead of sending its bytes again; this checks,
+        # after check_tombstones or check_write took the threads' locks, that each named
+        # (thread, digest) is still there. Retention deletes payloads only holding the thread's
+        # lock exclusively, so one found here stays until the write commits; one deleted first
+        # is not found (a fresh snapshot), and the write is then sent again with the bytes.
+        (
+            """CREATE FUNCTION {s}.check_payloads(ts text[], ds bytea[])
+            RETURNS boolean LANGUAGE plpgsql VOLATILE AS $fn$
+            BEGIN
+                IF (
+                    SELECT count(*) FROM {s}.payloads p
+                    JOIN unnest(ts, ds) AS k(kt, kd) ON p.thread_id = k.kt AND p.digest = k.kd
+                ) < cardinality(ts) THEN
+                    RAISE EXCEPTION 'a payload the write names is not stored'
+                        USING ERRCODE = 'SN003';
+                END IF;
+                RETURN true;
+            END
+            $fn$""",
+        ),
+    ),
 )
 #: SQLSTATE raised by ``check_tombstones`` (a class of our own: "SN").
 TOMBSTONE_SQLSTATE = "SN001"
 #: SQLSTATE raised by ``check_write``.
 BASES_SQLSTATE = "SN002"
+#: SQLSTATE raised by ``check_payloads``.
+PAYLOADS_SQLSTATE = "SN003"
 
 # Why these column choices:
 # - COLLATE "C" on keys: ids order bytewise, as in SQLite, whatever the database's collation
@@ -611,6 +640,7 @@ class Statements:
                 bases = "%(k0)b::text[], %(k1)b::text[], %(k2)b::text[], %(k3)b::text[]"
                 has_bases = bool(key[6])
                 payload_keys = "%(p0)b::text[], %(p1)b::bytea[]"  # the payloads' columns
+                named, named_keys = key[7], "%(n0)b::text[], %(n1)b::bytea[]"
             else:
                 parts = [
                     stmt.format(", ".join([row] * n))
@@ -623,23 +653,33 @@ class Statements:
                 bases = ", ".join([f"ARRAY[{base_marks}]::text[]"] * 4)
                 has_bases = bool(key[7])
                 payload_keys = "%s::text[], %b::bytea[]"
+                named, named_keys = key[8], "%s::text[], %b::bytea[]"
             ctes = ", ".join(f"p{i} AS ({stmt})" for i, stmt in enumerate(parts))
-            result = (
+            checked = (
                 f"{self.quoted}.check_write({guard}, {bases})"
                 if has_bases
                 else f"{self.quoted}.check_tombstones({guard})"
             )
+            # What runs once the threads' locks are held (CASE keeps that order).
+            then = None
             if key[5]:
                 # Two writes carrying the same payload at once (a node's write and the next
                 # checkpoint) would both write it out of line before one finds the other's
                 # index entry. A lock per payload, taken after the threads' locks and in one
                 # order, makes the second wait for the first to commit, find the payload and
                 # skip it. The (int4, int4) key space is not the threads' (int8) one.
-                result = (
-                    f"CASE WHEN {result} THEN (SELECT count(pg_advisory_xact_lock("
+                then = (
+                    f"(SELECT count(pg_advisory_xact_lock("
                     f"hashtext({self.lock_prefix} || t), hashtext(encode(d, 'hex')))) FROM "
-                    f"(SELECT t, d FROM unnest({payload_keys}) AS u(t, d) ORDER BY t, d) x) END"
+                    f"(SELECT t, d FROM unnest({payload_keys}) AS u(t, d) ORDER BY t, d) x)"
                 )
+            if named:
+                # Payloads the write names without their bytes: still stored (check_payloads).
+                then = (
+                    f"CASE WHEN {self.quoted}.check_payloads({named_keys}) "
+                    f"THEN {then or 'true'} END"
+                )
+            result = checked if then is None else f"CASE WHEN {checked} THEN {then} END"
             sql = f"WITH {ctes} SELECT {result}"
             self._write_sql[key] = sql
         return sql
@@ -716,9 +756,12 @@ def _nul_key(metadata: Any) -> str | None:
     return None
 
 
-def write_params(batch: WriteBatch) -> tuple[tuple[int, ...], Any, list[str]]:
+def write_params(
+    batch: WriteBatch, stored: Collection[tuple[str, bytes]] = ()
+) -> tuple[tuple[int, ...], Any, list[str]]:
     """The shape of a batch's statement (a :meth:`Statements.write_sql` key), its parameters
-    and the threads it touches.
+    and the threads it touches. A payload whose ``(thread_id, digest)`` is in ``stored`` is
+    named, not sent: the statement checks it is there (``check_payloads``).
 
     One statement may not change a row twice, so a merged batch is reduced first with the
     semantics of applying its parts in order: plain writes keep the first row of a key,
@@ -761,6 +804,10 @@ def write_params(batch: WriteBatch) -> tuple[tuple[int, ...], Any, list[str]]:
     write_rows = [stored_row(payloads, w) for w in writes]
     replace_rows = [stored_row(payloads, w) for w in replace]
     blob_rows = [stored_row(payloads, b) for b in blobs]
+    named = sorted(k for k in payloads if k in stored) if stored else []
+    for k in named:
+        del payloads[k]
+    named_columns = [[t for t, _ in named], [d for _, d in named]]
     payload_rows = [(t, d, data) for (t, d), data in sorted(payloads.items())]
     checkpoint_rows = [checkpoint_values(c, _metadata_text(c)) for c in checkpoints]
     parts: tuple[list[tuple[Any, ...]], ...] = (
@@ -780,10 +827,12 @@ def write_params(batch: WriteBatch) -> tuple[tuple[int, ...], Any, list[str]]:
         flat.extend(low_list)
         for column in base_columns:
             flat.extend(column)
+        if named:
+            flat.extend(named_columns)
         if payload_rows:
             flat.extend(_columns(payload_rows, 3)[:2])
         bases = len(base_columns[0]) if base_columns else 0
-        return (_VALUES, *counts, len(threads), bases), flat, threads
+        return (_VALUES, *counts, len(threads), bases, len(named)), flat, threads
     params: dict[str, Any] = {}
     for prefix, rows, width in zip("wrbcp", parts, (9, 9, 8, 8, 3)):
         if rows:
@@ -792,7 +841,10 @@ def write_params(batch: WriteBatch) -> tuple[tuple[int, ...], Any, list[str]]:
     params["g1"] = low_list
     for i, column in enumerate(base_columns):
         params[f"k{i}"] = column
-    return (_ARRAYS, *(1 if n else 0 for n in counts), 1 if base_columns else 0), params, threads
+    if named:
+        params["n0"], params["n1"] = named_columns
+    key = (_ARRAYS, *(1 if n else 0 for n in counts), 1 if base_columns else 0, 1 if named else 0)
+    return key, params, threads
 
 
 class _Slow(Exception):
@@ -926,7 +978,7 @@ def direct_write(q: Statements, batch: WriteBatch) -> Stmt | None:
             out.extend(_text(v) for v in column)
     except (_Slow, UnicodeEncodeError):
         return None
-    text = q.write_sql((_VALUES, nw, 0, nb, nc, 0, 1, len(bases)))
+    text = q.write_sql((_VALUES, nw, 0, nb, nc, 0, 1, len(bases), 0))
     stmt = direct.statement(text)
     if stmt is None or len(stmt.formats) != len(out):  # pragma: no cover - built to match
         return None
@@ -942,6 +994,8 @@ _ARRAY_TYPES: dict[str, str] = {
     **{f"p{i}": t for i, t in enumerate(_PAYLOAD_TYPES)},
     **{f"g{i}": "text" for i in range(2)},
     **{f"k{i}": "text" for i in range(4)},
+    "n0": "text",
+    "n1": "bytea",
 }
 _NAMED = re.compile(r"%\((\w+)\)b")
 
@@ -1053,23 +1107,85 @@ def op_migration_status(q: Statements) -> Op[list[MigrationStatus]]:
     return [MigrationStatus(mid, name, applied.get(mid)) for mid, name, _ in MIGRATIONS]
 
 
-def op_write(q: Statements, batch: WriteBatch) -> Op[None]:
+#: How many stored payloads a backend remembers (:class:`StoredPayloads`).
+STORED_PAYLOADS = 16
+
+
+class StoredPayloads:
+    """The ``(thread_id, digest)`` of the payloads a backend's latest writes committed.
+
+    LangGraph hands a node's output to ``put_writes`` and, as the channel's new value, to the
+    next ``put``: a large value's bytes would travel to the server twice, the second time only
+    for the server to find them stored. A write names a payload remembered here by its key
+    alone, and its statement checks that the payload is still stored (``check_payloads``): if
+    retention or a deleted thread removed it meanwhile, the write is sent again with the bytes.
+    So this is a hint, never trusted. Plain dict operations, atomic under the GIL: no lock for a
+    forked child to inherit held.
+    """
+
+    def __init__(self, size: int = STORED_PAYLOADS) -> None:
+        self._size = size
+        self._keys: dict[tuple[str, bytes], None] = {}
+
+    def keys(self) -> frozenset[tuple[str, bytes]]:
+        return frozenset(self._keys) if self._keys else frozenset()
+
+    def add(self, keys: Collection[tuple[str, bytes]]) -> None:
+        for key in keys:
+            self._keys.pop(key, None)
+            self._keys[key] = None  # the newest last
+        while len(self._keys) > self._size:
+            with contextlib.suppress(StopIteration, KeyError, RuntimeError):
+                self._keys.pop(next(iter(self._keys)))
+
+    def clear(self) -> None:
+        self._keys.clear()
+
+
+def _payload_keys(batch: WriteBatch) -> set[tuple[str, bytes]]:
+    """The ``(thread_id, digest)`` of every payload the rows of ``batch`` name or carry."""
+    return {
+        (r.thread_id, payload_digest(r.data))
+        for rows in (batch.writes, batch.replace_writes, batch.blobs)
+        for r in rows
+        if len(r.data) >= PAYLOAD_MIN_BYTES
+    }
+
+
+def op_write(q: Statements, batch: WriteBatch, stored: StoredPayloads | None = None) -> Op[None]:
+    """Store ``batch`` in one statement. ``stored``: payloads known stored, which the statement
+    names instead of sending them (:class:`StoredPayloads`), and which it learns of."""
     if not len(batch):
         return
     stmt = direct_write(q, batch)
+    large = False  # whether the batch holds a value that goes to payloads
     if stmt is None:
-        key, params, _ = write_params(batch)
+        key, params, _ = write_params(batch, stored.keys() if stored is not None else ())
+        large = bool(key[5] or key[-1])
         stmt = direct_arrays(q, key, params) or Stmt(q.write_sql(key), params, fetch=False)
     try:
         yield stmt
     except psycopg.Error as exc:
-        if exc.sqlstate == BASES_SQLSTATE:
+        if exc.sqlstate == PAYLOADS_SQLSTATE and stored is not None:
+            # A payload named as stored is gone and nothing was written: send them all.
+            stored.clear()
+            resend = True
+        elif exc.sqlstate == BASES_SQLSTATE:
             bases = delta_bases(batch)
             rows = yield Stmt(q.missing_bases, [list(c) for c in zip(*bases)])
             raise missing_base([tuple(r) for r in rows] or bases) from None
-        if exc.sqlstate != TOMBSTONE_SQLSTATE:
+        elif exc.sqlstate != TOMBSTONE_SQLSTATE:
             raise
+        else:
+            resend = False
     else:
+        if large and stored is not None:
+            stored.add(_payload_keys(batch))
+        return
+    if resend:
+        assert stored is not None
+        yield from op_write(q, batch, None)
+        stored.add(_payload_keys(batch))
         return
     # Refused: say exactly which row belongs to which deleted history.
     threads = sorted(batch_threads(batch))

@@ -249,6 +249,12 @@ def _translate(exc: BaseException, what: str, cfg: _Config, *, lost: bool) -> Sn
             f"{what}: {first_line(exc)}",
             hint="call setup() (or leave auto_setup on) before using the store",
         )
+    if isinstance(exc, pg_errors.UndefinedFunction) and ".check_" in str(exc):
+        return MigrationError(
+            f"schema {cfg.schema!r} of {cfg.where} lacks a migration this version of "
+            f"snapstate needs, while {what}: {first_line(exc)}",
+            hint="call setup() (or leave auto_setup on) to apply it",
+        )
     if isinstance(exc, (pg_errors.InvalidSqlStatementName, pg_errors.DuplicatePreparedStatement)):
         return StorageError(
             f"prepared statement error from {cfg.where} while {what}: {first_line(exc)}",
@@ -458,6 +464,7 @@ class PostgresBackend(Backend):
             server_timeout=server_timeout,
         )
         self._q = self._cfg.statements
+        self._stored = sql.StoredPayloads()
         self._conninfo: str | None = None
         self._shared: psycopg.Connection[Any] | None = None
         self._shared_lock = threading.RLock()
@@ -663,7 +670,7 @@ class PostgresBackend(Backend):
         return self._run("reading applied migrations", lambda: sql.op_migration_status(self._q))
 
     def write(self, batch: WriteBatch) -> None:
-        self._run("writing a batch", lambda: sql.op_write(self._q, batch))
+        self._run("writing a batch", lambda: sql.op_write(self._q, batch, self._stored))
 
     def get_checkpoint(
         self, thread_id: str, namespace: str, checkpoint_id: str | None
@@ -821,6 +828,7 @@ class AsyncPostgresBackend(AsyncBackend):
             server_timeout=server_timeout,
         )
         self._q = self._cfg.statements
+        self._stored = sql.StoredPayloads()
         self._conninfo: str | None = None
         self._shared: psycopg.AsyncConnection[Any] | None = None
         self._shared_lock: asyncio.Lock | None = None
@@ -1025,7 +1033,7 @@ class AsyncPostgresBackend(AsyncBackend):
         )
 
     async def write(self, batch: WriteBatch) -> None:
-        await self._run("writing a batch", lambda: sql.op_write(self._q, batch))
+        await self._run("writing a batch", lambda: sql.op_write(self._q, batch, self._stored))
 
     async def get_checkpoint(
         self, thread_id: str, namespace: str, checkpoint_id: str | None
