@@ -275,14 +275,14 @@ def test_client_split_takes_medians_of_each_kind_and_conversion(
     calls = dict.fromkeys(CLIENT_COSTS, 0)
     per_round = {kind: [k for k, _ in batches].count(kind) for kind in bs.KINDS}
 
-    def op_write(q: Any, batch: Any) -> Any:
+    def op_write(q: Any, batch: Any, stored: Any = None) -> Any:
         if direct.run is not real_run:  # not the write that opens the pool
             kind = "put" if batch.checkpoints else "put_writes"
             key = (kind, "" if sql.direct_write is one_pass else ", general")
             call, calls[key] = calls[key], calls[key] + 1
             cpu = _cost(call, per_round[kind], CLIENT_COSTS[key]) * 1e-6
             clock.spend(10 * cpu, cpu)
-        return real_op_write(q, batch)
+        return real_op_write(q, batch, stored)
 
     monkeypatch.setattr(bs, "time", clock.module())
     monkeypatch.setattr(sql, "op_write", op_write)
