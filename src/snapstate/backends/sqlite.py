@@ -270,10 +270,12 @@ _WRITE_VALUE = payload_value_sql("w")
 
 
 #: Payloads of a thread that no row names any more (retention runs it after deleting rows).
+#: Its three ``?`` all take the thread id. (Numbered ``?1`` placeholders count as named ones
+#: for ``sqlite3``: from Python 3.14 it refuses them with a sequence of parameters.)
 _COLLECT_PAYLOADS = (
-    "DELETE FROM payloads WHERE thread_id = ?1 "
-    "AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.thread_id = ?1 AND b.payload = payloads.digest) "
-    "AND NOT EXISTS (SELECT 1 FROM writes w WHERE w.thread_id = ?1 "
+    "DELETE FROM payloads WHERE thread_id = ? "
+    "AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.thread_id = ? AND b.payload = payloads.digest) "
+    "AND NOT EXISTS (SELECT 1 FROM writes w WHERE w.thread_id = ? "
     "AND w.payload = payloads.digest)"
 )
 
@@ -902,7 +904,7 @@ class SqliteBackend(Backend):
                 [(thread_id, ns, ch, v) for ns, ch, v in blobs],
             ).rowcount
             # One writer at a time holds the database: no write can be about to name a payload.
-            conn.execute(_COLLECT_PAYLOADS, (thread_id,))
+            conn.execute(_COLLECT_PAYLOADS, (thread_id,) * 3)
         return len(cps) + max(gone, 0)
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
@@ -988,10 +990,11 @@ class SqliteBackend(Backend):
     ) -> list[BlobRow]:
         out: list[BlobRow] = []
         for chunk in _chunks(list(keys), _CHUNK):
-            values = ",".join(f"(?{3 + 2 * i},?{4 + 2 * i})" for i in range(len(chunk)))
-            params: list[Any] = [thread_id, namespace]
+            values = ",".join(["(?,?)"] * len(chunk))
+            params: list[Any] = []
             for channel, version in chunk:
                 params.extend((channel, version))
+            params.extend((thread_id, namespace) * 2)  # the two joins' placeholders
             # Follow append-delta bases in the same query: keys first (cheap to de-duplicate),
             # then each blob's bytes once.
             sql = (
@@ -1000,11 +1003,11 @@ class SqliteBackend(Backend):
                 " SELECT channel, version FROM want"
                 " UNION"
                 " SELECT b.channel, b.base FROM blobs b JOIN chain c"
-                "  ON b.thread_id = ?1 AND b.namespace = ?2"
+                "  ON b.thread_id = ? AND b.namespace = ?"
                 "  AND b.channel = c.channel AND b.version = c.version"
                 "  WHERE b.kind = 1 AND b.base IS NOT NULL) "
                 f"SELECT b.channel, b.version, b.kind, b.base, {_BLOB_VALUE} FROM chain c "
-                "JOIN blobs b ON b.thread_id = ?1 AND b.namespace = ?2"
+                "JOIN blobs b ON b.thread_id = ? AND b.namespace = ?"
                 " AND b.channel = c.channel AND b.version = c.version"
             )
             for r in self._read("reading channel values", sql, params):
