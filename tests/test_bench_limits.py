@@ -8,6 +8,7 @@ read.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sqlite3
 import time
@@ -143,7 +144,7 @@ def test_sqlite_committing_floor_commits_once_per_call(tmp_path: Any, durability
     assert writes >= 4
     assert saver.commits == puts + writes
     # Each commit is durable on its own: a new connection sees one row per call.
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         assert conn.execute("SELECT count(*) FROM floor_commits").fetchone()[0] == puts + writes
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 

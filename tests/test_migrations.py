@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import sqlite3
 from pathlib import Path
@@ -98,7 +99,7 @@ def make_v1_store(path: Path, threads: int = 3, steps: int = 6) -> dict[tuple[st
 
 
 def applied(path: Path) -> list[tuple[int, str]]:
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         return conn.execute("SELECT id, name FROM schema_migrations ORDER BY id").fetchall()
 
 
@@ -128,7 +129,8 @@ def test_first_schema_upgrades_with_every_checkpoint_intact(tmp_path: Path) -> N
 def _setup_in_process(path: str, barrier: Any, q: Any) -> None:
     try:
         barrier.wait(30)
-        SqliteBackend(path).setup()
+        with SqliteBackend(path) as backend:
+            backend.setup()
         q.put("ok")
     except BaseException as exc:  # reported to the parent
         q.put(f"{type(exc).__name__}: {exc}")
@@ -149,20 +151,24 @@ def test_concurrent_setup_from_four_processes(tmp_path: Path, start: str) -> Non
 
 def test_newer_database_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "newer.db"
-    SqliteBackend(path).setup()
-    with sqlite3.connect(path) as conn:
+    with SqliteBackend(path) as backend:
+        backend.setup()
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         conn.execute("INSERT INTO schema_migrations VALUES (999, 'from the future', 0)")
-    with pytest.raises(SchemaVersionError, match=r"has schema migrations \[999\]") as err:
-        SqliteBackend(path).setup()
+    with (
+        SqliteBackend(path) as backend,
+        pytest.raises(SchemaVersionError, match=r"has schema migrations \[999\]") as err,
+    ):
+        backend.setup()
     assert "upgrade snapstate" in str(err.value)
-    with pytest.raises(SchemaVersionError):
-        SqliteBackend(path).migration_status()
+    with SqliteBackend(path) as backend, pytest.raises(SchemaVersionError):
+        backend.migration_status()
 
 
 def _store_state(kind: str, where: str, dsn: str | None) -> tuple[list[Any], set[str]]:
     """The recorded migrations (id, name) and the names of the store's tables."""
     if kind == "sqlite":
-        with sqlite3.connect(where) as conn:
+        with contextlib.closing(sqlite3.connect(where)) as conn:
             tables = {
                 r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
             }
@@ -264,7 +270,7 @@ def test_migrate_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert applied(path) == [(m[0], m[1]) for m in MIGRATIONS]
     code, text = run("migrate", str(path))
     assert code == 0 and "schema is up to date" in text
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         conn.execute("INSERT INTO schema_migrations VALUES (999, 'future', 0)")
     code, _ = run("migrate", str(path))
     assert code == 2 and "[999]" in capsys.readouterr().err
@@ -279,8 +285,11 @@ def test_langgraph_sqlite_file_gets_a_clear_error(tmp_path: Path) -> None:
     conn = sqlite3.connect(path, check_same_thread=False)
     LangGraphSqliteSaver(conn).setup()
     conn.close()
-    with pytest.raises(ConfigurationError, match="holds LangGraph's own checkpoint tables") as err:
-        SqliteBackend(path).setup()
+    with (
+        SqliteBackend(path) as backend,
+        pytest.raises(ConfigurationError, match="holds LangGraph's own checkpoint tables") as err,
+    ):
+        backend.setup()
     assert "new database file" in str(err.value)
 
 

@@ -4,6 +4,7 @@ which goes only when no row names it any more."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -72,7 +73,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         backend: Any = SqliteBackend(path)
 
         def sql(text: str) -> list[tuple[Any, ...]]:
-            with sqlite3.connect(path) as conn:
+            with contextlib.closing(sqlite3.connect(path)) as conn, conn:
                 return conn.execute(text.format(s="")).fetchall()
 
     else:

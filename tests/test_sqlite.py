@@ -116,15 +116,15 @@ def test_a_new_file_keeps_the_page_size_its_connection_chose(
 
 def test_given_connection_inside_a_transaction_is_refused(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "c.db", check_same_thread=False, isolation_level=None)
-    saver = Checkpointer(SqliteBackend(conn))
-    saver.setup()
-    conn.execute("BEGIN")
-    with pytest.raises(ConfigurationError, match="inside a transaction") as err:
+    with contextlib.closing(conn), Checkpointer(SqliteBackend(conn)) as saver:
+        saver.setup()
+        conn.execute("BEGIN")
+        with pytest.raises(ConfigurationError, match="inside a transaction") as err:
+            saver.put(cp(1, {"x": 1}), thread_id="t")
+        assert "commit or roll back" in str(err.value)
+        conn.execute("ROLLBACK")
         saver.put(cp(1, {"x": 1}), thread_id="t")
-    assert "commit or roll back" in str(err.value)
-    conn.execute("ROLLBACK")
-    saver.put(cp(1, {"x": 1}), thread_id="t")
-    assert saver.get("t") is not None
+        assert saver.get("t") is not None
 
 
 def test_given_connection_closed_under_the_store(tmp_path: Path) -> None:

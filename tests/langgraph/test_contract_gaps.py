@@ -16,7 +16,7 @@ import inspect
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +49,13 @@ def api(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def langgraph_sqlite() -> Any:
-    """LangGraph's own ``SqliteSaver`` on a private in-memory database."""
+@pytest.fixture
+def langgraph_sqlite() -> Iterator[Any]:
+    """LangGraph's own ``SqliteSaver`` on a private in-memory database, closed afterwards."""
     from langgraph.checkpoint.sqlite import SqliteSaver as LangGraphSqlite
 
-    return LangGraphSqlite(sqlite3.connect(":memory:", check_same_thread=False))
+    with contextlib.closing(sqlite3.connect(":memory:", check_same_thread=False)) as conn:
+        yield LangGraphSqlite(conn)
 
 
 # -- metadata ------------------------------------------------------------------------------------
@@ -148,14 +150,14 @@ WRITE_CALLS: list[tuple[str, list[tuple[str, Any]]]] = [
 
 @kinds(*ALL_KINDS)
 async def test_special_channel_writes_replace_as_in_langgraphs_persistent_savers(
-    kind: str, api: str, make_saver: MakeSaver
+    kind: str, api: str, make_saver: MakeSaver, langgraph_sqlite: Any
 ) -> None:
     """Gap: ``RESUME`` and ``SCHEDULED`` (only ``ERROR`` and ``INTERRUPT`` were checked), two
     writes to one special channel in one call, a special write inside a mixed call not
     replacing, all across a checkpoint that is put half-way; compared with LangGraph's
     ``SqliteSaver`` (its ``InMemorySaver`` replaces special writes in any call)."""
     saver = await open_saver(make_saver, kind, api)
-    theirs = langgraph_sqlite()
+    theirs = langgraph_sqlite
     t = tid()
     cp = generate_checkpoint(channel_values={"x": 0}, channel_versions={"x": 1})
     cfg = config(t, checkpoint_id=cp["id"])

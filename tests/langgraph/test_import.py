@@ -660,7 +660,8 @@ def test_the_command_line_refuses_what_is_not_a_langgraph_store(
     assert cli.main(["import-langgraph", str(missing), str(tmp_path / "new.db")]) == 2
     assert "no database at" in capsys.readouterr().err
     other = tmp_path / "other.db"
-    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.commit()
+    with contextlib.closing(sqlite3.connect(other)) as conn, conn:
+        conn.execute("CREATE TABLE t (x)")
     assert cli.main(["import-langgraph", str(other), str(tmp_path / "new.db")]) == 2
     err = capsys.readouterr().err
     assert "holds no LangGraph checkpoint tables" in err
