@@ -264,7 +264,8 @@ class Sweeper:
             env=_env(),
         )
         assert self.proc.stdout is not None
-        self.lines = _lines(self.proc.stdout)
+        self.out = self.proc.stdout
+        self.lines = _lines(self.out)
         self.reports: list[tuple[int, int, int]] = []
 
     def next_report(self) -> tuple[int, int, int]:
@@ -308,6 +309,7 @@ class Sweeper:
         while (line := self.lines.get(timeout=WAIT)) is not None:
             if m := _REPORT.match(line):
                 self.reports.append((int(m[1]), int(m[2]), int(m[3])))
+        self.out.close()  # its reading thread is done with it: it put the None above
         text = self.errors()
         self.err.close()
         assert code == 0 and "Traceback" not in text and "error" not in text, (code, text)

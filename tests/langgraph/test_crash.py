@@ -84,14 +84,23 @@ def test_killed_run_resumes_without_rerunning_completed_nodes(
     work.mkdir()
     thread = str(uuid.uuid4())
     proc = child(kind, store, thread, work, "run", "--arm")
-    deadline = time.monotonic() + 60
-    while not (work / "reached").exists():
-        if proc.poll() is not None:
-            pytest.fail(f"the child exited before the kill point: {proc.stderr.read().decode()}")
-        assert time.monotonic() < deadline, "the child never reached the kill point"
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    try:
+        deadline = time.monotonic() + 60
+        while not (work / "reached").exists():
+            if proc.poll() is not None:
+                pytest.fail(
+                    f"the child exited before the kill point: {proc.stderr.read().decode()}"
+                )
+            assert time.monotonic() < deadline, "the child never reached the kill point"
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        proc.stdout.close()
+        proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     assert not (work / "final.json").exists()
 
