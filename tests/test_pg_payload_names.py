@@ -45,16 +45,16 @@ class Sent:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: list[tuple[int, bool]] = []  # (payloads named, BIG among the parameters)
-        original = _pg_sql.write_params
+        original = _pg_sql._write_params
 
         def spy(batch: WriteBatch, stored: Any = ()) -> Any:
-            key, params, threads = original(batch, stored)
+            key, params, threads, payloads = original(batch, stored)
             values = params if isinstance(params, list) else list(params.values())
             carried = any(v is BIG or (isinstance(v, list) and BIG in v) for v in values)
             self.calls.append((key[-1], carried))
-            return key, params, threads
+            return key, params, threads, payloads
 
-        monkeypatch.setattr(_pg_sql, "write_params", spy)
+        monkeypatch.setattr(_pg_sql, "_write_params", spy)
 
 
 def sql(dsn: str, schema: str, text: str) -> list[tuple[Any, ...]]:

@@ -49,7 +49,6 @@ from ._base import (
     delta_bases,
     key_conditions,
     missing_base,
-    payload_digest,
     payload_value_sql,
     shared_payload_bytes_sql,
     stored_row,
@@ -761,7 +760,15 @@ def write_params(
 ) -> tuple[tuple[int, ...], Any, list[str]]:
     """The shape of a batch's statement (a :meth:`Statements.write_sql` key), its parameters
     and the threads it touches. A payload whose ``(thread_id, digest)`` is in ``stored`` is
-    named, not sent: the statement checks it is there (``check_payloads``).
+    named, not sent: the statement checks it is there (``check_payloads``)."""
+    return _write_params(batch, stored)[:3]
+
+
+def _write_params(
+    batch: WriteBatch, stored: Collection[tuple[str, bytes]] = ()
+) -> tuple[tuple[int, ...], Any, list[str], frozenset[tuple[str, bytes]]]:
+    """:func:`write_params`, and the ``(thread_id, digest)`` of every payload the batch names
+    or carries.
 
     One statement may not change a row twice, so a merged batch is reduced first with the
     semantics of applying its parts in order: plain writes keep the first row of a key,
@@ -804,6 +811,7 @@ def write_params(
     write_rows = [stored_row(payloads, w) for w in writes]
     replace_rows = [stored_row(payloads, w) for w in replace]
     blob_rows = [stored_row(payloads, b) for b in blobs]
+    payload_keys = frozenset(payloads)
     named = sorted(k for k in payloads if k in stored) if stored else []
     for k in named:
         del payloads[k]
@@ -832,7 +840,7 @@ def write_params(
         if payload_rows:
             flat.extend(_columns(payload_rows, 3)[:2])
         bases = len(base_columns[0]) if base_columns else 0
-        return (_VALUES, *counts, len(threads), bases, len(named)), flat, threads
+        return (_VALUES, *counts, len(threads), bases, len(named)), flat, threads, payload_keys
     params: dict[str, Any] = {}
     for prefix, rows, width in zip("wrbcp", parts, (9, 9, 8, 8, 3)):
         if rows:
@@ -844,7 +852,7 @@ def write_params(
     if named:
         params["n0"], params["n1"] = named_columns
     key = (_ARRAYS, *(1 if n else 0 for n in counts), 1 if base_columns else 0, 1 if named else 0)
-    return key, params, threads
+    return key, params, threads, payload_keys
 
 
 class _Slow(Exception):
@@ -1128,7 +1136,7 @@ class StoredPayloads:
         self._keys: dict[tuple[str, bytes], None] = {}
 
     def keys(self) -> frozenset[tuple[str, bytes]]:
-        return frozenset(self._keys) if self._keys else frozenset()
+        return frozenset(self._keys)
 
     def add(self, keys: Collection[tuple[str, bytes]]) -> None:
         for key in keys:
@@ -1142,26 +1150,17 @@ class StoredPayloads:
         self._keys.clear()
 
 
-def _payload_keys(batch: WriteBatch) -> set[tuple[str, bytes]]:
-    """The ``(thread_id, digest)`` of every payload the rows of ``batch`` name or carry."""
-    return {
-        (r.thread_id, payload_digest(r.data))
-        for rows in (batch.writes, batch.replace_writes, batch.blobs)
-        for r in rows
-        if len(r.data) >= PAYLOAD_MIN_BYTES
-    }
-
-
 def op_write(q: Statements, batch: WriteBatch, stored: StoredPayloads | None = None) -> Op[None]:
     """Store ``batch`` in one statement. ``stored``: payloads known stored, which the statement
     names instead of sending them (:class:`StoredPayloads`), and which it learns of."""
     if not len(batch):
         return
-    stmt = direct_write(q, batch)
-    large = False  # whether the batch holds a value that goes to payloads
+    stmt = direct_write(q, batch)  # None, among others, for every batch with a payload
+    payload_keys: frozenset[tuple[str, bytes]] = frozenset()
     if stmt is None:
-        key, params, _ = write_params(batch, stored.keys() if stored is not None else ())
-        large = bool(key[5] or key[-1])
+        key, params, _, payload_keys = _write_params(
+            batch, stored.keys() if stored is not None else ()
+        )
         stmt = direct_arrays(q, key, params) or Stmt(q.write_sql(key), params, fetch=False)
     try:
         yield stmt
@@ -1179,13 +1178,13 @@ def op_write(q: Statements, batch: WriteBatch, stored: StoredPayloads | None = N
         else:
             resend = False
     else:
-        if large and stored is not None:
-            stored.add(_payload_keys(batch))
+        if payload_keys and stored is not None:
+            stored.add(payload_keys)
         return
     if resend:
         assert stored is not None
         yield from op_write(q, batch, None)
-        stored.add(_payload_keys(batch))
+        stored.add(payload_keys)
         return
     # Refused: say exactly which row belongs to which deleted history.
     threads = sorted(batch_threads(batch))
