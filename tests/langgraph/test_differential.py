@@ -438,12 +438,9 @@ class Differential(RuleBasedStateMachine):
             limit = None
         kwargs = {"filter": filter, "before": before_config, "limit": limit}
         expected = [same(t) for t in self.ref.list(config, **kwargs) if self.mine(t)]
-        theirs = {e[0]: e for e in expected}
-        got = [
-            self.kept(same(t), theirs.get(same(t)[0]))
-            for t in self.saver.list(config, **kwargs)
-            if self.mine(t)
-        ]
+        got = self.kept_each(
+            [same(t) for t in self.saver.list(config, **kwargs) if self.mine(t)], expected
+        )
         if not ordered:
             got.sort(key=repr)
             expected.sort(key=repr)
@@ -451,6 +448,11 @@ class Differential(RuleBasedStateMachine):
 
     def mine(self, t: Any) -> bool:
         return str(t.config["configurable"]["thread_id"]).startswith(self.run)
+
+    def kept_each(self, got: list[Any], expected: list[Any]) -> list[Any]:
+        """:meth:`kept` of each of ours against the reference's of the same checkpoint."""
+        theirs = {e[0]: e for e in expected}
+        return [self.kept(g, theirs.get(g[0])) for g in got]
 
     def kept(self, got: Any, expected: Any) -> Any:
         """Ours, less the values it still holds where the reference's retention dropped them.
@@ -613,7 +615,6 @@ def test_a_kept_delta_base_reads_where_the_reference_dropped_it(keyframes: int) 
             assert "count" not in expected[-1][1]["channel_values"]
             if keyframes:
                 assert older["count"] == [] and got != expected
-            theirs = {e[0]: e for e in expected}
-            assert [m.kept(g, theirs.get(g[0])) for g in got] == expected
+            assert m.kept_each(got, expected) == expected
         finally:
             Differential.saver = None
